@@ -1,0 +1,127 @@
+"""``train`` and ``test``: what tools/train.py and tools/test.py run, usable from Python."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vismtl.config import ConfigError, load_config
+from vismtl.data import build_dataset, build_eval_loader
+from vismtl.engine import checkpoint as ckpt
+from vismtl.engine.distributed import destroy, init_distributed, world_size
+from vismtl.engine.evaluator import evaluate
+from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
+from vismtl.engine.settings import read_settings, resolve_work_dir
+from vismtl.engine.trainer import Trainer, resolve_resume
+from vismtl.engine.visualize import make_panel
+from vismtl.io import atomic_open, write_png
+from vismtl.models import build_model
+from vismtl.tasks import build_tasks
+
+log = logging.getLogger("vismtl")
+
+
+def _prepare(config: str | Path, cfg_options: Mapping[str, Any] | None, amp: bool, seed: int | None):
+    cfg = load_config(config, cfg_options)
+    if amp:
+        cfg.merge_from_dict({"train.amp": True})
+    if seed is not None:
+        cfg.seed = seed
+    settings = read_settings(cfg)
+    tasks = build_tasks(cfg.get("tasks"))
+    if "model" not in cfg:
+        raise ConfigError(f"config {config} has no 'model' section")
+    return cfg, settings, tasks
+
+
+def train(
+    config: str | Path,
+    work_dir: str | Path | None = None,
+    resume: bool | str | None = None,
+    amp: bool = False,
+    seed: int | None = None,
+    cfg_options: Mapping[str, Any] | None = None,
+    launcher: str = "none",
+) -> dict[str, dict[str, float]] | None:
+    """Train the model of ``config``; returns the final evaluation (also in ``eval.json``).
+
+    Args:
+        resume: True for the work dir's ``latest.pth``, or a checkpoint path.
+        launcher: ``"pytorch"`` under torchrun.
+    """
+    cfg, settings, tasks = _prepare(config, cfg_options, amp, seed)
+    info = init_distributed(launcher)
+    try:
+        work_dir = resolve_work_dir(cfg, config, work_dir)
+        if info.is_main:
+            with atomic_open(work_dir / "config.py", "w") as handle:
+                handle.write(cfg.pretty_text)
+        trainer = Trainer(cfg, settings, tasks, work_dir, info)
+        checkpoint = resolve_resume(resume, work_dir)
+        if checkpoint is not None:
+            trainer.resume_from(checkpoint)
+        return trainer.train()
+    finally:
+        destroy()
+
+
+def test(
+    config: str | Path,
+    checkpoint: str | Path,
+    work_dir: str | Path | None = None,
+    show_dir: str | Path | None = None,
+    cfg_options: Mapping[str, Any] | None = None,
+    amp: bool = False,
+    launcher: str = "none",
+) -> tuple[dict[str, dict[str, float]], float | None]:
+    """Evaluate ``checkpoint`` on the config's test (else val) set; writes ``eval.json``.
+
+    Returns ``(results, delta_m)``. With ``show_dir``, PNG panels (input, each task's
+    prediction over its ground truth) are written there.
+    """
+    cfg, settings, tasks = _prepare(config, cfg_options, amp, None)
+    dataset_cfg = settings.data.test or settings.data.val
+    if dataset_cfg is None:
+        raise ConfigError(f"config {config} has neither data.test nor data.val to evaluate on")
+    info = init_distributed(launcher)
+    try:
+        dataset = build_dataset(dataset_cfg, tasks, "data.test" if settings.data.test else "data.val")
+        model = build_model(cfg["model"], tasks)
+        ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
+        model.to(info.device)
+        loader = build_eval_loader(dataset, settings.data.val_batch_size, settings.data.num_workers, info.rank, world_size())
+        show = PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max) if show_dir else None
+        results = evaluate(model, loader, tasks, info.device, settings.train.amp, show=show, progress=info.is_main)
+        delta = compute_delta_m(results, tasks, settings.evaluation.baselines)
+        if info.is_main:
+            print(format_table(results, tasks, delta))
+            out = resolve_work_dir(cfg, config, work_dir) / "eval.json"
+            write_eval_json(out, results, delta, checkpoint=str(checkpoint), config=str(config))
+            print(f"wrote {out}")
+        return results, delta
+    finally:
+        destroy()
+
+
+class PanelWriter:
+    """Writes one PNG panel per evaluated sample, up to ``limit`` (per rank)."""
+
+    def __init__(self, folder: Path, tasks, limit: int) -> None:
+        self.folder, self.tasks, self.limit, self.written = folder, tasks, limit, 0
+
+    def __call__(self, batch: dict[str, Any], predictions: dict[str, torch.Tensor]) -> None:
+        for i in range(batch["image"].shape[0]):
+            if self.written >= self.limit:
+                return
+            image = np.ascontiguousarray(batch["image"][i].permute(1, 2, 0).numpy())
+            preds = {name: predictions[name][i] for name in self.tasks}
+            targets = {
+                name: batch[name][i] if batch["task_mask"][i, t] else None for t, name in enumerate(self.tasks)
+            }
+            write_png(self.folder / f"{batch['meta']['name'][i]}.png", make_panel(image, preds, targets, self.tasks))
+            self.written += 1

@@ -1,0 +1,57 @@
+"""Evaluation: streaming metrics over a loader, exact under distributed evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from vismtl.tasks import Task
+
+ShowFn = Callable[[dict[str, Any], dict[str, torch.Tensor]], None]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    tasks: Mapping[str, Task],
+    device: torch.device,
+    amp: bool = False,
+    show: ShowFn | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Run ``model`` over ``loader`` and return ``{task: {metric: value}}``.
+
+    Each rank evaluates its own shard; metric states are summed over ranks before the
+    values are computed, so the result equals a single-process evaluation. A sample
+    counts for a task only where its ``task_mask`` says it is labelled.
+
+    Args:
+        show: called with each batch and its postprocessed predictions (for panels).
+    """
+    was_training = model.training
+    model.eval()
+    metrics = {name: task.new_metric() for name, task in tasks.items()}
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
+        image = batch["image"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = model(image)
+        predictions = {}
+        for t, (name, task) in enumerate(tasks.items()):
+            predictions[name] = task.postprocess(outputs[name].float())
+            labelled = batch["task_mask"][:, t].to(device)
+            if labelled.any():
+                target = batch[name].to(device, non_blocking=True)
+                metrics[name].update(predictions[name][labelled], target[labelled])
+        if show is not None:
+            show(batch, predictions)
+    model.train(was_training)
+    results = {}
+    for name, metric in metrics.items():
+        metric.merge()
+        results[name] = metric.compute()
+    return results

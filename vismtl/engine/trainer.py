@@ -1,0 +1,253 @@
+"""The training loop: iterations, accumulation, DDP, evaluation, checkpoints and exact resume.
+
+Exact resume rests on three things: the data stream is a pure function of (seed, batch
+position) (:mod:`vismtl.data.samplers`), every generator the loop draws from is saved in
+the checkpoint, and nothing outside the loop (loader start-up, evaluation) draws from the
+global generators. A run killed at any point and resumed from its last checkpoint then
+ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from vismtl.config import Config, ConfigError, call_with_config, to_plain
+from vismtl.data import build_dataset, build_eval_loader, build_train_loader
+from vismtl.engine import checkpoint as ckpt
+from vismtl.engine.distributed import DistInfo, world_size
+from vismtl.engine.evaluator import evaluate
+from vismtl.engine.logger import RunLogger
+from vismtl.engine.losses import multitask_loss
+from vismtl.engine.optim import build_optimizer, build_scheduler
+from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
+from vismtl.engine.settings import RunSettings
+from vismtl.engine.sync_bn import convert_sync_batchnorm
+from vismtl.models import build_model
+from vismtl.tasks import Task
+
+log = logging.getLogger("vismtl")
+
+
+@dataclass
+class TrainState:
+    model: nn.Module  # unwrapped
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    iteration: int = 0
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def resolve_resume(resume: bool | str | None, work_dir: Path) -> Path | None:
+    """``--resume`` alone means the work dir's ``latest.pth`` (if any); a path must exist."""
+    if not resume:
+        return None
+    if resume is True:
+        latest = work_dir / "checkpoints" / "latest.pth"
+        if latest.is_file():
+            return latest
+        log.warning("--resume: no checkpoint in %s yet, starting from scratch", latest.parent)
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise ckpt.CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+class Trainer:
+    """Trains ``cfg``'s model in ``work_dir`` (one instance per run and rank).
+
+    Args:
+        cfg: the loaded config.
+        settings: its checked ``train``/``data``/``evaluation`` sections.
+        work_dir: where logs, checkpoints and ``eval.json`` go.
+        dist_info: this process's rank and device.
+    """
+
+    def __init__(self, cfg: Config, settings: RunSettings, tasks: Mapping[str, Task], work_dir: Path, dist_info: DistInfo) -> None:
+        self.cfg, self.settings, self.tasks = cfg, settings, dict(tasks)
+        self.work_dir, self.info = work_dir, dist_info
+        self.amp = settings.train.amp
+        data = settings.data
+        if data.train is None:
+            raise ConfigError("data.train is missing: the config names no training dataset")
+        # Datasets first: a wrong dataset config should fail before any model is built.
+        self.train_set = build_dataset(data.train, self.tasks, "data.train")
+        self.val_set = build_dataset(data.val, self.tasks, "data.val") if data.val else None
+
+        torch.manual_seed(settings.seed)  # same initial weights on every rank
+        model = build_model(cfg["model"], self.tasks)
+        if settings.train.sync_bn and world_size() > 1:
+            model = convert_sync_batchnorm(model, dist_info.device)
+        model.to(dist_info.device)
+        optimizer = call_with_config(build_optimizer, cfg.get("optimizer"), "optimizer", model=model)
+        scheduler = call_with_config(
+            build_scheduler, cfg.get("schedule"), "schedule", optimizer=optimizer, max_iters=settings.train.max_iters
+        )
+        self.state = TrainState(model, optimizer, scheduler)
+        torch.manual_seed(settings.seed + dist_info.rank)  # dropout etc. differ per rank
+        self.logger = RunLogger(work_dir, enabled=dist_info.is_main)
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write ``iter_N.pth`` and point ``latest.pth`` at it (main rank; all ranks' RNG states)."""
+        rng = [None] * world_size()
+        if world_size() > 1:
+            dist.all_gather_object(rng, ckpt.rng_state())
+        else:
+            rng = [ckpt.rng_state()]
+        path = self.work_dir / "checkpoints" / f"iter_{self.state.iteration}.pth"
+        if self.info.is_main:
+            ckpt.atomic_save(
+                {
+                    "model": self.state.model.state_dict(),
+                    "optimizer": self.state.optimizer.state_dict(),
+                    "scheduler": self.state.scheduler.state_dict(),
+                    "iteration": self.state.iteration,
+                    "rng": rng,
+                    "world_size": world_size(),
+                    "model_config": to_plain(self.cfg["model"]),
+                    "tasks": list(self.tasks),
+                    "config": self.cfg.pretty_text,
+                },
+                path,
+            )
+            ckpt.atomic_link(path, path.with_name("latest.pth"))
+            self._prune_checkpoints()
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        keep = self.settings.train.max_keep_checkpoints
+        if keep <= 0:
+            return
+        folder = self.work_dir / "checkpoints"
+        saved = sorted(folder.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+        for old in saved[:-keep]:
+            old.unlink(missing_ok=True)
+
+    def resume_from(self, path: Path) -> None:
+        checkpoint = ckpt.load_checkpoint(path)
+        ckpt.load_model_weights(self.state.model, checkpoint, path)
+        for key in ("optimizer", "scheduler", "iteration"):
+            if key not in checkpoint:
+                raise ckpt.CheckpointError(f"cannot resume from {path}: it has no {key} state (a weights-only file?)")
+        self.state.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.state.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.state.iteration = int(checkpoint["iteration"])
+        states = checkpoint.get("rng") or []
+        if len(states) == world_size():
+            ckpt.set_rng_state(states[self.info.rank])
+        else:
+            log.warning("checkpoint was saved with %d ranks, now %d: RNG states not restored", len(states), world_size())
+        self.logger.truncate_after(self.state.iteration)
+        if self.info.is_main:
+            log.info("resumed from %s at iteration %d", path, self.state.iteration)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        data = self.settings.data
+        loader = build_eval_loader(self.val_set, data.val_batch_size, data.num_workers, self.info.rank, world_size())
+        return evaluate(self.state.model, loader, self.tasks, self.info.device, self.amp, progress=self.info.is_main)
+
+    def _log_eval(self, results: dict[str, dict[str, float]]) -> float | None:
+        delta = compute_delta_m(results, self.tasks, self.settings.evaluation.baselines)
+        self.logger.log({"iter": self.state.iteration, "val": results, "delta_m": delta}, prefix="val")
+        if self.info.is_main:
+            tqdm.write(f"evaluation at iteration {self.state.iteration}:\n{format_table(results, self.tasks, delta)}")
+        return delta
+
+    def train(self) -> dict[str, dict[str, float]] | None:
+        """Run to ``max_iters``; returns the final evaluation (None without a val set)."""
+        s, info, state = self.settings.train, self.info, self.state
+        model: nn.Module = state.model
+        if world_size() > 1:
+            device_ids = [info.device.index] if info.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=s.find_unused_parameters)
+        loader = build_train_loader(
+            self.train_set,
+            self.settings.data.batch_size,
+            self.settings.data.num_workers,
+            self.settings.seed,
+            info.rank,
+            world_size(),
+            start_batch=state.iteration * s.accumulate,
+        )
+        batches = iter(loader)
+        names = list(self.tasks)
+        bar = tqdm(total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True)
+        model.train()
+        tic = time.perf_counter()
+        while state.iteration < s.max_iters:
+            data_time = 0.0
+            state.optimizer.zero_grad(set_to_none=True)
+            for micro in range(s.accumulate):
+                start = time.perf_counter()
+                batch = _to_device(next(batches), info.device)
+                data_time += time.perf_counter() - start
+                last = micro == s.accumulate - 1
+                sync = contextlib.nullcontext() if last or world_size() == 1 else model.no_sync()
+                with sync:
+                    with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                        outputs = model(batch["image"])
+                    result = multitask_loss(outputs, batch, self.tasks)
+                    (result.total / s.accumulate).backward()
+            grad_norm = None
+            if s.grad_clip:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(state.model.parameters(), s.grad_clip))
+            state.optimizer.step()
+            state.scheduler.step()
+            state.iteration += 1
+            bar.update(1)
+
+            if state.iteration % s.log_interval == 0 or state.iteration == s.max_iters:
+                losses = result.per_task(names)
+                total = sum(self.tasks[n].loss_weight * v for n, v in losses.items())
+                if not torch.isfinite(torch.tensor(total)):
+                    raise FloatingPointError(
+                        f"loss is {total} at iteration {state.iteration} ({losses}); "
+                        "lower optimizer.lr or set train.grad_clip"
+                    )
+                elapsed = time.perf_counter() - tic
+                record = {
+                    "iter": state.iteration,
+                    "loss": total,
+                    **{f"loss_{n}": v for n, v in losses.items()},
+                    "lr": state.optimizer.param_groups[0]["lr"],
+                    "grad_norm": grad_norm,
+                    "data_time": data_time,
+                    "time": elapsed / s.log_interval,
+                }
+                self.logger.log(record)
+                bar.set_postfix(loss=f"{total:.3f}", lr=f"{record['lr']:.2e}")
+                tic = time.perf_counter()
+
+            if self.val_set is not None and s.val_interval and state.iteration % s.val_interval == 0 and state.iteration < s.max_iters:
+                self._log_eval(self.evaluate())
+            if state.iteration % s.checkpoint_interval == 0 or state.iteration == s.max_iters:
+                self.save()
+        bar.close()
+
+        results = None
+        if self.val_set is not None:
+            results = self.evaluate()
+            delta = self._log_eval(results)
+            if info.is_main:
+                write_eval_json(self.work_dir / "eval.json", results, delta, iteration=state.iteration)
+        self.logger.close()
+        return results

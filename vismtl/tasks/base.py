@@ -1,0 +1,143 @@
+"""The Task and Metric interfaces every task kind implements.
+
+A task couples what a model must predict with how it is learnt and judged:
+
+- ``prepare_target``: a raw numpy map from a dataset -> the tensor the loss and metric read;
+- ``loss``: per-sample losses ``[B]`` and which samples carry a label ``[B]``, so that the
+  engine can mask partially labelled batches and normalise by the labelled count;
+- ``postprocess``: raw logits -> prediction (class ids, probabilities, unit normals, ...);
+- ``new_metric``: a streaming :class:`Metric` whose state merges exactly across ranks;
+- ``visualize``: one prediction or target -> an RGB image.
+
+The model and the engine never special-case a task: they call these functions only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+IGNORE_INDEX = 255
+
+
+class Metric:
+    """A streaming metric: ``update`` per batch, ``merge`` across ranks, ``compute`` at the end.
+
+    State lives in float64 tensors that are sums or counts, so merging ranks is one
+    ``all_reduce(SUM)`` per tensor and gives exactly the single-process result.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] = {}
+
+    def add_state(self, name: str, shape: tuple[int, ...] = ()) -> None:
+        self.state[name] = torch.zeros(shape, dtype=torch.float64)
+
+    def accumulate(self, name: str, value: torch.Tensor | float) -> None:
+        """Add ``value`` to the state ``name`` (moved to the CPU in float64)."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to("cpu", torch.float64)
+        self.state[name] += value
+
+    def update(self, pred: Any, target: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def merge(self) -> None:
+        """Sum the state over all ranks (a no-op outside distributed runs)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        device = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        for name, value in self.state.items():
+            buffer = value.to(device)
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            self.state[name] = buffer.cpu()
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class Task:
+    """One prediction target of a multi-task model.
+
+    Args:
+        name: the task's name in configs, batches and outputs (e.g. ``"semseg"``).
+        num_outputs: channels of the task's logits.
+        loss_weight: weight of this task's loss in the total.
+        source: the dataset field holding this task's labels (default: ``name``).
+    """
+
+    kind: ClassVar[str] = ""
+    # How geometric augmentation treats the target: "label" (nearest, padded with ignore),
+    # "depth" (nearest, divided by the zoom), "normals" (nearest, x negated on flips).
+    map_kind: ClassVar[str] = "label"
+    # The metric Delta_m uses and whether higher is better.
+    headline: ClassVar[tuple[str, bool]] = ("", True)
+    # Dense tasks predict a map at input resolution; image-level tasks a vector.
+    dense: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        name: str,
+        num_outputs: int,
+        loss_weight: float = 1.0,
+        source: str | None = None,
+    ) -> None:
+        self.name = name
+        self.num_outputs = num_outputs
+        self.loss_weight = float(loss_weight)
+        self.source = source or name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, outputs={self.num_outputs})"
+
+    def prepare_target(self, raw: np.ndarray) -> torch.Tensor:
+        """A raw label map [H, W] from a dataset -> the target tensor of one sample."""
+        raise NotImplementedError
+
+    def empty_target(self, height: int, width: int) -> torch.Tensor:
+        """The target of a sample that has no label for this task (ignored everywhere)."""
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss ``[B]`` and a bool ``[B]`` saying which samples had any label."""
+        raise NotImplementedError
+
+    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C, H, W]`` -> predictions in the target's units."""
+        raise NotImplementedError
+
+    def new_metric(self) -> Metric:
+        raise NotImplementedError
+
+    def visualize(self, value: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One sample's prediction or target -> RGB uint8 ``[H, W, 3]``."""
+        raise NotImplementedError
+
+
+def masked_mean_per_sample(
+    values: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``values`` over the ``valid`` pixels of each sample.
+
+    Args:
+        values: ``[B, ...]`` per-pixel losses (any value where invalid).
+        valid: bool ``[B, ...]`` of the same shape.
+
+    Returns:
+        ``([B] loss, [B] bool has_label)``; samples without valid pixels get loss 0.
+    """
+    valid = valid.flatten(1)
+    count = valid.sum(dim=1)
+    total = torch.where(valid, values.flatten(1), torch.zeros((), dtype=values.dtype, device=values.device))
+    return total.sum(dim=1) / count.clamp(min=1), count > 0
+
+
+def to_numpy(value: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
+    return np.asarray(value)
