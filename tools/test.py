@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: metrics table, eval.json, optional prediction panels.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options k=v ...]
+python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-options k=v ...]
 """
 
 from __future__ import annotations

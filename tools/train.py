@@ -1,7 +1,7 @@
 """Train a multi-task model.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--seed N] [--cfg-options k=v ...]
-    torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch
+python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--seed N] [--cfg-options k=v ...]
+torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch
 """
 
 from __future__ import annotations
@@ -11,18 +11,23 @@ import logging
 import os
 import sys
 
-from vismtl.config import DictAction
+from vismtl.config import ConfigError, DictAction
 from vismtl.engine import train
 from vismtl.engine.checkpoint import CheckpointError
-from vismtl.config import ConfigError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config file, e.g. configs/quickstart.py")
     parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
-    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
-                        help="continue from CKPT, or from the work dir's latest checkpoint")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue from CKPT, or from the work dir's latest checkpoint",
+    )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")

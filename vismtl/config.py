@@ -56,8 +56,7 @@ def check_keys(given: Iterable[str], allowed: Iterable[str], where: str) -> None
     for key in given:
         if key not in allowed:
             raise ConfigError(
-                f"unknown key '{key}' in {where}{suggest(key, allowed)}; "
-                f"valid keys: {', '.join(sorted(allowed))}"
+                f"unknown key '{key}' in {where}{suggest(key, allowed)}; valid keys: {', '.join(sorted(allowed))}"
             )
 
 
@@ -91,7 +90,7 @@ def load_config(path: str | Path, options: Mapping[str, Any] | None = None) -> C
 
 def _check_override_exists(cfg: Config, dotted: str, path: Path) -> None:
     """An override must target an existing key, except inside free-form dicts (tasks)."""
-    node: Any = cfg
+    node: Any = cfg.to_dict()
     parts = dotted.split(".")
     for depth, key in enumerate(parts):
         if isinstance(node, (list, tuple)) and key.isdigit():
@@ -105,10 +104,7 @@ def _check_override_exists(cfg: Config, dotted: str, path: Path) -> None:
             if depth == len(parts) - 1 and depth > 0:
                 return
             where = ".".join(parts[:depth]) or "the top level"
-            raise ConfigError(
-                f"--cfg-options {dotted}: no key '{key}' in {where} of {path}"
-                f"{suggest(key, node.keys())}"
-            )
+            raise ConfigError(f"--cfg-options {dotted}: no key '{key}' in {where} of {path}{suggest(key, node.keys())}")
         node = node[key]
 
 
@@ -130,12 +126,12 @@ def call_with_config(fn: Callable[..., Any], cfg: Mapping[str, Any] | None, wher
     (for example ``"model.decoder"``), the key and the valid keys.
     """
     kwargs = dict(to_plain(dict(cfg or {})))
-    kwargs.update(extra)
     params = inspect.signature(fn).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    named = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     if not accepts_any:
-        check_keys(kwargs, [n for n in named if n not in extra] + list(extra), where)
+        settable = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in extra]
+        check_keys(kwargs, settable, where)
+    kwargs.update(extra)
     for name, param in params.items():
         required = param.default is inspect.Parameter.empty and param.kind in (
             inspect.Parameter.KEYWORD_ONLY,

@@ -24,7 +24,9 @@ def build_dataset(cfg: Mapping[str, Any], tasks: Mapping[str, Task], where: str 
     options = dict(cfg)
     kind = options.pop("type", None)
     if kind not in DATASETS:
-        raise ConfigError(f"unknown dataset type '{kind}' in {where}{suggest(str(kind), DATASETS)}; known: {', '.join(DATASETS)}")
+        raise ConfigError(
+            f"unknown dataset type '{kind}' in {where}{suggest(str(kind), DATASETS)}; known: {', '.join(DATASETS)}"
+        )
     return call_with_config(DATASETS[kind], options, f"{where} ({kind})", tasks=tasks)
 
 

@@ -123,7 +123,7 @@ class AlbumentationsGroup:
         shape_in = sample["image"].shape[:2]
         result = self.compose(**sample)
         out = {key: result[key] for key in sample}
-        for name, params in result["applied_transforms"]:
+        for name, _params in result["applied_transforms"]:
             if name in ("HorizontalFlip", "VerticalFlip"):
                 axis = 0 if name == "HorizontalFlip" else 1
                 for key in self.keys:
@@ -167,7 +167,9 @@ class Pipeline:
         where: the config path, for error messages.
     """
 
-    def __init__(self, steps: Sequence[Mapping[str, Any]], map_kinds: Mapping[str, str], where: str = "transforms") -> None:
+    def __init__(
+        self, steps: Sequence[Mapping[str, Any]], map_kinds: Mapping[str, str], where: str = "transforms"
+    ) -> None:
         self.map_kinds = dict(map_kinds)
         keys = ["image", *self.map_kinds]
         self.steps: list[Any] = []

@@ -94,7 +94,9 @@ def test(
         model = build_model(cfg["model"], tasks)
         ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
         model.to(info.device)
-        loader = build_eval_loader(dataset, settings.data.val_batch_size, settings.data.num_workers, info.rank, world_size())
+        loader = build_eval_loader(
+            dataset, settings.data.val_batch_size, settings.data.num_workers, info.rank, world_size()
+        )
         show = PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max) if show_dir else None
         results = evaluate(model, loader, tasks, info.device, settings.train.amp, show=show, progress=info.is_main)
         delta = compute_delta_m(results, tasks, settings.evaluation.baselines)
@@ -120,8 +122,6 @@ class PanelWriter:
                 return
             image = np.ascontiguousarray(batch["image"][i].permute(1, 2, 0).numpy())
             preds = {name: predictions[name][i] for name in self.tasks}
-            targets = {
-                name: batch[name][i] if batch["task_mask"][i, t] else None for t, name in enumerate(self.tasks)
-            }
+            targets = {name: batch[name][i] if batch["task_mask"][i, t] else None for t, name in enumerate(self.tasks)}
             write_png(self.folder / f"{batch['meta']['name'][i]}.png", make_panel(image, preds, targets, self.tasks))
             self.written += 1

@@ -116,7 +116,6 @@ def load_model_weights(model: nn.Module, checkpoint: Mapping[str, Any], path: st
         made_with = checkpoint.get("model_config")
         hint = f"; it was made with model = {made_with}" if made_with else ""
         raise CheckpointError(
-            f"checkpoint {path} was made for another architecture than this config's model: "
-            f"{', '.join(problems)}{hint}"
+            f"checkpoint {path} was made for another architecture than this config's model: {', '.join(problems)}{hint}"
         )
     model.load_state_dict(state)

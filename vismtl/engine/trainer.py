@@ -78,7 +78,9 @@ class Trainer:
         dist_info: this process's rank and device.
     """
 
-    def __init__(self, cfg: Config, settings: RunSettings, tasks: Mapping[str, Task], work_dir: Path, dist_info: DistInfo) -> None:
+    def __init__(
+        self, cfg: Config, settings: RunSettings, tasks: Mapping[str, Task], work_dir: Path, dist_info: DistInfo
+    ) -> None:
         self.cfg, self.settings, self.tasks = cfg, settings, dict(tasks)
         self.work_dir, self.info = work_dir, dist_info
         self.amp = settings.train.amp
@@ -153,7 +155,9 @@ class Trainer:
         if len(states) == world_size():
             ckpt.set_rng_state(states[self.info.rank])
         else:
-            log.warning("checkpoint was saved with %d ranks, now %d: RNG states not restored", len(states), world_size())
+            log.warning(
+                "checkpoint was saved with %d ranks, now %d: RNG states not restored", len(states), world_size()
+            )
         self.logger.truncate_after(self.state.iteration)
         if self.info.is_main:
             log.info("resumed from %s at iteration %d", path, self.state.iteration)
@@ -178,7 +182,9 @@ class Trainer:
         model: nn.Module = state.model
         if world_size() > 1:
             device_ids = [info.device.index] if info.device.type == "cuda" else None
-            model = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=s.find_unused_parameters)
+            model = DistributedDataParallel(
+                model, device_ids=device_ids, find_unused_parameters=s.find_unused_parameters
+            )
         loader = build_train_loader(
             self.train_set,
             self.settings.data.batch_size,
@@ -190,7 +196,9 @@ class Trainer:
         )
         batches = iter(loader)
         names = list(self.tasks)
-        bar = tqdm(total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True)
+        bar = tqdm(
+            total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True
+        )
         model.train()
         tic = time.perf_counter()
         while state.iteration < s.max_iters:
@@ -237,7 +245,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{total:.3f}", lr=f"{record['lr']:.2e}")
                 tic = time.perf_counter()
 
-            if self.val_set is not None and s.val_interval and state.iteration % s.val_interval == 0 and state.iteration < s.max_iters:
+            if (
+                self.val_set is not None
+                and s.val_interval
+                and state.iteration % s.val_interval == 0
+                and state.iteration < s.max_iters
+            ):
                 self._log_eval(self.evaluate())
             if state.iteration % s.checkpoint_interval == 0 or state.iteration == s.max_iters:
                 self.save()

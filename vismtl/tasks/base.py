@@ -119,9 +119,7 @@ class Task:
         raise NotImplementedError
 
 
-def masked_mean_per_sample(
-    values: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_mean_per_sample(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of ``values`` over the ``valid`` pixels of each sample.
 
     Args:

@@ -29,7 +29,9 @@ def load_baselines(source: Results | str | Path | list | tuple) -> dict[str, dic
     for path in paths:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"baseline results not found: {path} (run tools/test.py on the single-task model first)")
+            raise FileNotFoundError(
+                f"baseline results not found: {path} (run tools/test.py on the single-task model first)"
+            )
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:

@@ -12,7 +12,9 @@ from vismtl.tasks.visual import colorize_probability
 
 
 class EdgeMetric(Metric):
-    """Boundary F-measure: ODS (dataset-pooled counts) and OIS (per-image best), in percent.
+    """Boundary F-measure: ODS (dataset-pooled counts) and OIS, in percent.
+
+    OIS follows BSDS: each image's counts at that image's best threshold, pooled.
 
     Predictions are thinned by NMS, then matched to the ground truth within
     ``max_dist`` x image diagonal (0.0075 for PASCAL, 0.011 for NYUD). See
@@ -25,8 +27,7 @@ class EdgeMetric(Metric):
         self.num_thresholds = num_thresholds
         self.nms = nms
         self.add_state("counts", (num_thresholds, 4))
-        self.add_state("ois_sum")
-        self.add_state("images")
+        self.add_state("ois_counts", (4,))
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred: probabilities ``[B, H, W]``; target: ``[B, H, W]`` in {0, 1, 255}."""
@@ -37,14 +38,14 @@ class EdgeMetric(Metric):
                 prob, gt == 1, self.max_dist, self.num_thresholds, ignore=gt == IGNORE_INDEX
             )
             self.accumulate("counts", torch.from_numpy(counts))
-            self.accumulate("ois_sum", edge_eval.ods_from_pooled(counts)["odsF"])
-            self.accumulate("images", 1)
+            best = int(np.argmax(edge_eval.precision_recall_f(counts)[2]))
+            self.accumulate("ois_counts", torch.from_numpy(counts[best]))
 
     def compute(self) -> dict[str, float]:
         ods = edge_eval.ods_from_pooled(self.state["counts"].numpy())
         return {
             "odsF": 100.0 * ods["odsF"],
-            "oisF": 100.0 * (self.state["ois_sum"] / self.state["images"].clamp(min=1)).item(),
+            "oisF": 100.0 * float(edge_eval.precision_recall_f(self.state["ois_counts"].numpy())[2]),
             "ods_threshold": ods["ods_threshold"],
         }
 
