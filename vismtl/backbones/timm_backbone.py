@@ -3,7 +3,8 @@
 CNNs (ResNet, ConvNeXt, EfficientNet, ...) go through timm's ``features_only`` wrapper.
 Plain vision transformers (one token grid, no pyramid) go through
 ``forward_intermediates``: the tokens of the tapped blocks come back as NCHW grids, and
-the position embedding is resized on the fly, so non-square inputs such as 448x576 work.
+the position embedding is resized on the fly, so non-square inputs such as 448x576 work
+(sizes that are not a multiple of the patch are padded).
 Channels and strides are read from timm's ``feature_info``, never from the model name.
 """
 
@@ -103,7 +104,7 @@ class Backbone(nn.Module):
     def _create_vit(name, out_indices, img_size, kwargs):
         if img_size is not None:
             kwargs["img_size"] = img_size
-        model = timm.create_model(name, num_classes=0, dynamic_img_size=True, **kwargs)
+        model = timm.create_model(name, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True, **kwargs)
         depth = len(model.blocks)
         if out_indices is None:
             out_indices = sorted({max(round(depth * (k + 1) / 4) - 1, 0) for k in range(4)})

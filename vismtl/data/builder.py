@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -30,13 +29,6 @@ def build_dataset(cfg: Mapping[str, Any], tasks: Mapping[str, Task], where: str 
     return call_with_config(DATASETS[kind], options, f"{where} ({kind})", tasks=tasks)
 
 
-def _worker_init(worker_id: int) -> None:
-    # Loader workers share the cores with training: one thread each keeps them from
-    # oversubscribing the machine.
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 def build_train_loader(
     dataset: Dataset,
     batch_size: int,
@@ -53,7 +45,6 @@ def build_train_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        worker_init_fn=_worker_init,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
         # An own generator: creating loader iterators must not consume the global RNG,
@@ -73,7 +64,6 @@ def build_eval_loader(
         batch_size=batch_size,
         sampler=EvalSampler(len(dataset), rank, world_size),
         num_workers=num_workers,
-        worker_init_fn=_worker_init,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(0),
     )

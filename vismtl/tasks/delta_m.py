@@ -36,7 +36,7 @@ def load_baselines(source: Results | str | Path | list | tuple) -> dict[str, dic
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"baseline results {path} are not valid JSON: {err}") from err
-        if not isinstance(data.get("tasks"), Mapping):
+        if not isinstance(data, Mapping) or not isinstance(data.get("tasks"), Mapping):
             raise ValueError(f"baseline results {path} have no 'tasks' entry (expected tools/test.py's eval.json)")
         for task, metrics in data["tasks"].items():
             merged.setdefault(task, {}).update(metrics)

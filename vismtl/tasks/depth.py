@@ -27,8 +27,9 @@ class DepthMetric(Metric):
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: metres ``[B, H, W]`` (target 0 = invalid)."""
-        pred = pred.float().clamp(min=MIN_DEPTH)
-        target = target.float()
+        # float64 sums: the state must not depend on how images are batched or split over ranks.
+        pred = pred.double().clamp(min=MIN_DEPTH)
+        target = target.double()
         valid = target > 0
         sq = torch.where(valid, (pred - target) ** 2, 0.0).flatten(1)
         pixels = valid.flatten(1).sum(1)
