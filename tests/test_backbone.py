@@ -83,3 +83,8 @@ def test_missing_weights_file_is_named(tmp_path):
 def test_vit_out_of_range_tap():
     with pytest.raises(ConfigError, match=r"has 6 blocks; out_indices \[9\] are out of range"):
         Backbone("test_vit", out_indices=(2, 9))
+
+
+def test_cnn_out_of_range_level():
+    with pytest.raises(ConfigError, match=r"'test_convnext' has 4 feature levels \(0..3\); out_indices \[4\]"):
+        Backbone("test_convnext", out_indices=(1, 2, 3, 4))

@@ -101,7 +101,7 @@ def _check_override_exists(cfg: Config, dotted: str, path: Path) -> None:
         if key not in node:
             # Adding a brand-new entry is allowed only as the last component of an
             # existing dict whose keys are not fixed by a builder signature (checked later).
-            if depth == len(parts) - 1 and depth > 0:
+            if (depth == len(parts) - 1 and depth > 0) or (depth == 0 and key in TOP_LEVEL_KEYS):
                 return
             where = ".".join(parts[:depth]) or "the top level"
             raise ConfigError(f"--cfg-options {dotted}: no key '{key}' in {where} of {path}{suggest(key, node.keys())}")

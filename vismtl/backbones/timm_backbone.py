@@ -34,6 +34,14 @@ def _check_model_name(name: str) -> None:
         )
 
 
+def _check_levels(name: str, out_indices: Sequence[int], levels: int) -> None:
+    bad = [i for i in out_indices if not -levels <= i < levels]
+    if levels and bad:
+        raise ConfigError(
+            f"backbone '{name}' has {levels} feature levels (0..{levels - 1}); out_indices {bad} are out of range"
+        )
+
+
 class Backbone(nn.Module):
     """A timm model that returns a list of feature maps ``[B, C_i, H / r_i, W / r_i]``.
 
@@ -76,7 +84,10 @@ class Backbone(nn.Module):
             kwargs["drop_path_rate"] = drop_path_rate
 
         with torch.device("meta"):  # no memory, no weights: only tells the family apart
-            self.is_vit = _is_plain_vit(timm.create_model(name, pretrained=False))
+            probe = timm.create_model(name, pretrained=False)
+        self.is_vit = _is_plain_vit(probe)
+        if not self.is_vit and out_indices is not None:
+            _check_levels(name, out_indices, len(getattr(probe, "feature_info", [])))
         try:
             if self.is_vit:
                 self.model, self.out_indices = self._create_vit(name, out_indices, img_size, kwargs)

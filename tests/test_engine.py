@@ -1,0 +1,152 @@
+"""Training and testing end to end: outputs, checkpoints, exact resume, clear checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_CONFIG, subprocess_env
+from vismtl.engine import test as run_test
+from vismtl.engine import train
+from vismtl.engine.checkpoint import CheckpointError, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run shared by the tests that only read its outputs."""
+    work_dir = tmp_path_factory.mktemp("run")
+    results = train(TINY_CONFIG, work_dir=work_dir)
+    return work_dir, results
+
+
+def test_training_writes_logs_checkpoints_and_eval(trained):
+    work_dir, results = trained
+    assert (work_dir / "config.py").is_file()
+    records = [json.loads(line) for line in (work_dir / "log.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "loss" in r]
+    assert [r["iter"] for r in train_records] == [2, 4, 6]
+    assert {"loss_semseg", "loss_depth", "lr", "data_time"} <= set(train_records[0])
+    assert any("val" in r for r in records)
+    assert list((work_dir / "tensorboard").glob("events.out.tfevents.*"))
+    checkpoints = sorted(p.name for p in (work_dir / "checkpoints").iterdir())
+    assert checkpoints == ["iter_2.pth", "iter_4.pth", "iter_6.pth", "latest.pth"]
+    latest = load_checkpoint(work_dir / "checkpoints" / "latest.pth")
+    assert latest["iteration"] == 6 and {"model", "optimizer", "scheduler", "rng"} <= set(latest)
+    saved = json.loads((work_dir / "eval.json").read_text())
+    assert set(saved["tasks"]) == {"semseg", "parts", "saliency", "normals", "depth", "edge"}
+    assert saved["tasks"]["semseg"]["mIoU"] == pytest.approx(results["semseg"]["mIoU"])
+    assert "delta_m" in saved
+
+
+def test_lr_follows_warmup_then_poly(trained):
+    work_dir, _ = trained
+    records = [json.loads(line) for line in (work_dir / "log.jsonl").read_text().splitlines()]
+    lrs = {r["iter"]: r["lr"] for r in records if "lr" in r}
+    # base 1e-3, warm-up 2 iterations from 0.01, then poly(0.9) over the remaining 4 (logged after the step).
+    assert lrs[2] == pytest.approx(1e-3 * (1 - 0 / 4) ** 0.9)
+    assert lrs[4] == pytest.approx(1e-3 * (1 - 2 / 4) ** 0.9)
+    assert lrs[6] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_test_tool_writes_table_eval_json_and_panels(trained, tmp_path, capsys):
+    work_dir, train_results = trained
+    baselines = tmp_path / "stl.json"
+    baselines.write_text(json.dumps({"tasks": {t: dict(v) for t, v in train_results.items()}}))
+    results, delta = run_test(
+        TINY_CONFIG,
+        work_dir / "checkpoints" / "latest.pth",
+        work_dir=tmp_path,
+        show_dir=tmp_path / "show",
+        cfg_options={"evaluation.baselines": str(baselines)},
+    )
+    assert delta == pytest.approx(0.0, abs=1e-9)  # the same model as its own baseline
+    assert results["depth"]["rmse"] == pytest.approx(train_results["depth"]["rmse"], rel=1e-6)
+    printed = capsys.readouterr().out
+    assert "mIoU (higher better)" in printed and "Delta_m vs single-task baselines: +0.00 %" in printed
+    assert json.loads((tmp_path / "eval.json").read_text())["delta_m"] == pytest.approx(0.0, abs=1e-9)
+    panels = sorted((tmp_path / "show").glob("*.png"))
+    assert len(panels) == 8
+    import cv2
+
+    panel = cv2.imread(str(panels[0]))
+    assert panel.shape == (2 * (64 + 18), 7 * 64, 3)  # input + 6 tasks; prediction over ground truth
+
+
+def _final_weights(work_dir):
+    return load_checkpoint(work_dir / "checkpoints" / "latest.pth")["model"]
+
+
+def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    """A run killed with SIGKILL mid-training and restarted with --resume ends bit-identical."""
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "train.py"),
+        str(TINY_CONFIG),
+        "--cfg-options",
+        "train.max_iters=16",
+        "train.checkpoint_interval=3",
+        "data.num_workers=1",
+    ]
+    env = subprocess_env()
+    subprocess.run([*command, "--work-dir", str(tmp_path / "straight")], check=True, env=env, capture_output=True)
+
+    work_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*command, "--work-dir", str(work_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while not (work_dir / "checkpoints" / "iter_6.pth").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(work_dir / "checkpoints" / "latest.pth")["iteration"]
+    assert 6 <= killed_at < 16
+    resumed = subprocess.run(
+        [*command, "--work-dir", str(work_dir), "--resume"], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from {work_dir / 'checkpoints' / 'latest.pth'} at iteration {killed_at}" in resumed.stderr
+
+    expected, got = _final_weights(tmp_path / "straight"), _final_weights(work_dir)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    iterations = [json.loads(line)["iter"] for line in (work_dir / "log.jsonl").read_text().splitlines()]
+    assert iterations == sorted(iterations)  # records past the checkpoint were dropped before resuming
+
+
+def test_corrupt_checkpoint_is_named(tmp_path, trained):
+    work_dir, _ = trained
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes((work_dir / "checkpoints" / "latest.pth").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*corrupt\.pth: the file is corrupt, truncated"):
+        run_test(TINY_CONFIG, corrupt, work_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: .*absent\.pth"):
+        run_test(TINY_CONFIG, tmp_path / "absent.pth", work_dir=tmp_path)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, trained):
+    work_dir, _ = trained
+    with pytest.raises(CheckpointError) as error:
+        run_test(
+            TINY_CONFIG,
+            work_dir / "checkpoints" / "latest.pth",
+            work_dir=tmp_path,
+            cfg_options={"model.backbone.name": "test_convnext", "model.backbone.out_indices": (0, 1, 2, 3)},
+        )
+    message = str(error.value)
+    assert "was made for another architecture" in message
+    assert "missing" in message and "unexpected" in message
+    assert "'name': 'test_resnet'" in message  # says what the checkpoint was made with
+
+
+def test_resume_from_missing_path_is_an_error(tmp_path):
+    with pytest.raises(CheckpointError, match=r"--resume: checkpoint not found: .*nope\.pth"):
+        train(TINY_CONFIG, work_dir=tmp_path, resume=str(tmp_path / "nope.pth"))
