@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -120,8 +122,16 @@ def test_torchrun_two_ranks_trains(tmp_path):
         "train.max_iters=4",
         "train.sync_bn=True",
     ]
-    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    process = subprocess.Popen(
+        command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:  # never leave ranks behind waiting on a rendezvous
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
     checkpoint = load_checkpoint(tmp_path / "checkpoints" / "latest.pth")
     assert checkpoint["iteration"] == 4 and checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert (tmp_path / "eval.json").is_file()

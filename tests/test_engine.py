@@ -150,3 +150,20 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, trained):
 def test_resume_from_missing_path_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"--resume: checkpoint not found: .*nope\.pth"):
         train(TINY_CONFIG, work_dir=tmp_path, resume=str(tmp_path / "nope.pth"))
+
+
+def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
+    """2 micro-batches of 2 give the weights of 1 batch of 4 (no BatchNorm, every sample labelled)."""
+    config = tmp_path / "no_bn.py"
+    config.write_text(
+        f"_base_ = ['{TINY_CONFIG}']\n"
+        "tasks = dict(_delete_=True, semseg=dict(kind='semseg', num_classes=7), depth=dict(kind='depth'))\n"
+        "model = dict(backbone=dict(name='test_convnext', out_indices=(0, 1, 2, 3)), decoder=dict(norm='gn'))\n"
+        "data = dict(val=None)\n"
+        "train = dict(max_iters=2, checkpoint_interval=2)\n"
+    )
+    train(config, work_dir=tmp_path / "whole", cfg_options={"data.batch_size": 4})
+    train(config, work_dir=tmp_path / "accumulated", cfg_options={"data.batch_size": 2, "train.accumulate": 2})
+    whole, accumulated = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "accumulated")
+    for name, value in whole.items():
+        torch.testing.assert_close(accumulated[name], value, rtol=1e-4, atol=1e-5, msg=name)

@@ -126,7 +126,7 @@ def _sample_dims(rng: _Rng, cls: int) -> tuple[float, float, tuple]:
     if cls in (_CYLINDER, _CONE):
         r, h = rng.uniform(0.15, 0.55), rng.uniform(0.3, 1.2)
         return r, h, (r, h)
-    size = rng.uniform(0.7, 1.2)  # figure: total height
+    size = rng.uniform(1.0, 1.6)  # figure: total height, about a person's next to the camera
     legs_r, legs_h = size * rng.uniform(0.07, 0.1), size * rng.uniform(0.38, 0.45)
     torso_r, torso_h = size * rng.uniform(0.13, 0.18), size * rng.uniform(0.3, 0.38)
     head_r = (size - legs_h - torso_h) / 2
@@ -161,6 +161,8 @@ def _place_object(rng: _Rng, cam: _Camera, cls: int, placed: list[_Object]) -> _
         z_lo, z_hi = max(z_near, 1.0) + radius, cam.wall_d - radius - 0.15
         if z_lo >= z_hi:
             continue
+        if cls == _FIGURE:  # keep figures near enough that their parts span several pixels
+            z_hi = min(z_hi, z_lo + 2.5)
         z = rng.uniform(z_lo, z_hi)
         half_width = 0.85 * cam.cx / cam.fx * (cam.floor_h * sp + z * cp)
         x = rng.uniform(-half_width, half_width)

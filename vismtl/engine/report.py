@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,13 +12,22 @@ from vismtl.io import write_json
 from vismtl.tasks import Task, delta_m, load_baselines
 
 Results = Mapping[str, Mapping[str, float]]
+log = logging.getLogger("vismtl")
 
 
 def compute_delta_m(results: Results, tasks: Mapping[str, Task], baselines: Any) -> float | None:
-    """Delta_m against the configured baselines (None when none are configured)."""
+    """Delta_m against the configured baselines.
+
+    None when no baselines are configured, or (with a warning, so a finished run still
+    writes its results) when a baseline's ``eval.json`` does not exist yet.
+    """
     if baselines is None:
         return None
-    return delta_m(results, load_baselines(baselines), tasks)
+    try:
+        return delta_m(results, load_baselines(baselines), tasks)
+    except FileNotFoundError as err:
+        log.warning("Delta_m not computed: %s", err)
+        return None
 
 
 def format_table(results: Results, tasks: Mapping[str, Task], delta: float | None = None) -> str:

@@ -1,0 +1,67 @@
+"""The benchmark harness: repeated timing, medians, and a table with ratios to a baseline row."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: list[float]  # one entry per timed repeat
+    items: int  # items processed per repeat (images, samples, ...)
+    group: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.median
+
+
+def measure(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs (CUDA-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def device_description() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def print_table(rows: list[Row], unit: str = "items/s") -> str:
+    """Median time, rate and the ratio to the first row of the same group."""
+    baselines: dict[str, Row] = {}
+    lines = [
+        f"device: {device_description()}; torch {torch.__version__}",
+        f"{'case':44s} {'median s':>10s} {'min s':>9s} {unit:>12s} {'vs baseline':>12s}",
+    ]
+    for row in rows:
+        base = baselines.setdefault(row.group, row)
+        ratio = base.median / row.median
+        lines.append(
+            f"{row.name:44s} {row.median:10.4f} {min(row.seconds):9.4f} {row.rate:12.1f} {ratio:11.2f}x"
+        )
+    text = "\n".join(lines)
+    print(text)
+    return text
