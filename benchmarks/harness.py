@@ -59,9 +59,7 @@ def print_table(rows: list[Row], unit: str = "items/s") -> str:
     for row in rows:
         base = baselines.setdefault(row.group, row)
         ratio = base.median / row.median
-        lines.append(
-            f"{row.name:44s} {row.median:10.4f} {min(row.seconds):9.4f} {row.rate:12.1f} {ratio:11.2f}x"
-        )
+        lines.append(f"{row.name:44s} {row.median:10.4f} {min(row.seconds):9.4f} {row.rate:12.1f} {ratio:11.2f}x")
     text = "\n".join(lines)
     print(text)
     return text

@@ -19,7 +19,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Row, measure, print_table  # noqa: E402
-
 from vismtl.config import call_with_config, load_config  # noqa: E402
 from vismtl.data import build_dataset  # noqa: E402
 from vismtl.engine.losses import multitask_loss  # noqa: E402

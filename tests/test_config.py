@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY_CONFIG, subprocess_env
 
+from conftest import ROOT, TINY_CONFIG, subprocess_env
 from vismtl.config import ConfigError, load_config
 from vismtl.engine import train
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import ROOT, TINY_CONFIG, subprocess_env
 from torch.nn.parallel import DistributedDataParallel
 
+from conftest import ROOT, TINY_CONFIG, subprocess_env
 from vismtl.data import ScenesDataset
 from vismtl.data.builder import build_train_loader
 from vismtl.engine.checkpoint import load_checkpoint

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY_CONFIG, subprocess_env
 
+from conftest import ROOT, TINY_CONFIG, subprocess_env
 from vismtl.engine import test as run_test
 from vismtl.engine import train
 from vismtl.engine.checkpoint import CheckpointError, load_checkpoint

@@ -6,13 +6,11 @@ python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--cfg-
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
-from vismtl.config import ConfigError, DictAction
+from vismtl.config import DictAction
 from vismtl.engine import test
-from vismtl.engine.checkpoint import CheckpointError
+from vismtl.engine.cli import run_command
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,14 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        test(args.config, args.checkpoint, args.work_dir, args.show_dir, args.cfg_options, args.amp, args.launcher)
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    options = dict(show_dir=args.show_dir, cfg_options=args.cfg_options, amp=args.amp, launcher=args.launcher)
+    return run_command(lambda: test(args.config, args.checkpoint, args.work_dir, **options))
 
 
 if __name__ == "__main__":

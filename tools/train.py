@@ -7,13 +7,11 @@ torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
-from vismtl.config import ConfigError, DictAction
+from vismtl.config import DictAction
 from vismtl.engine import train
-from vismtl.engine.checkpoint import CheckpointError
+from vismtl.engine.cli import run_command
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,14 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        train(args.config, args.work_dir, args.resume, args.amp, args.seed, args.cfg_options, args.launcher)
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(
+        lambda: train(args.config, args.work_dir, args.resume, args.amp, args.seed, args.cfg_options, args.launcher)
+    )
 
 
 if __name__ == "__main__":
