@@ -36,7 +36,7 @@ def make_panel(
     top = [_titled(image, "input")]
     bottom = [_titled(blank, "")]
     for name, task in tasks.items():
-        top.append(_titled(task.visualize(predictions[name]), f"{name} pred"))
         target = targets.get(name)
+        top.append(_titled(task.visualize(predictions[name], reference=target), f"{name} pred"))
         bottom.append(_titled(task.visualize(target) if target is not None else blank, f"{name} gt"))
     return np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)], axis=0)

@@ -114,8 +114,14 @@ class Task:
     def new_metric(self) -> Metric:
         raise NotImplementedError
 
-    def visualize(self, value: np.ndarray | torch.Tensor) -> np.ndarray:
-        """One sample's prediction or target -> RGB uint8 ``[H, W, 3]``."""
+    def visualize(
+        self, value: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor | None = None
+    ) -> np.ndarray:
+        """One sample's prediction or target -> RGB uint8 ``[H, W, 3]``.
+
+        ``reference`` (the target, when drawing a prediction) lets scalar maps share the
+        target's colour scale, so prediction and ground truth can be compared by eye.
+        """
         raise NotImplementedError
 
 

@@ -30,7 +30,8 @@ def load_baselines(source: Results | str | Path | list | tuple) -> dict[str, dic
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
-                f"baseline results not found: {path} (train or test the single-task model first: its eval.json holds the baseline)"
+                f"baseline results not found: {path} "
+                "(train or test the single-task model first: its eval.json holds the baseline)"
             )
         try:
             data = json.loads(path.read_text())

@@ -78,6 +78,9 @@ class DepthTask(Task):
     def new_metric(self) -> Metric:
         return DepthMetric()
 
-    def visualize(self, value) -> np.ndarray:
+    def visualize(self, value, reference=None) -> np.ndarray:
         depth = to_numpy(value)
-        return colorize_scalar(depth, valid=depth > 0)
+        scale = to_numpy(reference) if reference is not None else depth
+        valid = scale > 0
+        vmin, vmax = np.percentile(scale[valid], [2, 98]) if valid.any() else (None, None)
+        return colorize_scalar(depth, valid=depth > 0, vmin=vmin, vmax=vmax)

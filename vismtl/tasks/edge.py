@@ -94,7 +94,7 @@ class EdgeTask(Task):
     def new_metric(self) -> Metric:
         return EdgeMetric(self.max_dist, self.num_thresholds)
 
-    def visualize(self, value) -> np.ndarray:
+    def visualize(self, value, reference=None) -> np.ndarray:
         value = to_numpy(value)
         if value.dtype == np.uint8:
             return 255 - colorize_probability(value == 1, ignore=None)

@@ -96,7 +96,7 @@ class NormalsTask(Task):
     def new_metric(self) -> Metric:
         return NormalsMetric()
 
-    def visualize(self, value) -> np.ndarray:
+    def visualize(self, value, reference=None) -> np.ndarray:
         """``[3, H, W]`` -> RGB with each channel = (component + 1) / 2; invalid pixels black."""
         normals = to_numpy(value).astype(np.float32)
         valid = np.linalg.norm(normals, axis=0) > 0.5

@@ -103,7 +103,7 @@ class SaliencyTask(Task):
     def new_metric(self) -> Metric:
         return SaliencyMetric()
 
-    def visualize(self, value) -> np.ndarray:
+    def visualize(self, value, reference=None) -> np.ndarray:
         value = to_numpy(value)
         if value.dtype == np.uint8:  # a target: {0, 1, 255}
             return colorize_probability(value == 1, ignore=value == IGNORE_INDEX)

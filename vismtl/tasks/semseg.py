@@ -86,7 +86,7 @@ class SemsegTask(Task):
     def new_metric(self) -> Metric:
         return ConfusionMatrixMetric(self.num_classes)
 
-    def visualize(self, value) -> np.ndarray:
+    def visualize(self, value, reference=None) -> np.ndarray:
         return colorize_labels(to_numpy(value))
 
 
