@@ -42,7 +42,12 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def write_png(path: str | Path, rgb: np.ndarray) -> None:
     """Write an RGB uint8 image ``[H, W, 3]`` as PNG."""
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    write_png_gray(path, rgb[..., ::-1])
+
+
+def write_png_gray(path: str | Path, array: np.ndarray) -> None:
+    """Write an array as stored (``[H, W]`` gray, or channels in OpenCV's BGR order) as PNG."""
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
     with atomic_open(path, "wb") as handle:

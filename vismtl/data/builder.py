@@ -9,12 +9,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vismtl.config import ConfigError, call_with_config, suggest
+from vismtl.data.nyud import NYUDDataset
+from vismtl.data.pascal_context import PascalContextDataset
 from vismtl.data.samplers import EvalSampler, TrainSampler
 from vismtl.data.scenes import ScenesDataset
 from vismtl.tasks import Task
 
 DATASETS: dict[str, type[Dataset]] = {
     "scenes": ScenesDataset,
+    "pascal_context": PascalContextDataset,
+    "nyud": NYUDDataset,
 }
 
 

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable
 
 from vismtl.config import ConfigError
+from vismtl.data.layout import DatasetLayoutError
 from vismtl.engine.checkpoint import CheckpointError
 
 # Errors caused by what the user passed: shown as one "error: ..." line, exit status 2.
-USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CheckpointError, DatasetLayoutError, FileNotFoundError)
 
 
 def run_command(command: Callable[[], object]) -> int:
