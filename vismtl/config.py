@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DictAction",
     "call_with_config",
+    "check_call",
     "check_keys",
     "load_config",
     "to_plain",
@@ -125,18 +126,25 @@ def call_with_config(fn: Callable[..., Any], cfg: Mapping[str, Any] | None, wher
     Unknown keys and missing required keys raise a :class:`ConfigError` naming ``where``
     (for example ``"model.decoder"``), the key and the valid keys.
     """
+    kwargs = check_call(fn, cfg, where, extra)
+    kwargs.update(extra)
+    return fn(**kwargs)
+
+
+def check_call(fn: Callable[..., Any], cfg: Mapping[str, Any] | None, where: str, extra: Iterable[str] = ()) -> dict:
+    """The checks of :func:`call_with_config` without the call; returns the config as plain kwargs."""
     kwargs = dict(to_plain(dict(cfg or {})))
+    extra = set(extra)
     params = inspect.signature(fn).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if not accepts_any:
         settable = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n not in extra]
         check_keys(kwargs, settable, where)
-    kwargs.update(extra)
     for name, param in params.items():
         required = param.default is inspect.Parameter.empty and param.kind in (
             inspect.Parameter.KEYWORD_ONLY,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
         )
-        if required and name not in kwargs:
+        if required and name not in kwargs and name not in extra:
             raise ConfigError(f"missing key '{name}' in {where}")
-    return fn(**kwargs)
+    return kwargs

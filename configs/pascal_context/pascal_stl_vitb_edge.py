@@ -1,0 +1,5 @@
+# PASCAL-Context single-task baseline for Delta_m: edge alone, same backbone, decoder and schedule.
+_base_ = ["./pascal_hps_vitb.py"]
+
+tasks = dict(_delete_=True, edge={{_base_.tasks.edge}})
+evaluation = dict(baselines=None)
