@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,6 +64,7 @@ def test_test_tool_writes_table_eval_json_and_panels(trained, tmp_path, capsys):
         work_dir / "checkpoints" / "latest.pth",
         work_dir=tmp_path,
         show_dir=tmp_path / "show",
+        export_dir=tmp_path / "export",
         cfg_options={"evaluation.baselines": str(baselines)},
     )
     assert delta == pytest.approx(0.0, abs=1e-9)  # the same model as its own baseline
@@ -76,6 +78,14 @@ def test_test_tool_writes_table_eval_json_and_panels(trained, tmp_path, capsys):
 
     panel = cv2.imread(str(panels[0]))
     assert panel.shape == (2 * (64 + 18), 7 * 64, 3)  # input + 6 tasks; prediction over ground truth
+    exported = {
+        p.parent.name: cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (tmp_path / "export").glob("*/000000.png")
+    }
+    assert set(exported) == {"semseg", "parts", "saliency", "normals", "depth", "edge"}
+    assert len(list((tmp_path / "export" / "edge").glob("*.png"))) == 8  # every val image, named by its id
+    assert exported["edge"].dtype == np.uint8 and exported["edge"].shape == (64, 64)
+    assert exported["semseg"].max() < 7 and exported["parts"].max() < 4
+    assert exported["depth"].dtype == np.uint16 and exported["normals"].shape == (64, 64, 3)
 
 
 def _final_weights(work_dir):

@@ -111,3 +111,9 @@ def test_real_refinenet_frame_decodes(shared_data):
     assert np.abs(raw_length - 1).max() < 0.1  # stored unit vectors, up to quantisation
     labels = cv2.imread(str(folder / "segm_gt_000433.png"), cv2.IMREAD_UNCHANGED)
     assert set(np.unique(labels)) <= set(range(40)) | {255}
+
+
+def test_the_13_class_copy_is_named(tmp_path):
+    (tmp_path / "val" / "image").mkdir(parents=True)
+    with pytest.raises(DatasetLayoutError, match="looks like the 288x384, 13-class NYUD-v2 copy"):
+        NYUDDataset(TASKS, root=str(tmp_path), split="val")

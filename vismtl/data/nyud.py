@@ -95,6 +95,11 @@ class NYUDDataset(MultiTaskDataset):
     ) -> None:
         super().__init__(tasks, transforms, seed)
         self.root = Path(root)
+        if (self.root / split / "image").is_dir() and not (self.root / "gt_sets").is_dir():
+            raise DatasetLayoutError(
+                f"{self.root} looks like the 288x384, 13-class NYUD-v2 copy ({split}/image/...): a different "
+                "benchmark from the 40-class multi-task NYUD-v2 this dataset reads (see data/README.md)"
+            )
         self.ids = read_id_list(self.root / "gt_sets" / f"{split}.txt", what=f"NYUD-v2 {split} list")
         self.sources = {task.source for task in self.tasks.values()}
         self.layout, self.extensions = self._detect_layout()

@@ -19,7 +19,7 @@ from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
 from vismtl.engine.settings import read_settings, resolve_work_dir
 from vismtl.engine.trainer import Trainer, resolve_resume
 from vismtl.engine.visualize import make_panel
-from vismtl.io import atomic_open, write_png
+from vismtl.io import atomic_open, write_png, write_png_gray
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 
@@ -75,6 +75,7 @@ def test(
     checkpoint: str | Path,
     work_dir: str | Path | None = None,
     show_dir: str | Path | None = None,
+    export_dir: str | Path | None = None,
     cfg_options: Mapping[str, Any] | None = None,
     amp: bool = False,
     launcher: str = "none",
@@ -82,7 +83,9 @@ def test(
     """Evaluate ``checkpoint`` on the config's test (else val) set; writes ``eval.json``.
 
     Returns ``(results, delta_m)``. With ``show_dir``, PNG panels (input, each task's
-    prediction over its ground truth) are written there.
+    prediction over its ground truth) are written there. With ``export_dir``, every
+    prediction is saved as ``export_dir/<task>/<image name>.png`` (see ``Task.export``;
+    the edge maps are in the layout the MATLAB SEISM tools read).
     """
     cfg, settings, tasks = _prepare(config, cfg_options, amp, None)
     dataset_cfg = settings.data.test or settings.data.val
@@ -97,8 +100,13 @@ def test(
         loader = build_eval_loader(
             dataset, settings.data.val_batch_size, settings.data.num_workers, info.rank, world_size()
         )
-        show = PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max) if show_dir else None
-        results = evaluate(model, loader, tasks, info.device, settings.train.amp, show=show, progress=info.is_main)
+        callbacks = []
+        if show_dir:
+            callbacks.append(PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max))
+        if export_dir:
+            callbacks.append(PredictionExporter(Path(export_dir), tasks))
+        amp = settings.train.amp
+        results = evaluate(model, loader, tasks, info.device, amp, callbacks=callbacks, progress=info.is_main)
         delta = compute_delta_m(results, tasks, settings.evaluation.baselines)
         if info.is_main:
             print(format_table(results, tasks, delta))
@@ -108,6 +116,20 @@ def test(
         return results, delta
     finally:
         destroy()
+
+
+class PredictionExporter:
+    """Writes each prediction as ``folder/<task>/<image name>.png`` for the tasks that export."""
+
+    def __init__(self, folder: Path, tasks) -> None:
+        self.folder, self.tasks = folder, tasks
+
+    def __call__(self, batch: dict[str, Any], predictions: dict[str, torch.Tensor]) -> None:
+        for i, name in enumerate(batch["meta"]["name"]):
+            for task_name, task in self.tasks.items():
+                image = task.export(predictions[task_name][i])
+                if image is not None:
+                    write_png_gray(self.folder / task_name / f"{name}.png", image)
 
 
 class PanelWriter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from vismtl.tasks import Task
 
-ShowFn = Callable[[dict[str, Any], dict[str, torch.Tensor]], None]
+BatchCallback = Callable[[dict[str, Any], dict[str, torch.Tensor]], None]
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def evaluate(
     tasks: Mapping[str, Task],
     device: torch.device,
     amp: bool = False,
-    show: ShowFn | None = None,
+    callbacks: Sequence[BatchCallback] = (),
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Run ``model`` over ``loader`` and return ``{task: {metric: value}}``.
@@ -31,7 +31,8 @@ def evaluate(
     counts for a task only where its ``task_mask`` says it is labelled.
 
     Args:
-        show: called with each batch and its postprocessed predictions (for panels).
+        callbacks: each is called with every batch and its postprocessed predictions
+            (panels, exports).
     """
     was_training = model.training
     model.eval()
@@ -47,8 +48,8 @@ def evaluate(
             if labelled.any():
                 target = batch[name].to(device, non_blocking=True)
                 metrics[name].update(predictions[name][labelled], target[labelled])
-        if show is not None:
-            show(batch, predictions)
+        for callback in callbacks:
+            callback(batch, predictions)
     model.train(was_training)
     results = {}
     for name, metric in metrics.items():

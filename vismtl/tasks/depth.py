@@ -75,6 +75,10 @@ class DepthTask(Task):
     def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[:, 0].float().clamp(min=MIN_DEPTH)
 
+    def export(self, prediction: torch.Tensor) -> np.ndarray:
+        """Depth in millimetres as a 16-bit PNG."""
+        return np.round(to_numpy(prediction) * 1000).clip(0, 65535).astype(np.uint16)
+
     def new_metric(self) -> Metric:
         return DepthMetric()
 

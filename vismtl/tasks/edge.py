@@ -91,6 +91,10 @@ class EdgeTask(Task):
     def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits[:, 0].float())
 
+    def export(self, prediction: torch.Tensor) -> np.ndarray:
+        """Edge probability x 255 as an 8-bit PNG, before NMS: the input the SEISM tools expect."""
+        return np.round(to_numpy(prediction).clip(0, 1) * 255).astype(np.uint8)
+
     def new_metric(self) -> Metric:
         return EdgeMetric(self.max_dist, self.num_thresholds)
 

@@ -93,6 +93,11 @@ class NormalsTask(Task):
     def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
         return F.normalize(logits.float(), dim=1)
 
+    def export(self, prediction: torch.Tensor) -> np.ndarray:
+        """Channels (n + 1) / 2 x 255 as an 8-bit PNG (stored in OpenCV's BGR order, so RGB on disk = xyz)."""
+        rgb = np.round((np.moveaxis(to_numpy(prediction), 0, -1) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        return rgb[..., ::-1]
+
     def new_metric(self) -> Metric:
         return NormalsMetric()
 

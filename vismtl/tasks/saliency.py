@@ -100,6 +100,10 @@ class SaliencyTask(Task):
     def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits[:, 0].float())
 
+    def export(self, prediction: torch.Tensor) -> np.ndarray:
+        """Probability x 255 as an 8-bit PNG."""
+        return np.round(to_numpy(prediction).clip(0, 1) * 255).astype(np.uint8)
+
     def new_metric(self) -> Metric:
         return SaliencyMetric()
 

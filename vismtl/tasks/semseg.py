@@ -83,6 +83,10 @@ class SemsegTask(Task):
     def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=1)
 
+    def export(self, prediction: torch.Tensor) -> np.ndarray:
+        """Class ids as an 8-bit label PNG."""
+        return to_numpy(prediction).astype(np.uint8)
+
     def new_metric(self) -> Metric:
         return ConfusionMatrixMetric(self.num_classes)
 
