@@ -85,3 +85,13 @@ def test_decoder_norm_choices(norm):
     model = make("test_resnet", norm=norm)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.decoder.modules())
     assert model(torch.zeros(2, 3, 64, 64))["semseg"].shape == (2, 5, 64, 64)
+
+
+def test_hps_decodes_vit_features_at_a_finer_stride():
+    """upsample=4 turns the ViT's stride-16 features into stride-4 task features."""
+    model = build_model(
+        dict(backbone=dict(name="test_vit"), decoder=dict(type="hps", channels=8, upsample=4)),
+        build_tasks(dict(depth=dict(kind="depth"))),
+    )
+    features = model.decoder(model.backbone(torch.zeros(2, 3, 64, 96)))
+    assert features["depth"].shape == (2, 8, 16, 24)
