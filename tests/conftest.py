@@ -15,6 +15,10 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # Tests run on 2 cores next to loader workers and subprocesses: one thread each is fastest.
 torch.set_num_threads(1)
 
+# Triton kernels run on the CPU in the interpreter; it must be chosen before any kernel is defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture
 def tiny_config() -> Path:
