@@ -22,7 +22,6 @@ import scipy.io
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Row, measure, print_table  # noqa: E402
-
 from vismtl.config import load_config  # noqa: E402
 from vismtl.data import build_dataset, build_train_loader  # noqa: E402
 from vismtl.data.pascal_prepare import prepare_pascal_context  # noqa: E402
@@ -34,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _write_parts(path: Path, mask: np.ndarray) -> None:
     parts = np.array([("head", mask[: mask.shape[0] // 2]), ("torso", mask)], dtype=[("part_name", "O"), ("mask", "O")])
-    obj = np.array([("person", 15, mask, parts)], dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")])
+    obj = np.array(
+        [("person", 15, mask, parts)], dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")]
+    )
     scipy.io.savemat(str(path), {"anno": {"imname": path.stem, "objects": obj}})
 
 
