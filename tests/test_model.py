@@ -19,16 +19,23 @@ TASKS = dict(
 EXPECTED_CHANNELS = dict(semseg=5, parts=4, saliency=1, normals=3, depth=1, edge=1)
 
 
-def make(backbone: str, **decoder) -> MultiTaskModel:
+DECODERS = {
+    "hps": dict(type="hps", channels=16),
+    "taskexpert": dict(type="taskexpert", channels=16, num_experts=3),
+}
+
+
+def make(backbone: str, decoder: str = "hps", **options) -> MultiTaskModel:
     torch.manual_seed(0)
-    cfg = dict(backbone=dict(name=backbone), decoder=dict(type="hps", channels=16, **decoder))
+    cfg = dict(backbone=dict(name=backbone), decoder={**DECODERS[decoder], **options})
     return build_model(cfg, build_tasks(TASKS))
 
 
+@pytest.mark.parametrize("decoder", list(DECODERS))
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_convnext", "test_vit"])
 @pytest.mark.parametrize("size", [(64, 64), (50, 70)])
-def test_forward_backward_every_task_at_input_size(backbone, size):
-    model = make(backbone)
+def test_forward_backward_every_task_at_input_size(backbone, size, decoder):
+    model = make(backbone, decoder)
     image = torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8)
     outputs = model(image)
     assert set(outputs) == set(TASKS)
@@ -62,7 +69,7 @@ def test_state_dict_round_trip(tmp_path):
     model = make("test_resnet").eval()
     path = tmp_path / "model.pth"
     torch.save(model.state_dict(), path)
-    clone = make("test_resnet", norm="bn")
+    clone = make("test_resnet")
     with torch.no_grad():
         for p in clone.parameters():
             p.add_(1.0)
@@ -82,7 +89,7 @@ def test_single_task_model_has_one_head():
 
 @pytest.mark.parametrize("norm", ["gn", "none"])
 def test_decoder_norm_choices(norm):
-    model = make("test_resnet", norm=norm)
+    model = make("test_resnet", "hps", norm=norm)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.decoder.modules())
     assert model(torch.zeros(2, 3, 64, 64))["semseg"].shape == (2, 5, 64, 64)
 

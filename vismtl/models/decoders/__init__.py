@@ -3,9 +3,11 @@
 from torch import nn
 
 from vismtl.models.decoders.hps import HPSDecoder
+from vismtl.models.decoders.taskexpert import TaskExpertDecoder
 
 DECODERS: dict[str, type[nn.Module]] = {
     "hps": HPSDecoder,
+    "taskexpert": TaskExpertDecoder,
 }
 
-__all__ = ["DECODERS", "HPSDecoder"]
+__all__ = ["DECODERS", "HPSDecoder", "TaskExpertDecoder"]
