@@ -54,3 +54,29 @@ def test_one_linear_map_per_layer_makes_experts_and_gates():
     layer = model.decoder.layers[0]
     assert layer.project.out_features == 3 * 16 + 2 * (3 + 1)
     assert model.decoder.grid_stride == 16  # the tapped stride closest to 16 by default
+
+
+def test_show_dir_writes_gate_maps(tmp_path):
+    """tools/test.py --show-dir writes, next to each panel, the map of winning experts per task and layer."""
+    import cv2
+
+    from conftest import TINY_CONFIG
+    from vismtl.engine import test, train
+
+    options = {
+        "model.decoder": dict(_delete_=True, type="taskexpert", channels=8, num_experts=3, grid_stride=8),
+        "train.max_iters": 2,
+        "data.val.length": 2,
+    }
+    train(TINY_CONFIG, work_dir=tmp_path, cfg_options=options)
+    test(
+        TINY_CONFIG,
+        tmp_path / "checkpoints" / "latest.pth",
+        work_dir=tmp_path,
+        show_dir=tmp_path / "show",
+        cfg_options=options,
+    )
+    gates = cv2.imread(str(tmp_path / "show" / "000000_gates.png"))
+    assert gates.shape == (4 * (64 + 18), 6 * 64, 3)  # 4 tapped layers x 6 tasks
+    colours = {tuple(c) for c in gates[18:82:4, :64:4].reshape(-1, 3)}
+    assert 1 <= len(colours) <= 4  # at most 3 experts and the memory

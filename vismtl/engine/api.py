@@ -18,7 +18,7 @@ from vismtl.engine.evaluator import evaluate
 from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
 from vismtl.engine.settings import read_settings, resolve_work_dir
 from vismtl.engine.trainer import Trainer, resolve_resume
-from vismtl.engine.visualize import make_panel
+from vismtl.engine.visualize import make_gate_panel, make_panel
 from vismtl.io import atomic_open, write_png, write_png_gray
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
@@ -102,7 +102,7 @@ def test(
         )
         callbacks = []
         if show_dir:
-            callbacks.append(PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max))
+            callbacks.append(PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max, model))
         if export_dir:
             callbacks.append(PredictionExporter(Path(export_dir), tasks))
         amp = settings.train.amp
@@ -133,17 +133,34 @@ class PredictionExporter:
 
 
 class PanelWriter:
-    """Writes one PNG panel per evaluated sample, up to ``limit`` (per rank)."""
+    """Writes one PNG panel per evaluated sample, up to ``limit`` (per rank).
 
-    def __init__(self, folder: Path, tasks, limit: int) -> None:
+    With a decoder that has gates (TaskExpert), ``<name>_gates.png`` shows per task and
+    layer which expert (or the memory) wins at each position.
+    """
+
+    def __init__(self, folder: Path, tasks, limit: int, model: torch.nn.Module | None = None) -> None:
         self.folder, self.tasks, self.limit, self.written = folder, tasks, limit, 0
+        self.model = model if model is not None and hasattr(model.decoder, "gate_maps") else None
 
     def __call__(self, batch: dict[str, Any], predictions: dict[str, torch.Tensor]) -> None:
-        for i in range(batch["image"].shape[0]):
-            if self.written >= self.limit:
-                return
+        count = min(batch["image"].shape[0], self.limit - self.written)
+        if count <= 0:
+            return
+        gates = self._gates(batch["image"][:count]) if self.model is not None else None
+        for i in range(count):
             image = np.ascontiguousarray(batch["image"][i].permute(1, 2, 0).numpy())
             preds = {name: predictions[name][i] for name in self.tasks}
             targets = {name: batch[name][i] if batch["task_mask"][i, t] else None for t, name in enumerate(self.tasks)}
-            write_png(self.folder / f"{batch['meta']['name'][i]}.png", make_panel(image, preds, targets, self.tasks))
+            name = batch["meta"]["name"][i]
+            write_png(self.folder / f"{name}.png", make_panel(image, preds, targets, self.tasks))
+            if gates is not None:
+                tile_gates = {task: value[i] for task, value in gates.items()}
+                write_png(self.folder / f"{name}_gates.png", make_gate_panel(tile_gates, image.shape[:2]))
             self.written += 1
+
+    @torch.no_grad()
+    def _gates(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        device = next(self.model.parameters()).device
+        maps = self.model.decoder.gate_maps(self.model.backbone_features(images.to(device)))
+        return {task: value.float().cpu().numpy() for task, value in maps.items()}

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from vismtl.tasks import Task
+from vismtl.tasks.visual import PALETTE
 
 TITLE_HEIGHT = 18
 
@@ -40,3 +41,27 @@ def make_panel(
         top.append(_titled(task.visualize(predictions[name], reference=target), f"{name} pred"))
         bottom.append(_titled(task.visualize(target) if target is not None else blank, f"{name} gt"))
     return np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)], axis=0)
+
+
+def make_gate_panel(gates: Mapping[str, np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Which candidate wins where: one row per layer, one column per task.
+
+    Args:
+        gates: ``{task: [L, N+1, h, w]}`` gate weights (N experts, then the memory).
+        size: (height, width) of each tile (the input image's size).
+
+    Colour k is expert k of the label palette; the memory (the last candidate) is white.
+    """
+    tiles = []
+    names = list(gates)
+    layers, candidates = next(iter(gates.values())).shape[:2]
+    colours = PALETTE[1 : candidates + 1].copy()
+    colours[-1] = 255
+    for layer in range(layers):
+        row = []
+        for name in names:
+            winner = gates[name][layer].argmax(axis=0)
+            tile = cv2.resize(colours[winner], (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+            row.append(_titled(tile, f"{name} layer {layer + 1}"))
+        tiles.append(np.concatenate(row, axis=1))
+    return np.concatenate(tiles, axis=0)

@@ -49,10 +49,13 @@ class MultiTaskModel(nn.Module):
     def task_names(self) -> list[str]:
         return list(self.heads)
 
+    def backbone_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The normalised image through the backbone: the decoder's input."""
+        return self.backbone(image.to(self.input_scale.dtype) * self.input_scale + self.input_shift)
+
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """image ``[B, 3, H, W]`` in 0..255 -> ``{task: [B, C_task, H, W]}``."""
-        x = image.to(self.input_scale.dtype) * self.input_scale + self.input_shift
-        features = self.decoder(self.backbone(x))
+        features = self.decoder(self.backbone_features(image))
         size = image.shape[-2:]
         outputs = {}
         for name, head in self.heads.items():
