@@ -1,0 +1,17 @@
+# PASCAL-Context, all tasks, TaskExpert on ViT-B in the published setting (Adam 2e-5, poly, 40k iterations, batch 2).
+_base_ = [
+    "../_base_/datasets/pascal_context.py",
+    "../_base_/models/taskexpert_vit_base.py",
+    "../_base_/schedules/adam_poly_40k.py",
+]
+
+# Delta_m against the same single-task baselines as the HPS configs (pascal_stl_vitb_*.py).
+evaluation = dict(
+    baselines=[
+        "work_dirs/pascal_stl_vitb_semseg/eval.json",
+        "work_dirs/pascal_stl_vitb_parts/eval.json",
+        "work_dirs/pascal_stl_vitb_saliency/eval.json",
+        "work_dirs/pascal_stl_vitb_normals/eval.json",
+        "work_dirs/pascal_stl_vitb_edge/eval.json",
+    ]
+)

@@ -1,0 +1,17 @@
+# PASCAL-Context, all tasks, TaskExpert on ViT-L in the published setting (Adam 2e-5, poly, 40k iterations, batch 2).
+_base_ = [
+    "../_base_/datasets/pascal_context.py",
+    "../_base_/models/taskexpert_vit_large.py",
+    "../_base_/schedules/adam_poly_40k.py",
+]
+
+# Delta_m against the same single-task baselines as the HPS configs (pascal_stl_vitl_*.py).
+evaluation = dict(
+    baselines=[
+        "work_dirs/pascal_stl_vitl_semseg/eval.json",
+        "work_dirs/pascal_stl_vitl_parts/eval.json",
+        "work_dirs/pascal_stl_vitl_saliency/eval.json",
+        "work_dirs/pascal_stl_vitl_normals/eval.json",
+        "work_dirs/pascal_stl_vitl_edge/eval.json",
+    ]
+)
