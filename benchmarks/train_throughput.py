@@ -1,12 +1,14 @@
 """Training and inference images/s of a config's model (the quickstart model by default).
 
-    python benchmarks/train_throughput.py [--config configs/quickstart.py] [--batch-size 8] [--repeats 5]
+    python benchmarks/train_throughput.py [--configs CFG ...] [--batch-size 8] [--repeats 5]
 
-Rows: a full training step (forward, loss, backward, optimizer) in float32 and with bf16
-autocast, inference in both, and the data pipeline (samples/s on one core) so one can see
-whether loading keeps up. Ratios are against the float32 row of each group, measured in
-the same run. Correctness is checked before timing: the bf16 outputs must be close to the
-float32 ones and the loss must be finite.
+Rows per config (default: the quickstart HPS model and its TaskExpert version; TaskExpert
+with the reference gating and, on a GPU, the fused Triton gating): a full training step
+(forward, loss, backward, optimizer) in float32 and with bf16 autocast, inference in both;
+then the data pipeline (samples/s on one core) so one can see whether loading keeps up.
+Ratios are against the first row of each group (train, inference), measured in the same
+run. Correctness is checked before timing: the bf16 outputs must be close to the float32
+ones and the loss must be finite.
 """
 
 from __future__ import annotations
@@ -46,17 +48,10 @@ def check_bf16(model, batch) -> None:
     model.train()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/quickstart.py")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
-    args = parser.parse_args()
-
-    cfg = load_config(args.config)
+def model_rows(config: str, label: str, args, device, decoder_options: dict | None = None) -> list[Row]:
+    """Train-step and inference rows of one config's model (fp32 and bf16 autocast)."""
+    cfg = load_config(config, {f"model.decoder.{k}": v for k, v in (decoder_options or {}).items()})
     tasks = build_tasks(cfg.tasks)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = build_model(cfg.model, tasks).to(device)
     optimizer = call_with_config(build_optimizer, cfg.get("optimizer"), "optimizer", model=model)
@@ -90,12 +85,36 @@ def main() -> None:
         return run
 
     images = args.batch_size * args.steps
-    rows = [
-        Row("train step, float32", measure(train_steps(False), args.repeats), images, "train"),
-        Row("train step, bf16 autocast", measure(train_steps(True), args.repeats), images, "train"),
-        Row("inference, float32", measure(infer(False), args.repeats), images, "infer"),
-        Row("inference, bf16 autocast", measure(infer(True), args.repeats), images, "infer"),
+    return [
+        Row(f"{label}: train step, float32", measure(train_steps(False), args.repeats), images, "train"),
+        Row(f"{label}: train step, bf16 autocast", measure(train_steps(True), args.repeats), images, "train"),
+        Row(f"{label}: inference, float32", measure(infer(False), args.repeats), images, "infer"),
+        Row(f"{label}: inference, bf16 autocast", measure(infer(True), args.repeats), images, "infer"),
     ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--configs", nargs="+", default=["configs/quickstart.py", "configs/scenes/taskexpert_resnet18.py"]
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    rows = []
+    for config in args.configs:
+        label = Path(config).stem
+        if load_config(config).model.decoder.type == "taskexpert":
+            rows += model_rows(config, f"{label} (reference gating)", args, device, {"gating_impl": "reference"})
+            if device.type == "cuda":  # the fused Triton op runs on GPUs only
+                rows += model_rows(config, f"{label} (fused gating)", args, device, {"gating_impl": "triton"})
+        else:
+            rows += model_rows(config, label, args, device)
+    cfg = load_config(args.configs[0])
+    dataset = build_dataset(cfg.data.train, build_tasks(cfg.tasks), "data.train")
     n = 64
     rows.append(
         Row(
@@ -105,7 +124,7 @@ def main() -> None:
             "data",
         )
     )
-    print(f"config: {args.config}, batch {args.batch_size}, image {tuple(batch['image'].shape[-2:])}")
+    print(f"batch {args.batch_size}; ratios against the first row of each group (train, inference, data)")
     print_table(rows, unit="images/s")
 
 
