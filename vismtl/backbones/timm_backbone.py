@@ -57,6 +57,9 @@ class Backbone(nn.Module):
         img_size: the size the ViT's position embedding is built for (weights are resampled
             to it on load); other input sizes still work, by resizing it on the fly.
         drop_path_rate: stochastic depth, where the model supports it.
+        first_conv_stride: change the stride of the model's first convolution (e.g. 1 for
+            Cerberus' ResNet-34, which keeps a full-resolution first feature); the strides
+            of every feature are then measured again.
 
     Attributes:
         channels: channels of each returned feature.
@@ -71,6 +74,7 @@ class Backbone(nn.Module):
         pretrained_file: str | None = None,
         img_size: int | Sequence[int] | None = None,
         drop_path_rate: float = 0.0,
+        first_conv_stride: int | None = None,
     ) -> None:
         super().__init__()
         _check_model_name(name)
@@ -110,6 +114,21 @@ class Backbone(nn.Module):
         else:
             self.channels = list(self.model.feature_info.channels())
             self.reductions = list(self.model.feature_info.reduction())
+        if first_conv_stride is not None:
+            self._set_first_conv_stride(first_conv_stride)
+
+    def _set_first_conv_stride(self, stride: int) -> None:
+        first = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise ConfigError(f"backbone '{self.name}' has no convolution whose stride could be set")
+        first.stride = (stride, stride)
+        probe = 64
+        with torch.no_grad():
+            was_training = self.training
+            self.eval()
+            sizes = [f.shape[-1] for f in self(torch.zeros(1, 3, probe, probe, device=first.weight.device))]
+            self.train(was_training)
+        self.reductions = [max(1, round(probe / s)) for s in sizes]
 
     @staticmethod
     def _create_vit(name, out_indices, img_size, kwargs):

@@ -29,8 +29,11 @@ def build_model(cfg: Mapping[str, Any], tasks: Mapping[str, Task]) -> MultiTaskM
         raise ConfigError(f"unknown decoder type '{kind}'{suggest(kind, DECODERS)}; known: {', '.join(DECODERS)}")
     decoder_cls = DECODERS[kind]
     extra = {"in_channels": backbone.channels, "task_names": list(tasks)}
-    if "reductions" in inspect.signature(decoder_cls).parameters:
+    wanted = inspect.signature(decoder_cls).parameters
+    if "reductions" in wanted:
         extra["reductions"] = backbone.reductions
+    if "dense" in wanted:  # decoders with image-level heads (patch classes) need to know which
+        extra["dense"] = {name: task.dense for name, task in tasks.items()}
     decoder = call_with_config(decoder_cls, decoder_cfg, "model.decoder", **extra)
     heads = {name: nn.Conv2d(decoder.out_channels[name], task.num_outputs, 1) for name, task in tasks.items()}
     normalisation = {k: tuple(cfg[k]) for k in ("input_mean", "input_std") if k in cfg}

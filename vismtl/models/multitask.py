@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import inspect
+from collections.abc import Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,7 @@ class MultiTaskModel(nn.Module):
         self.decoder = decoder
         self.heads = nn.ModuleDict(heads)
         self.dense = {name: True for name in heads} | dict(dense or {})
+        self._decoder_takes_grad_tasks = "grad_tasks" in inspect.signature(decoder.forward).parameters
         # Folded into one multiply-add: (x / 255 - mean) / std = x * scale + shift.
         std = torch.tensor(input_std, dtype=torch.float32)
         self.register_buffer("input_scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1), persistent=False)
@@ -53,14 +56,27 @@ class MultiTaskModel(nn.Module):
         """The normalised image through the backbone: the decoder's input."""
         return self.backbone(image.to(self.input_scale.dtype) * self.input_scale + self.input_shift)
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """image ``[B, 3, H, W]`` in 0..255 -> ``{task: [B, C_task, H, W]}``."""
-        features = self.decoder(self.backbone_features(image))
+    def forward(self, image: torch.Tensor, grad_tasks: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """image ``[B, 3, H, W]`` in 0..255 -> ``{task: [B, C_task, H, W]}`` (``[B, C_task]`` image-level).
+
+        ``grad_tasks``: when given, the other tasks' decoders and heads run without gradients
+        (tasks with no label in the batch), if the decoder supports it.
+        """
+        features = self.backbone_features(image)
+        if grad_tasks is not None and self._decoder_takes_grad_tasks:
+            features = self.decoder(features, grad_tasks=grad_tasks)
+        else:
+            features = self.decoder(features)
         size = image.shape[-2:]
         outputs = {}
         for name, head in self.heads.items():
-            logits = head(features[name])
-            if self.dense[name] and logits.shape[-2:] != size:
+            no_grad = grad_tasks is not None and name not in grad_tasks
+            with torch.no_grad() if no_grad else contextlib.nullcontext():
+                logits = head(features[name])
+            if not self.dense[name]:
+                outputs[name] = logits.flatten(1)
+                continue
+            if logits.shape[-2:] != size:
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             outputs[name] = logits
         return outputs

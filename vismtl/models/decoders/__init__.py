@@ -4,10 +4,12 @@ from torch import nn
 
 from vismtl.models.decoders.hps import HPSDecoder
 from vismtl.models.decoders.taskexpert import TaskExpertDecoder
+from vismtl.models.decoders.unet import CerberusDecoder
 
 DECODERS: dict[str, type[nn.Module]] = {
     "hps": HPSDecoder,
     "taskexpert": TaskExpertDecoder,
+    "cerberus": CerberusDecoder,
 }
 
-__all__ = ["DECODERS", "HPSDecoder", "TaskExpertDecoder"]
+__all__ = ["DECODERS", "CerberusDecoder", "HPSDecoder", "TaskExpertDecoder"]
