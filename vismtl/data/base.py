@@ -49,8 +49,10 @@ class MultiTaskDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, derive_seed(self.seed, key))
         raw = self.load(index)
-        fields = {"image"} | {task.source for task in self.tasks.values()}
+        # Label maps go through the augmentation with the image; image-level labels do not.
+        fields = {"image"} | {task.source for task in self.tasks.values() if task.dense}
         sample = self.pipeline({k: v for k, v in raw.items() if k in fields}, seed)
+        sample |= {t.source: raw[t.source] for t in self.tasks.values() if not t.dense and t.source in raw}
         image = sample["image"]
         height, width = image.shape[:2]
         item: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))}

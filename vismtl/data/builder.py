@@ -9,9 +9,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vismtl.config import ConfigError, call_with_config, suggest
+from vismtl.data.histology import MultiSourceDataset
 from vismtl.data.nyud import NYUDDataset
 from vismtl.data.pascal_context import PascalContextDataset
-from vismtl.data.samplers import EvalSampler, TrainSampler
+from vismtl.data.samplers import EvalSampler, SourceMixSampler, TrainSampler
 from vismtl.data.scenes import ScenesDataset
 from vismtl.tasks import Task
 
@@ -19,6 +20,7 @@ DATASETS: dict[str, type[Dataset]] = {
     "scenes": ScenesDataset,
     "pascal_context": PascalContextDataset,
     "nyud": NYUDDataset,
+    "histology": MultiSourceDataset,
 }
 
 
@@ -43,7 +45,18 @@ def build_train_loader(
     start_batch: int = 0,
 ) -> DataLoader:
     """An endless loader over the stream of :class:`TrainSampler` (one rank's share)."""
-    sampler = TrainSampler(len(dataset), batch_size, seed, rank, world_size, start_batch)
+    if hasattr(dataset, "source_weights"):  # multi-source: every batch mixes sources by weight
+        sampler = SourceMixSampler(
+            dataset.source_sizes,
+            dataset.source_weights,
+            batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            start_batch=start_batch,
+        )
+    else:
+        sampler = TrainSampler(len(dataset), batch_size, seed, rank, world_size, start_batch)
     return DataLoader(
         dataset,
         batch_size=batch_size,

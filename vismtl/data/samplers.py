@@ -66,6 +66,31 @@ class TrainSampler(Sampler):
             batch += 1
 
 
+class SourceMixSampler(TrainSampler):
+    """Like :class:`TrainSampler`, but each stream position first draws a source by weight.
+
+    For multi-source datasets (``source_sizes`` and ``source_weights``): every position
+    draws its source with probability proportional to the weight and a sample of that
+    source uniformly (with replacement), from a generator seeded by (seed, position), so
+    batches mix sources in the configured proportions and the stream stays a pure
+    function of the position (exact resume, rank-independent).
+    """
+
+    def __init__(self, source_sizes: list[int], source_weights: list[float], batch_size: int, **kwargs) -> None:
+        super().__init__(sum(source_sizes), batch_size, **kwargs)
+        weights = np.asarray(source_weights, dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"source weights must be non-negative and not all zero, got {source_weights}")
+        self.probabilities = weights / weights.sum()
+        self.offsets = np.cumsum([0, *source_sizes])
+
+    def _index_at(self, position: int) -> int:
+        rng = np.random.default_rng([self.seed, position, 1])
+        source = int(rng.choice(len(self.probabilities), p=self.probabilities))
+        size = int(self.offsets[source + 1] - self.offsets[source])
+        return int(self.offsets[source]) + int(rng.integers(size))
+
+
 class EvalSampler(Sampler):
     """Indices ``rank, rank + W, rank + 2W, ...``: disjoint shards with no padding.
 
