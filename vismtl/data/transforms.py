@@ -35,7 +35,7 @@ Sample = dict[str, np.ndarray]
 GEOMETRIC = ("HorizontalFlip", "VerticalFlip", "RandomScale", "Resize")
 
 # Values used outside the image after padding, per map kind.
-PAD_VALUES = {"label": IGNORE_INDEX, "depth": 0.0, "normals": 0.0}
+PAD_VALUES = {"label": IGNORE_INDEX, "depth": 0.0, "normals": 0.0, "instance": -1}
 
 
 class RandomCrop:

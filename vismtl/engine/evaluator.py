@@ -41,12 +41,14 @@ def evaluate(
         image = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(image)
-        predictions = {}
-        for t, (name, task) in enumerate(tasks.items()):
-            predictions[name] = task.postprocess(outputs[name].float())
-            labelled = batch["task_mask"][:, t].to(device)
+        predictions = {name: task.postprocess(outputs[name].float()) for name, task in tasks.items()}
+        predictions = {name: task.refine(predictions[name], predictions) for name, task in tasks.items()}
+        for t, name in enumerate(tasks):
+            # Post-processing may leave a prediction on the CPU (instance maps): follow it.
+            where = predictions[name].device
+            labelled = batch["task_mask"][:, t].to(where)
             if labelled.any():
-                target = batch[name].to(device, non_blocking=True)
+                target = batch[name].to(where, non_blocking=True)
                 metrics[name].update(predictions[name][labelled], target[labelled])
         for callback in callbacks:
             callback(batch, predictions)

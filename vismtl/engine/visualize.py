@@ -19,6 +19,13 @@ def _titled(tile: np.ndarray, title: str) -> np.ndarray:
     return np.concatenate([bar, tile], axis=0)
 
 
+def _fit(tile: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Tiles of image-level tasks (a class swatch) are stretched to the image's size."""
+    if tile.shape[:2] == size:
+        return tile
+    return cv2.resize(tile, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
 def make_panel(
     image: np.ndarray,
     predictions: Mapping[str, np.ndarray],
@@ -38,8 +45,10 @@ def make_panel(
     bottom = [_titled(blank, "")]
     for name, task in tasks.items():
         target = targets.get(name)
-        top.append(_titled(task.visualize(predictions[name], reference=target), f"{name} pred"))
-        bottom.append(_titled(task.visualize(target) if target is not None else blank, f"{name} gt"))
+        prediction = _fit(task.visualize(predictions[name], reference=target), (height, width))
+        truth = _fit(task.visualize(target), (height, width)) if target is not None else blank
+        top.append(_titled(prediction, f"{name} pred"))
+        bottom.append(_titled(truth, f"{name} gt"))
     return np.concatenate([np.concatenate(top, axis=1), np.concatenate(bottom, axis=1)], axis=0)
 
 

@@ -13,9 +13,12 @@ from vismtl.tasks.base import IGNORE_INDEX, Metric, Task
 from vismtl.tasks.delta_m import delta_m, load_baselines
 from vismtl.tasks.depth import DepthTask
 from vismtl.tasks.edge import EdgeTask
+from vismtl.tasks.instance import InstanceTask
 from vismtl.tasks.normals import NormalsTask
+from vismtl.tasks.patch_class import PatchClassTask
 from vismtl.tasks.saliency import SaliencyTask
 from vismtl.tasks.semseg import PartsTask, SemsegTask
+from vismtl.tasks.typemap import TypeTask
 
 TASK_KINDS: dict[str, type[Task]] = {
     "semseg": SemsegTask,
@@ -24,6 +27,9 @@ TASK_KINDS: dict[str, type[Task]] = {
     "depth": DepthTask,
     "normals": NormalsTask,
     "edge": EdgeTask,
+    "instance": InstanceTask,
+    "type": TypeTask,
+    "patch_class": PatchClassTask,
 }
 
 

@@ -14,6 +14,7 @@ The model and the engine never special-case a task: they call these functions on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,7 +74,8 @@ class Task:
 
     kind: ClassVar[str] = ""
     # How geometric augmentation treats the target: "label" (nearest, padded with ignore),
-    # "depth" (nearest, divided by the zoom), "normals" (nearest, x negated on flips).
+    # "depth" (nearest, divided by the zoom), "normals" (nearest, x negated on flips),
+    # "instance" (nearest, padded with -1), "none" (image-level: not a map).
     map_kind: ClassVar[str] = "label"
     # The metric Delta_m uses and whether higher is better.
     headline: ClassVar[tuple[str, bool]] = ("", True)
@@ -110,6 +112,10 @@ class Task:
     def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, C, H, W]`` -> predictions in the target's units."""
         raise NotImplementedError
+
+    def refine(self, prediction: Any, predictions: Mapping[str, Any]) -> Any:
+        """Adjust this task's prediction given every task's (e.g. lumina kept inside glands)."""
+        return prediction
 
     def new_metric(self) -> Metric:
         raise NotImplementedError

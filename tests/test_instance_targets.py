@@ -1,0 +1,262 @@
+"""Hand-checked values for vismtl.tasks.instance_targets (Cerberus 3-class targets, U-Net weights, post-processing)."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from vismtl.tasks.instance_targets import (
+    band_radii,
+    boundary_weight_map,
+    drop_outside,
+    instance_to_classes,
+    majority_type,
+    postprocess_interior_minus_contour,
+    postprocess_watershed,
+    relabel,
+    type_map_from_instances,
+)
+
+
+def one_hot(classes: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W]`` classes -> float ``[3, H, W]`` "perfect" probabilities."""
+    return np.eye(3)[classes].transpose(2, 0, 1)
+
+
+def random_ellipses(seed: int = 0, n: int = 20, size: int = 256) -> np.ndarray:
+    """``n`` ellipses (semi-axes 6..12); a new one may overlap earlier ones by < 25 % and is cut there."""
+    rng = np.random.default_rng(seed)
+    inst = np.zeros((size, size), np.int32)
+    while inst.max() < n:
+        canvas = np.zeros_like(inst, dtype=np.uint8)
+        center = tuple(int(v) for v in rng.integers(15, size - 15, 2))
+        axes = tuple(int(v) for v in rng.integers(6, 13, 2))
+        cv2.ellipse(canvas, center, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        new = (canvas > 0) & (inst == 0)
+        if new.sum() < 0.75 * canvas.sum() or ndi.label(ndi.binary_erosion(new, iterations=2))[1] != 1:
+            continue  # too much overlap, or the cut piece would be thin or split
+        inst[new] = inst.max() + 1
+    return inst
+
+
+def gland_blobs(seed: int = 0, size: int = 256) -> np.ndarray:
+    """Non-touching lobed blobs, radius 20..40, at least 8 px apart."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    inst = np.zeros((size, size), np.int32)
+    for _ in range(200):
+        cy, cx = rng.integers(25, size - 25, 2)
+        r0, phase, lobes = rng.uniform(20, 40), rng.uniform(0, 2 * np.pi), rng.integers(2, 5)
+        radius = r0 * (1 + 0.12 * np.sin(lobes * np.arctan2(yy - cy, xx - cx) + phase))
+        blob = np.hypot(yy - cy, xx - cx) <= radius
+        if not (ndi.binary_dilation(blob, iterations=8) & (inst > 0)).any():
+            inst[blob] = inst.max() + 1
+    return inst
+
+
+def match_all(gt: np.ndarray, pred: np.ndarray, min_iou: float = 0.8) -> float:
+    """Assert every gt instance has a predicted one with IoU > min_iou; return the smallest best IoU."""
+    worst = 1.0
+    for idx in range(1, gt.max() + 1):
+        g = gt == idx
+        ids, counts = np.unique(pred[g], return_counts=True)
+        counts, ids = counts[ids > 0], ids[ids > 0]
+        assert ids.size, f"gt instance {idx} is not predicted at all"
+        p = pred == ids[counts.argmax()]
+        iou = (g & p).sum() / (g | p).sum()
+        assert iou > min_iou, f"gt instance {idx}: IoU {iou:.3f}"
+        worst = min(worst, iou)
+    return worst
+
+
+def test_band_radii_sum_to_band() -> None:
+    assert band_radii(3) == (1, 2) and band_radii(11) == (5, 6) and band_radii(4) == (2, 2)
+    with pytest.raises(ValueError):
+        band_radii(-1)
+
+
+def test_single_square_band3_exact() -> None:
+    inst = np.zeros((21, 21), np.int32)
+    inst[5:16, 5:16] = 7
+    expected = np.zeros((21, 21), np.uint8)
+    # dilation by the radius-2 disk: +2 along the sides, +1 diagonally at the corners ((1,1) is at sqrt 2)
+    expected[3:18, 5:16] = 2
+    expected[5:16, 3:18] = 2
+    expected[4:17, 4:17] = 2
+    expected[6:15, 6:15] = 1  # erosion by the radius-1 disk (3x3 cross) removes one layer
+    np.testing.assert_array_equal(instance_to_classes(inst, 3), expected)
+
+
+def test_touching_squares_stay_separated() -> None:
+    inst = np.zeros((20, 32), np.int32)
+    inst[4:15, 3:14] = 1
+    inst[4:15, 14:25] = 2
+    classes = instance_to_classes(inst, 3)
+    assert (classes[4:15, 13] == 2).all() and (classes[4:15, 14] == 2).all()  # the shared border
+    # a neighbour's r_out = 2 reaches two columns into each square
+    assert (classes[6:13, 12] == 2).all() and (classes[6:13, 15] == 2).all()
+    assert (classes[6:13, 11] == 1).all() and (classes[6:13, 16] == 1).all()
+    labels, n = ndi.label(classes == 1)
+    assert n == 2
+    assert {tuple(np.unique(inst[labels == k])) for k in (1, 2)} == {(1,), (2,)}
+
+
+def test_crop_edge_is_not_a_contour() -> None:
+    inst = np.zeros((10, 10), np.int32)
+    inst[:, :5] = 1
+    classes = instance_to_classes(inst, 3)
+    assert (classes[2:8, 0] == 1).all() and (classes[:, 4] == 2).all() and (classes[:, 6] == 2).all()
+    assert (instance_to_classes(np.ones((5, 5), np.int32), 3) == 1).all()
+
+
+@pytest.mark.parametrize("band", [3, 11])
+def test_band_width_along_radii(band: int) -> None:
+    yy, xx = np.mgrid[:128, :128]
+    inst = (np.hypot(yy - 64, xx - 64) <= 40).astype(np.int32)
+    classes = instance_to_classes(inst, band)
+    # (ray, pixel pitch): a diagonal step is sqrt(2) long
+    rays = [(classes[64, 64:], 1), (classes[64, 64::-1], 1), (classes[64:, 64], 1), (classes[64::-1, 64], 1)]
+    rays += [(np.diag(classes[64:, 64:]), np.sqrt(2)), (np.diag(classes[64::-1, 64::-1]), np.sqrt(2))]
+    for ray, pitch in rays:
+        assert ray[0] == 1 and ray[-1] == 0
+        width = (ray == 2).sum() * pitch
+        assert abs(width - band) <= 1, (band, width)
+        assert np.all(np.diff(ray[: np.argmax(ray == 0)]) >= 0)  # interior, then one contiguous band
+
+
+def brute_force_weights(inst: np.ndarray, w0: float, sigma: float) -> np.ndarray:
+    """Full-image EDT per instance, two smallest per pixel."""
+    dists = np.stack([ndi.distance_transform_edt(inst != k) for k in range(1, inst.max() + 1)])
+    dists.sort(axis=0)
+    return 1 + w0 * np.exp(-(((dists[0] + dists[1]) / sigma) ** 2) / 2)
+
+
+def test_weight_between_two_objects() -> None:
+    inst = np.zeros((40, 60), np.int32)
+    inst[:, 10:20] = 1  # last column 19
+    inst[:, 23:33] = 2  # 4 px from column 19: column 21 has d1 = d2 = 2
+    w = boundary_weight_map(inst)
+    assert w.dtype == np.float32 and w.shape == inst.shape
+    assert w[20, 21] == pytest.approx(1 + 10 * np.exp(-(((2 + 2) / 5) ** 2) / 2), abs=1e-3)  # 8.2615
+    assert w[20, 20] == pytest.approx(1 + 10 * np.exp(-(((1 + 3) / 5) ** 2) / 2), abs=1e-3)
+    assert w[20, 59] == pytest.approx(1.0, abs=1e-5)  # d1 = 27, d2 = 40
+    # inside an object d1 = 0: U-Net applies the term everywhere, background_only does not
+    assert w[20, 19] == pytest.approx(1 + 10 * np.exp(-((4 / 5) ** 2) / 2), abs=1e-3)
+    assert boundary_weight_map(inst, background_only=True)[20, 19] == 1.0
+    assert (boundary_weight_map(inst[:, :22]) == 1).all()  # one instance: no second distance
+
+
+def test_weights_match_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    inst = np.zeros((64, 80), np.int32)
+    yy, xx = np.mgrid[:64, :80]
+    for k in range(1, 13):  # later disks overwrite earlier ones: touching and cut instances
+        cy, cx, r = rng.integers(0, 64), rng.integers(0, 80), rng.integers(3, 9)
+        inst[np.hypot(yy - cy, xx - cx) <= r] = k
+    inst = relabel(inst)
+    for w0, sigma in [(10.0, 5.0), (5.0, 12.0)]:
+        np.testing.assert_allclose(
+            boundary_weight_map(inst, w0, sigma), brute_force_weights(inst, w0, sigma), atol=1e-4
+        )
+
+
+def test_class_balance() -> None:
+    inst = np.zeros((10, 10), np.int32)
+    inst[:2, :] = 1  # 20 fg, 80 bg pixels
+    w = boundary_weight_map(inst, class_balance=True)
+    assert w[0, 0] == pytest.approx(100 / 40) and w[9, 9] == pytest.approx(100 / 160)
+    assert w.mean() == pytest.approx(1.0)
+
+
+def test_watershed_round_trip() -> None:
+    gt = random_ellipses()
+    n_touching = sum(len(set(np.unique(gt[ndi.binary_dilation(gt == k)])) - {0, k}) > 0 for k in range(1, 21))
+    assert n_touching >= 4  # the fixture really has touching objects
+    pred = postprocess_watershed(one_hot(instance_to_classes(gt, 3)), min_size=10)
+    assert pred.dtype == np.int32 and pred.max() == gt.max() == 20
+    assert set(np.unique(pred)) == set(range(21))
+    assert match_all(gt, pred) > 0.8
+
+
+def test_watershed_without_band_keeps_outer_ring() -> None:
+    inst = np.zeros((40, 40), np.int32)
+    inst[10:30, 10:30] = 1
+    pred = postprocess_watershed(one_hot(instance_to_classes(inst, 3)), band=None)
+    assert pred.sum() == 24 * 24 - 12  # the square dilated by the radius-2 disk: 3 pixels off each corner
+    # with the band: the square back, less its 4 corner pixels (an opening by the 3x3 cross removes them)
+    diff = postprocess_watershed(one_hot(instance_to_classes(inst, 3))) != inst
+    assert diff.sum() == 4 and diff[10, 10] and diff[29, 29]
+
+
+def test_interior_minus_contour_round_trip() -> None:
+    gt = gland_blobs()
+    assert gt.max() >= 4
+    pred = postprocess_interior_minus_contour(one_hot(instance_to_classes(gt, 11)), threshold=0.55, band=11)
+    assert pred.max() == gt.max()
+    assert match_all(gt, pred, 0.9) > 0.9
+
+
+def test_interior_minus_contour_fills_holes_and_drops_small() -> None:
+    prob = np.zeros((3, 32, 32))
+    prob[0] = 1
+    prob[:, 5:21, 5:21] = [[[0]], [[1]], [[0]]]
+    prob[:, 10:16, 10:16] = [[[0]], [[0]], [[1]]]  # a 6x6 hole: its centre is 3 px from the interior
+    prob[:, 28, 28] = [0, 1, 0]  # one pixel: grows to the 13-pixel radius-2 disk, below min_size
+    pred = postprocess_interior_minus_contour(prob, band=4, min_size=20)
+    assert pred.max() == 1 and pred[12, 12] == 1 and pred[28, 28] == 0
+    assert pred.sum() == 20 * 20 - 12  # 16x16 grown by the radius-2 disk, hole filled
+
+
+def test_drop_outside() -> None:
+    inst = np.zeros((10, 20), np.int32)
+    inst[0:2, 0:4] = 5  # fully inside
+    inst[4:6, 0:4] = 9  # half inside: kept at min_overlap 0.5
+    inst[8:10, 0:4] = 12  # a quarter inside: dropped
+    container = np.zeros((10, 20), np.int32)
+    container[0:2, 0:4] = 3
+    container[4:6, 0:2] = 3
+    container[8:10, 0:1] = 3
+    out = drop_outside(inst, container)
+    expected = np.zeros_like(inst)
+    expected[0:2, 0:4] = 1
+    expected[4:6, 0:4] = 2
+    np.testing.assert_array_equal(out, expected)
+    assert drop_outside(inst, container, min_overlap=0.6).max() == 1
+
+
+def test_majority_type_and_type_map() -> None:
+    inst = np.array([[4, 4, 4, 4, 7, 7], [9, 9, 9, 0, 0, 8]])
+    types = np.array([[2, 3, 3, 0, 0, 0], [0, 2, 5, 1, 1, 0]])
+    # 4: three nonzero (2, 3, 3) -> 3; 7: only type 0 -> 0; 9: tie 2 vs 5 -> smallest, 2; 8: type 0 -> 0
+    assert majority_type(inst, types) == {4: 3, 7: 0, 8: 0, 9: 2}
+    assert majority_type(inst, types, num_classes=6) == {4: 3, 7: 0, 8: 0, 9: 2}
+    with pytest.raises(ValueError):
+        majority_type(inst, types, num_classes=5)
+    np.testing.assert_array_equal(
+        type_map_from_instances(inst, {4: 3, 9: 2, 7: 1}), [[3, 3, 3, 3, 1, 1], [2, 2, 2, 0, 0, 0]]
+    )
+
+
+def test_relabel() -> None:
+    np.testing.assert_array_equal(relabel(np.array([[0, 10, 10], [3, 0, 99]])), [[0, 2, 2], [1, 0, 3]])
+    np.testing.assert_array_equal(relabel(np.array([[5, 2]])), [[2, 1]])
+
+
+def test_speed_150_nuclei() -> None:
+    rng = np.random.default_rng(1)
+    inst = np.zeros((256, 256), np.int32)
+    for k in range(1, 151):
+        cv2.circle(inst, tuple(int(v) for v in rng.integers(0, 256, 2)), int(rng.integers(4, 9)), k, -1)
+    inst = relabel(inst)
+    best = np.inf
+    for _ in range(3):  # best of 3: other processes share the CPU
+        start = time.perf_counter()
+        instance_to_classes(inst, 3)
+        boundary_weight_map(inst)
+        best = min(best, time.perf_counter() - start)
+    print(f"instance_to_classes + boundary_weight_map, 256x256, {inst.max()} nuclei: {best * 1e3:.1f} ms")
+    assert best < 0.3
