@@ -50,16 +50,9 @@ from skimage.measure import label as _components
 NUCLEUS_TYPES = ("background", "neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
 GLAND_TYPES = ("background", "gland", "surface epithelium")
 TISSUE_CLASSES = (
-    "background",
-    "abnormal epithelium",
-    "normal epithelium",
-    "inflammatory",
-    "muscle",
-    "stroma",
-    "debris",
-    "mucous",
+    "background", "abnormal epithelium", "normal epithelium", "inflammatory", "muscle", "stroma", "debris", "mucous",
     "adipose",
-)
+)  # fmt: skip
 
 _NEU, _EPI, _LYM, _PLA, _EOS, _CON = range(1, 7)
 _GLAND, _SURFACE = 1, 2
@@ -126,7 +119,9 @@ def _grain(rng: _Rng, h: int, w: int) -> np.ndarray:
     return cv2.blur((raw[0].astype(_F32) - raw[1]) / _F32(255), (2, 2))
 
 
-def _fibres(rng: _Rng, h: int, w: int, angle: float, length: float, width: float, bend: float) -> tuple:
+def _fibres(
+    rng: _Rng, h: int, w: int, angle: float, length: float, width: float, bend: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Streaks of ``length`` x ``width`` px along ``angle`` (radians), bent by smooth noise.
 
     Returns the streak texture in [0, 1] and the coordinate across the fibres (px).
@@ -171,32 +166,36 @@ def _draw_cyto(tile: _Tile, code: int, x: float, y: float, ax: float, ay: float,
     cv2.ellipse(tile.cyto, centre, axes, angle, 0, 360, code, -1, cv2.LINE_8, 4)
 
 
-def _add_cells(rng: _Rng, tile: _Tile, kind: int, density: np.ndarray, spacing: float, angle: float | None = None):
-    """Scatter cells of one type; ``angle`` (deg) aligns spindle nuclei, None orients them at random."""
-    xs, ys = _scatter(rng, density, spacing)
-    for x, y, u in zip(xs.tolist(), ys.tolist(), rng.random((xs.size, 5)).tolist()):
-        turn = 360 * u[2]
-        if kind == _LYM:
-            r = 3.6 + 1.3 * u[0]
-            ellipses = [(x, y, r, r * (0.85 + 0.15 * u[1]), turn)]
-        elif kind == _CON:
-            turn = angle + 40 * (u[2] - 0.5) if angle is not None else turn
-            ellipses = [(x, y, 6.5 + 4.5 * u[0], 1.8 + 1.0 * u[1], turn)]
-        elif kind == _PLA:  # eccentric nucleus, cytoplasm to one side, pale hof beside the nucleus
-            r, c, s = 3.8 + 1.2 * u[0], math.cos(math.radians(turn)), math.sin(math.radians(turn))
-            _draw_cyto(tile, _CYTO_PLA, x + 0.9 * r * c, y + 0.9 * r * s, 2.0 * r, 1.6 * r, turn)
-            _draw_cyto(tile, _CYTO_HALO, x + 1.2 * r * c, y + 1.2 * r * s, 0.6 * r, 0.6 * r)
-            ellipses = [(x, y, r, 0.9 * r, turn)]
-        elif kind == _NEU:  # a chain of 3-4 overlapping lobes: one instance
-            r = 2.4 + 0.6 * u[0]
-            phis = np.radians(turn + 100 * np.arange(3 + (u[1] > 0.5)))
-            ellipses = [(x + 2.3 * math.cos(p), y + 2.3 * math.sin(p), r, r, 0.0) for p in phis.tolist()]
-            _draw_cyto(tile, _CYTO_NEU, x, y, 7.0, 7.0)
-        else:  # eosinophil: two lobes in bright granular cytoplasm
-            r, c, s = 2.8 + 0.6 * u[0], 1.9 * math.cos(math.radians(turn)), 1.9 * math.sin(math.radians(turn))
-            ellipses = [(x + c, y + s, r, r, 0.0), (x - c, y - s, r, r, 0.0)]
-            _draw_cyto(tile, _CYTO_EOS, x, y, 7.0 + 1.5 * u[1], 6.5 + 1.5 * u[1], turn)
-        _add_nucleus(tile, kind, u[3], ellipses)
+def _cell(tile: _Tile, kind: int, x: float, y: float, u: list[float], angle: float | None) -> list[_Ellipse]:
+    """Nucleus ellipses of one non-epithelial cell from uniforms ``u``; draws its cytoplasm."""
+    turn = 360 * u[2]
+    if kind == _LYM:
+        r = 3.6 + 1.3 * u[0]
+        return [(x, y, r, r * (0.85 + 0.15 * u[1]), turn)]
+    if kind == _CON:  # spindle, along the fibres when ``angle`` (deg) is given
+        return [(x, y, 6.5 + 4.5 * u[0], 1.8 + 1.0 * u[1], turn if angle is None else angle + 40 * (u[2] - 0.5))]
+    c, s = math.cos(math.radians(turn)), math.sin(math.radians(turn))
+    if kind == _PLA:  # eccentric nucleus, cytoplasm to one side, pale hof beside the nucleus
+        r = 3.8 + 1.2 * u[0]
+        _draw_cyto(tile, _CYTO_PLA, x + 0.9 * r * c, y + 0.9 * r * s, 2.0 * r, 1.6 * r, turn)
+        _draw_cyto(tile, _CYTO_HALO, x + 1.2 * r * c, y + 1.2 * r * s, 0.6 * r, 0.6 * r)
+        return [(x, y, r, 0.9 * r, turn)]
+    if kind == _NEU:  # a chain of 3-4 overlapping lobes: one instance
+        r = 2.4 + 0.6 * u[0]
+        _draw_cyto(tile, _CYTO_NEU, x, y, 7.0, 7.0)
+        phis = np.radians(turn + 100 * np.arange(3 + (u[1] > 0.5))).tolist()
+        return [(x + 2.3 * math.cos(p), y + 2.3 * math.sin(p), r, r, 0.0) for p in phis]
+    r = 2.8 + 0.6 * u[0]  # eosinophil: two lobes in bright granular cytoplasm
+    _draw_cyto(tile, _CYTO_EOS, x, y, 7.0 + 1.5 * u[1], 6.5 + 1.5 * u[1], turn)
+    return [(x + 1.9 * c, y + 1.9 * s, r, r, 0.0), (x - 1.9 * c, y - 1.9 * s, r, r, 0.0)]
+
+
+def _add_cells(rng: _Rng, tile: _Tile, populations: tuple, angle: float | None = None) -> None:
+    """Scatter (kind, density, spacing) populations over the free pixels, in order."""
+    for kind, density, spacing in populations:
+        xs, ys = _scatter(rng, (tile.occupied == 0) * np.asarray(density, _F32), spacing)
+        for x, y, u in zip(xs.tolist(), ys.tolist(), rng.random((xs.size, 4)).tolist()):
+            _add_nucleus(tile, kind, u[3], _cell(tile, kind, x, y, u, angle))
 
 
 def _epithelial_row(rng: _Rng, tile: _Tile, line: np.ndarray, closed: bool, abnormal: bool) -> None:
@@ -212,56 +211,62 @@ def _epithelial_row(rng: _Rng, tile: _Tile, line: np.ndarray, closed: bool, abno
         _add_nucleus(tile, _EPI, v, [(x, y, ln, width, ang)], darker=0.45 if abnormal else 0.0)
 
 
-def _add_gland_id(tile: _Tile, kind: int) -> int:
-    tile.gland_types.append(kind)
-    return len(tile.gland_types) - 1
-
-
-def _try_gland(rng: _Rng, tile: _Tile, abnormal: bool) -> bool:
-    """Sample one gland; draw it unless it would touch another gland or band (plus margin)."""
+def _gland_outline(rng: _Rng, tile: _Tile, abnormal: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A star-shaped outline: centre (2,), radius (72,) and unit directions (72, 2) per angle."""
     h, w = tile.gland.shape
-    a = rng.uniform(24, 42) if abnormal else rng.uniform(18, 27)
+    a = rng.uniform(26, 44) if abnormal else rng.uniform(21, 30)
     b, rot = a * rng.uniform(0.5 if abnormal else 0.72, 1.0), rng.uniform(0, math.pi)
     theta = np.linspace(0, 2 * math.pi, 72, endpoint=False)
     radius = a * b / np.hypot(b * np.cos(theta - rot), a * np.sin(theta - rot))
     for k, amp in zip((2, 3, 4), rng.uniform(0.04, 0.16, 3) if abnormal else rng.uniform(0, 0.04, 3)):
-        radius *= 1 + amp * np.cos(k * theta + rng.uniform(0, 2 * math.pi))
+        radius *= 1 + amp * np.cos(k * theta + rng.uniform(0, 2 * math.pi))  # irregular when abnormal
     centre = rng.uniform((0, 0), (w - 1, h - 1))  # inside the tile: clipping keeps the gland connected
-    unit = np.stack([np.cos(theta), np.sin(theta)], axis=1)
-    outer = centre + radius[:, None] * unit
-    x0, y0 = np.maximum(np.floor(outer.min(0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(outer.max(0)).astype(int) + 1, (w, h))
+    return centre, radius, np.stack([np.cos(theta), np.sin(theta)], axis=1)
+
+
+def _overlaps(tile: _Tile, outline: np.ndarray) -> bool:
+    """Whether a polygon touches occupied pixels, rasterised in its bounding box only."""
+    h, w = tile.gland.shape
+    x0, y0 = np.maximum(np.floor(outline.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(outline.max(0)).astype(int) + 1, (w, h))
     local = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(local, [_fixed(outer - (x0, y0))], 1, cv2.LINE_8, 4)
-    if np.any(local & tile.occupied[y0:y1, x0:x1]):
-        return False
-    gid = _add_gland_id(tile, _GLAND)
-    thickness = rng.uniform(15, 22) if abnormal else rng.uniform(14, 18)
-    lumen = centre + np.maximum(radius - thickness, 0.3 * radius)[:, None] * unit
-    cv2.fillPoly(tile.gland, [_fixed(outer)], gid, cv2.LINE_8, 4)
-    cv2.fillPoly(tile.lumen, [_fixed(lumen)], gid, cv2.LINE_8, 4)
-    cv2.fillPoly(tile.occupied, [_fixed(outer)], 1, cv2.LINE_8, 4)
-    cv2.polylines(tile.occupied, [_fixed(outer)], True, 1, 5 if abnormal else 14, cv2.LINE_8, 4)
-    if abnormal:  # cribriform bridges of epithelium split the lumen
+    cv2.fillPoly(local, [_fixed(outline - (x0, y0))], 1, cv2.LINE_8, 4)
+    return bool(np.any(local & tile.occupied[y0:y1, x0:x1]))
+
+
+def _draw_gland(rng: _Rng, tile: _Tile, centre: np.ndarray, radius: np.ndarray, unit: np.ndarray, abnormal: bool):
+    """Gland, lumen and occupancy labels, then the epithelial nuclei (and goblet cells)."""
+
+    def ring(depth: float | np.ndarray) -> np.ndarray:  # the outline inset by depth px
+        return centre + (radius - depth)[:, None] * unit
+
+    tile.gland_types.append(_GLAND)
+    gid = len(tile.gland_types) - 1
+    thickness = rng.uniform(15, 26) if abnormal else rng.uniform(13, 16)
+    cv2.fillPoly(tile.gland, [_fixed(ring(0))], gid, cv2.LINE_8, 4)
+    cv2.fillPoly(tile.lumen, [_fixed(ring(np.minimum(thickness, 0.7 * radius)))], gid, cv2.LINE_8, 4)
+    cv2.fillPoly(tile.occupied, [_fixed(ring(0))], 1, cv2.LINE_8, 4)
+    cv2.polylines(tile.occupied, [_fixed(ring(0))], True, 1, 5 if abnormal else 14, cv2.LINE_8, 4)
+    if abnormal:  # cribriform bridges of epithelium split the lumen; 1-3 crowded rows of nuclei
         for _ in range(int(rng.integers(0, 3))):
-            p = centre + rng.uniform(-0.3, 0.3, 2) * radius.min()
-            d = rng.normal(size=2) * a
+            p, d = centre + rng.uniform(-0.3, 0.3, 2) * radius.min(), rng.normal(size=2) * radius.max()
             cv2.line(tile.lumen, tuple(map(int, p - d)), tuple(map(int, p + d)), 0, int(rng.integers(4, 7)))
-        for row in range(1 + int(thickness > 17) + int(rng.random() < 0.5)):
-            depth = 6.5 + 6.0 * row
-            _epithelial_row(rng, tile, centre + (radius - depth)[:, None] * unit, True, True)
-    else:
-        goblets, _ = _spaced(centre + (radius - thickness + 4.0)[:, None] * unit, rng.uniform(9, 12), rng, True)
-        for x, y in goblets.tolist():
-            _draw_cyto(tile, _CYTO_GOBLET, x, y, 3.0, 3.6, math.degrees(math.atan2(y - centre[1], x - centre[0])))
-        _epithelial_row(rng, tile, centre + (radius - 5.5)[:, None] * unit, True, False)
-    return True
+        for row in range(1 + int(thickness > 19) + int(thickness > 25)):  # the rows that fit the wall
+            _epithelial_row(rng, tile, ring(6.5 + 6.0 * row), True, True)
+        return
+    goblets, _ = _spaced(ring(thickness - 4.0), rng.uniform(9, 12), rng, True)
+    for x, y in goblets.tolist():
+        _draw_cyto(tile, _CYTO_GOBLET, x, y, 3.0, 3.6, math.degrees(math.atan2(y - centre[1], x - centre[0])))
+    _epithelial_row(rng, tile, ring(5.5), True, False)
 
 
 def _add_glands(rng: _Rng, tile: _Tile, abnormal: bool, count: int) -> None:
     placed = 0
     for _ in range(6 * count):
-        placed += _try_gland(rng, tile, abnormal)
+        centre, radius, unit = _gland_outline(rng, tile, abnormal)
+        if not _overlaps(tile, centre + radius[:, None] * unit):
+            _draw_gland(rng, tile, centre, radius, unit, abnormal)
+            placed += 1
         if placed == count:
             return
 
@@ -282,7 +287,8 @@ def _add_surface(rng: _Rng, tile: _Tile) -> None:
     inner = outer + rng.uniform(15, 20) + np.interp(along, knots, rng.uniform(-2, 2, 6))
     band = np.vstack([_edge_points(edge, along, outer, h, w), _edge_points(edge, along, inner, h, w)[::-1]])
     glass = np.vstack([_edge_points(edge, along, outer, h, w), _edge_points(edge, along, outer * 0 - 6, h, w)[::-1]])
-    cv2.fillPoly(tile.gland, [_fixed(band)], _add_gland_id(tile, _SURFACE), cv2.LINE_8, 4)
+    tile.gland_types.append(_SURFACE)
+    cv2.fillPoly(tile.gland, [_fixed(band)], len(tile.gland_types) - 1, cv2.LINE_8, 4)
     cv2.fillPoly(tile.stain, [_fixed(glass)], _GLASS, cv2.LINE_8, 4)
     for poly in (band, glass):
         cv2.fillPoly(tile.occupied, [_fixed(poly)], 1, cv2.LINE_8, 4)
@@ -312,25 +318,19 @@ def _area(tile: _Tile) -> float:
     return tile.gland.shape[0] * tile.gland.shape[1] / 256**2
 
 
-def _free(tile: _Tile, density: float | np.ndarray) -> np.ndarray:
-    return (tile.occupied == 0) * np.asarray(density, _F32)
-
-
 def _normal(rng: _Rng, tile: _Tile) -> None:
     angle = _paint_stroma(rng, tile, rng.uniform(0.3, 0.45))  # lamina propria: loose and cellular
     if rng.random() < 0.6:
         _add_surface(rng, tile)
     _add_glands(rng, tile, False, round(rng.uniform(5, 9) * _area(tile)))
-    for kind, density, spacing in ((_LYM, 0.25, 12), (_PLA, 0.15, 15), (_CON, 0.08, 16), (_EOS, 0.03, 18)):
-        _add_cells(rng, tile, kind, _free(tile, density), spacing, angle)
+    _add_cells(rng, tile, ((_LYM, 0.25, 12), (_PLA, 0.15, 15), (_CON, 0.08, 16), (_EOS, 0.03, 18)), angle)
 
 
 def _abnormal(rng: _Rng, tile: _Tile) -> None:
     tile.epithelium = (0.3, 0.55)  # basophilic cytoplasm
     angle = _paint_stroma(rng, tile, rng.uniform(0.45, 0.6))
     _add_glands(rng, tile, True, round(rng.uniform(3, 6) * _area(tile)))
-    _add_cells(rng, tile, _CON, _free(tile, 0.12), 15, angle)
-    _add_cells(rng, tile, _LYM, _free(tile, 0.08), 12)
+    _add_cells(rng, tile, ((_CON, 0.12, 15), (_LYM, 0.08, 12)), angle)
 
 
 def _inflammatory(rng: _Rng, tile: _Tile) -> None:
@@ -339,8 +339,7 @@ def _inflammatory(rng: _Rng, tile: _Tile) -> None:
     _paint_stroma(rng, tile, rng.uniform(0.3, 0.45))
     h, w = tile.gland.shape
     patches = np.clip(0.2 + 1.0 * _smooth_noise(rng, h, w, rng.uniform(40, 90)), 0.3, 0.95)
-    for kind, density, spacing in ((_LYM, patches, 9.5), (_PLA, 0.15, 14), (_NEU, 0.12, 15), (_EOS, 0.1, 15)):
-        _add_cells(rng, tile, kind, _free(tile, density), spacing)
+    _add_cells(rng, tile, ((_LYM, patches, 9.5), (_PLA, 0.15, 14), (_NEU, 0.12, 15), (_EOS, 0.1, 15)))
 
 
 def _muscle(rng: _Rng, tile: _Tile) -> None:
@@ -351,15 +350,12 @@ def _muscle(rng: _Rng, tile: _Tile) -> None:
     eosin = rng.uniform(0.75, 0.95) * (0.8 + 0.25 * fib) * np.where(bands > -0.85, _F32(1), _F32(0.5))
     tile.stain[..., 1] = eosin
     tile.stain[..., 0] = 0.1 + 0.08 * eosin
-    _add_cells(rng, tile, _CON, _free(tile, rng.uniform(0.2, 0.35)), 15, math.degrees(angle))
-    _add_cells(rng, tile, _LYM, _free(tile, 0.02), 16)
+    _add_cells(rng, tile, ((_CON, rng.uniform(0.2, 0.35), 15), (_LYM, 0.02, 16)), math.degrees(angle))
 
 
 def _stroma(rng: _Rng, tile: _Tile) -> None:
     angle = _paint_stroma(rng, tile, rng.uniform(0.45, 0.7))
-    _add_cells(rng, tile, _CON, _free(tile, rng.uniform(0.12, 0.22)), 16, angle)
-    _add_cells(rng, tile, _LYM, _free(tile, 0.04), 16)
-    _add_cells(rng, tile, _PLA, _free(tile, 0.02), 16)
+    _add_cells(rng, tile, ((_CON, rng.uniform(0.12, 0.22), 16), (_LYM, 0.04, 16), (_PLA, 0.02, 16)), angle)
 
 
 def _debris(rng: _Rng, tile: _Tile) -> None:
@@ -369,12 +365,10 @@ def _debris(rng: _Rng, tile: _Tile) -> None:
         centre, n = rng.uniform((0, 0), (w, h)), int(rng.integers(5, 9))
         theta = np.sort(rng.uniform(0, 2 * math.pi, n))
         pts = centre + rng.uniform(2, 12) * rng.uniform(0.4, 1.0, (n, 1)) * np.stack([np.cos(theta), np.sin(theta)], 1)
-        colour = (rng.uniform(0.15, 0.6), rng.uniform(0.4, 1.0))
-        cv2.fillPoly(tile.stain, [_fixed(pts)], colour, cv2.LINE_8, 4)
+        cv2.fillPoly(tile.stain, [_fixed(pts)], (rng.uniform(0.15, 0.6), rng.uniform(0.4, 1.0)), cv2.LINE_8, 4)
     for x, y in rng.uniform((0, 0), (w, h), (int(60 * _area(tile)), 2)).astype(int).tolist():
         cv2.circle(tile.stain, (x, y), 1, (1.4, 0.2))  # nuclear dust: too small to be a nucleus
-    _add_cells(rng, tile, _NEU, _free(tile, 0.15), 14)
-    _add_cells(rng, tile, _LYM, _free(tile, 0.03), 16)
+    _add_cells(rng, tile, ((_NEU, 0.15, 14), (_LYM, 0.03, 16)))
 
 
 def _mucous(rng: _Rng, tile: _Tile) -> None:
@@ -384,8 +378,7 @@ def _mucous(rng: _Rng, tile: _Tile) -> None:
     cloud = _smooth_noise(rng, h, w, rng.uniform(40, 80))
     tile.stain[..., 0] += rng.uniform(0.25, 0.4) * np.clip(1.5 * wisps - 0.3, 0, 1) * np.clip(cloud + 0.3, 0, 1)
     tile.stain[..., 1] += 0.05 * wisps
-    _add_cells(rng, tile, _NEU, _free(tile, 0.03), 16)
-    _add_cells(rng, tile, _LYM, _free(tile, 0.02), 16)
+    _add_cells(rng, tile, ((_NEU, 0.03, 16), (_LYM, 0.02, 16)))
 
 
 def _adipose(rng: _Rng, tile: _Tile) -> None:
@@ -460,18 +453,15 @@ def _paint_nuclei(tile: _Tile, inst: np.ndarray, owner: np.ndarray, grain: np.nd
     mask = inst > 0
     ids = inst[mask]
     hema = params[ids, 0] * (1 + params[ids, 2] * grain[mask])
-    rim = np.zeros(inst.shape, bool)  # a darker nuclear membrane where the id changes
-    rim[:, :-1] |= inst[:, :-1] != inst[:, 1:]
-    rim[:, 1:] |= inst[:, 1:] != inst[:, :-1]
-    rim[:-1] |= inst[:-1] != inst[1:]
-    rim[1:] |= inst[1:] != inst[:-1]
+    ids_f = inst.astype(_F32)  # exact below 2**24; cv2 morphology has no int32
+    rim = cv2.erode(ids_f, None) != cv2.dilate(ids_f, None)  # a darker nuclear membrane where the id changes
     tile.stain[mask] = np.stack([hema * np.where(rim[mask], _F32(1.25), _F32(1)), params[ids, 1]], axis=1)
 
 
 def _to_rgb(rng: _Rng, stain: np.ndarray) -> np.ndarray:
     """Beer-Lambert with per-tile stain vectors and strengths, optical blur and sensor noise."""
     h, w = stain.shape[:2]
-    stain = cv2.GaussianBlur(stain, (0, 0), 0.7)
+    stain = cv2.GaussianBlur(stain, (0, 0), 0.6)
     vectors = np.stack([_HEMATOXYLIN * rng.uniform(0.9, 1.1, 3), _EOSIN * rng.uniform(0.9, 1.1, 3)])
     vectors *= rng.uniform(0.85, 1.15, (2, 1))
     od = stain.reshape(-1, 2) @ vectors.astype(_F32) + rng.uniform(0.0, 0.05, 3).astype(_F32)
@@ -501,16 +491,17 @@ def render_tissue(seed: int, index: int, height: int = 256, width: int = 256) ->
 
     gland, gland_owner = _clean_instances(tile.gland)
     gland_type = np.array(tile.gland_types, np.uint8)[gland_owner][gland]
-    lumen, _ = _clean_instances(np.where(gland > 0, tile.lumen, 0), split=True)
     nuclei, nuclei_owner = _clean_instances(_rasterise_nuclei((height, width), tile.nuclei))
+    # a lumen is empty space: nuclei bulging into it are carved out
+    lumen, _ = _clean_instances(np.where((gland > 0) & (nuclei == 0), tile.lumen, 0), split=True)
     kinds = np.array([0] + [n.kind for n in tile.nuclei], np.uint8)
     grain = _grain(rng, height, width)
 
     epithelium = (gland > 0) & (lumen == 0)
     tile.stain[epithelium] = np.array(tile.epithelium, _F32) * (1 + 0.2 * grain[epithelium, None])
-    tile.stain[lumen > 0] = _LUMEN
     cyto = tile.cyto > 0
     tile.stain[cyto] = _CYTO_STAIN[tile.cyto[cyto]] * (1 + 0.3 * grain[cyto, None])
+    tile.stain[lumen > 0] = _LUMEN
     _paint_nuclei(tile, nuclei, nuclei_owner, grain)
     return {
         "image": _to_rgb(rng, tile.stain),

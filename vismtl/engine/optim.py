@@ -50,9 +50,12 @@ class LRFactor:
     """The factor applied to each group's base learning rate at an iteration.
 
     Linear warm-up from ``warmup_ratio`` over ``warmup_iters``, then ``poly``
-    ((1 - t)^power), ``cosine`` (half cosine to ``min_ratio``) or ``constant``, where t is
-    the share of the post-warm-up iterations done.
+    ((1 - t)^power), ``cosine`` (half cosine to ``min_ratio``), ``step`` (x ``gamma`` every
+    ``step_iters`` iterations, as Cerberus' x0.1 every 75k) or ``constant``, where t is the
+    share of the post-warm-up iterations done.
     """
+
+    TYPES = ("poly", "cosine", "step", "constant")
 
     def __init__(
         self,
@@ -62,11 +65,18 @@ class LRFactor:
         min_ratio: float = 0.0,
         warmup_iters: int = 0,
         warmup_ratio: float = 1e-3,
+        step_iters: int = 0,
+        gamma: float = 0.1,
     ) -> None:
-        if type not in ("poly", "cosine", "constant"):
-            raise ConfigError(f"unknown schedule.type '{type}'{suggest(type, ['poly', 'cosine', 'constant'])}")
+        if type not in self.TYPES:
+            raise ConfigError(
+                f"unknown schedule.type '{type}'{suggest(type, self.TYPES)}; known: {', '.join(self.TYPES)}"
+            )
+        if type == "step" and step_iters <= 0:
+            raise ConfigError("schedule.type 'step' needs schedule.step_iters > 0")
         self.max_iters, self.type, self.power, self.min_ratio = max_iters, type, power, min_ratio
         self.warmup_iters, self.warmup_ratio = warmup_iters, warmup_ratio
+        self.step_iters, self.gamma = step_iters, gamma
 
     def __call__(self, iteration: int) -> float:
         if iteration < self.warmup_iters:
@@ -77,6 +87,8 @@ class LRFactor:
             decayed = (1 - t) ** self.power
         elif self.type == "cosine":
             decayed = 0.5 * (1 + math.cos(math.pi * t))
+        elif self.type == "step":
+            return self.gamma ** ((iteration - self.warmup_iters) // self.step_iters)
         else:
             decayed = 1.0
         return self.min_ratio + (1 - self.min_ratio) * decayed

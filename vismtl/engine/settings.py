@@ -23,7 +23,14 @@ class TrainSettings:
         amp: bfloat16 autocast (also switched on by ``--amp``).
         sync_bn: synchronise BatchNorm statistics across ranks.
         max_keep_checkpoints: keep only the newest ``iter_N.pth`` files (0: keep all).
-        find_unused_parameters: passed to DistributedDataParallel.
+        find_unused_parameters: passed to DistributedDataParallel (needed when decoders of
+            unlabelled tasks run without gradients, or parts of the model are frozen).
+        load_from: initial weights from this checkpoint (not a resume: the iteration,
+            optimizer and schedule start afresh).
+        trainable: train only parameters whose names start with one of these prefixes
+            (e.g. ``["decoder.decoders.nuclei_type", "heads.nuclei_type"]``); the rest is frozen.
+        frozen_norm: keep every BatchNorm of the frozen part in evaluation mode (running
+            statistics fixed), as in Cerberus' second stage.
     """
 
     max_iters: int = 1000
@@ -36,6 +43,9 @@ class TrainSettings:
     sync_bn: bool = False
     max_keep_checkpoints: int = 3
     find_unused_parameters: bool = False
+    load_from: str | None = None
+    trainable: tuple[str, ...] | None = None
+    frozen_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_iters", "accumulate", "log_interval"):

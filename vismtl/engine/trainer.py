@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from vismtl.config import Config, ConfigError, call_with_config, to_plain
+from vismtl.config import Config, ConfigError, call_with_config, suggest, to_plain
 from vismtl.data import build_dataset, build_eval_loader, build_train_loader
 from vismtl.engine import checkpoint as ckpt
-from vismtl.engine.distributed import DistInfo, world_size
+from vismtl.engine.distributed import DistInfo, all_reduce_sum, world_size
 from vismtl.engine.evaluator import evaluate
 from vismtl.engine.logger import RunLogger
 from vismtl.engine.losses import multitask_loss
@@ -50,6 +50,17 @@ class TrainState:
 
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def freeze_except(model: nn.Module, prefixes: Sequence[str]) -> None:
+    """Only parameters whose names start with one of ``prefixes`` keep requiring gradients."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            groups = sorted({".".join(n.split(".")[:3]) for n in names})
+            raise ConfigError(f"train.trainable: no parameter starts with '{prefix}'{suggest(prefix, groups)}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(name.startswith(p) for p in prefixes))
 
 
 def resolve_resume(resume: bool | str | None, work_dir: Path) -> Path | None:
@@ -93,6 +104,11 @@ class Trainer:
 
         torch.manual_seed(settings.seed)  # same initial weights on every rank
         model = build_model(cfg["model"], self.tasks)
+        if settings.train.load_from:
+            path = settings.train.load_from
+            ckpt.load_model_weights(model, ckpt.load_checkpoint(path), path)
+        if settings.train.trainable is not None:
+            freeze_except(model, settings.train.trainable)
         if settings.train.sync_bn and world_size() > 1:
             model = convert_sync_batchnorm(model, dist_info.device)
         model.to(dist_info.device)
@@ -164,6 +180,24 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def _train_mode(self) -> None:
+        """Training mode, except the norms of a frozen part when ``frozen_norm`` is set."""
+        self.state.model.train()
+        if self.settings.train.frozen_norm:
+            for module in self.state.model.modules():
+                params = list(module.parameters(recurse=False))
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in params):
+                    module.eval()
+
+    def _labelled_tasks(self, batch: Mapping[str, Any]) -> list[str] | None:
+        """Tasks with a label somewhere in the global batch; None when all have one.
+
+        Decoders of the others run without gradients (partially labelled sources).
+        """
+        counts = all_reduce_sum(batch["task_mask"].sum(0).float())
+        labelled = [name for name, count in zip(self.tasks, counts.tolist()) if count > 0]
+        return None if len(labelled) == len(self.tasks) else labelled
+
     def evaluate(self) -> dict[str, dict[str, float]]:
         data = self.settings.data
         loader = build_eval_loader(self.val_set, data.val_batch_size, data.num_workers, self.info.rank, world_size())
@@ -199,7 +233,7 @@ class Trainer:
         bar = tqdm(
             total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True
         )
-        model.train()
+        self._train_mode()
         tic = time.perf_counter()
         while state.iteration < s.max_iters:
             data_time = 0.0
@@ -212,7 +246,7 @@ class Trainer:
                 sync = contextlib.nullcontext() if last or world_size() == 1 else model.no_sync()
                 with sync:
                     with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                        outputs = model(batch["image"])
+                        outputs = model(batch["image"], grad_tasks=self._labelled_tasks(batch))
                     result = multitask_loss(outputs, batch, self.tasks)
                     (result.total / s.accumulate).backward()
             grad_norm = None
@@ -252,6 +286,7 @@ class Trainer:
                 and state.iteration < s.max_iters
             ):
                 self._log_eval(self.evaluate())
+                self._train_mode()
             if state.iteration % s.checkpoint_interval == 0 or state.iteration == s.max_iters:
                 self.save()
         bar.close()
