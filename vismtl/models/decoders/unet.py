@@ -46,25 +46,36 @@ class UNetLevel(nn.Module):
 
 
 class UNetTaskDecoder(nn.Module):
-    """One task's U-Net decoder over features ``[finest, ..., deepest]``."""
+    """One task's U-Net decoder over features ``[finest, ..., deepest]``.
 
-    def __init__(self, in_channels: Sequence[int], bottleneck: int, out_channels: int, norm: str) -> None:
+    ``max_width`` caps every level's width: skips wider than it are first projected by a
+    1x1 conv (a light decoder for CPU training; None keeps the encoder's widths).
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], bottleneck: int, out_channels: int, norm: str, max_width: int | None = None
+    ) -> None:
         super().__init__()
         skips = list(in_channels[:-1])[::-1]  # deep -> shallow
         if not skips:
             raise ValueError("a U-Net decoder needs at least two encoder features")
+        widths = [min(c, max_width) if max_width else c for c in skips]
+        self.skip_projections = nn.ModuleList(
+            ConvNormAct(c, w, 1, norm) if c != w else nn.Identity() for c, w in zip(skips, widths)
+        )
+        bottleneck = min(bottleneck, max_width) if max_width else bottleneck
         layers = [ConvNormAct(in_channels[-1], bottleneck, 1, norm)]
-        if bottleneck != skips[0]:  # the paper's 256 equals the first skip's width; other encoders need this
-            layers.append(ConvNormAct(bottleneck, skips[0], 1, norm))
+        if bottleneck != widths[0]:  # the paper's 256 equals the first skip's width; other encoders need this
+            layers.append(ConvNormAct(bottleneck, widths[0], 1, norm))
         self.bottleneck = nn.Sequential(*layers)
-        widths = skips + skips[-1:]
-        self.levels = nn.ModuleList(UNetLevel(widths[i], widths[i + 1], norm) for i in range(len(skips)))
-        self.output = ConvNormAct(widths[-1], out_channels, 1, norm)
+        plan = widths + widths[-1:]
+        self.levels = nn.ModuleList(UNetLevel(plan[i], plan[i + 1], norm) for i in range(len(widths)))
+        self.output = ConvNormAct(plan[-1], out_channels, 1, norm)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = self.bottleneck(features[-1])
-        for level, skip in zip(self.levels, reversed(features[:-1])):
-            x = level(x, skip)
+        for level, project, skip in zip(self.levels, self.skip_projections, reversed(features[:-1])):
+            x = level(x, project(skip))
         return self.output(x)
 
 
@@ -96,6 +107,7 @@ class CerberusDecoder(nn.Module):
         patch_hidden: hidden width of the patch classifier's MLP.
         center_cells: side of the central window of the deepest feature for patch classes.
         norm: ``"bn"``, ``"gn"`` or ``"none"``.
+        max_width: cap on the dense decoders' widths (None: the encoder's, as in the paper).
 
     Attributes:
         out_channels: ``{task: channels}`` for the model's heads.
@@ -111,6 +123,7 @@ class CerberusDecoder(nn.Module):
         patch_hidden: int = 256,
         center_cells: int = 9,
         norm: str = "bn",
+        max_width: int | None = None,
     ) -> None:
         super().__init__()
         dense = {name: True for name in task_names} | dict(dense or {})
@@ -118,7 +131,7 @@ class CerberusDecoder(nn.Module):
         self.out_channels = {}
         for name in task_names:
             if dense[name]:
-                self.decoders[name] = UNetTaskDecoder(in_channels, bottleneck, out_channels, norm)
+                self.decoders[name] = UNetTaskDecoder(in_channels, bottleneck, out_channels, norm, max_width)
                 self.out_channels[name] = out_channels
             else:
                 self.decoders[name] = PatchClassifier(in_channels[-1], patch_hidden, center_cells)
