@@ -24,7 +24,9 @@ larger tile shows more tissue, not bigger cells; nuclei have radii of about 2-11
 
 Label conventions (every instance map: 0 is background, ids are 1..K without gaps in
 drawing order, instances never overlap and each is one 4-connected region of at least
-10 px; smaller or split remnants are dropped and painted as what lies under them):
+10 px with at least 6 px left after a 3x3 erosion; nuclei and lumina are also opened by a
+3x3 square (no parts thinner than 3 px); smaller, thinner or split remnants are dropped
+and painted as what lies under them):
 
 * ``nuclei_inst``/``nuclei_type``: nucleus ids and ``NUCLEUS_TYPES`` indices, type > 0
   exactly on nucleus pixels and constant per nucleus. Where nuclei overlap, the
@@ -45,6 +47,7 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+from scipy import ndimage
 from skimage.measure import label as _components
 
 NUCLEUS_TYPES = ("background", "neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
@@ -57,6 +60,9 @@ TISSUE_CLASSES = (
 _NEU, _EPI, _LYM, _PLA, _EOS, _CON = range(1, 7)
 _GLAND, _SURFACE = 1, 2
 _MIN_SIZE = 10
+# Slivers (e.g. crescents left where nuclei overlap) thinner than 3 px are dropped too: no
+# annotator would draw them, and no interior/contour target could represent them.
+_MIN_CORE = 6
 _F32 = np.float32
 _Rng = np.random.Generator
 
@@ -420,6 +426,57 @@ def _rasterise_nuclei(shape: tuple[int, int], nuclei: list[_Nucleus]) -> np.ndar
     return canvas
 
 
+def _core_sizes(comp: np.ndarray, n: int) -> np.ndarray:
+    """Per region: pixels whose eight neighbours belong to the same region (its 3x3 erosion)."""
+    height, width = comp.shape
+    padded = np.pad(comp, 1, mode="edge")
+    core = np.ones(comp.shape, bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            core &= padded[dy : dy + height, dx : dx + width] == comp
+    return np.bincount(comp[core], minlength=n + 1)
+
+
+def _open_instances(inst: np.ndarray) -> np.ndarray:
+    """Each instance opened by a 3x3 square: parts thinner than 3 px (tails, necks) are removed.
+
+    Annotators outline nuclei and lumina as blobs, not 1-px slivers; and an opened shape is
+    exactly what eroding and dilating it again gives back, as the instance targets do.
+    """
+    height, width = inst.shape
+    core = _open_core(inst) & (inst > 0)
+    core_ids = np.pad(np.where(core, inst, 0), 1)
+    opened = np.zeros(inst.shape, bool)
+    for dy in range(3):
+        for dx in range(3):
+            opened |= core_ids[dy : dy + height, dx : dx + width] == inst
+    return np.where(opened & (inst > 0), inst, 0)
+
+
+def _split_at_necks(inst: np.ndarray) -> np.ndarray:
+    """Lumina joined only by necks under 3 px become separate lumina (split at the neck).
+
+    Each connected piece of the 3x3-eroded core is one lumen; the remaining pixels join the
+    nearest piece. Without this, a bridged lumen would be one object whose interior (the
+    training target) falls apart into several.
+    """
+    core = (inst > 0) & (_open_core(inst))
+    pieces, _ = ndimage.label(core, structure=np.ones((3, 3), bool))
+    if not pieces.any():
+        return np.zeros_like(inst)
+    _, (rows, cols) = ndimage.distance_transform_cdt(pieces == 0, metric="chessboard", return_indices=True)
+    return np.where(inst > 0, pieces[rows, cols], 0).astype(np.int32)
+
+
+def _open_core(inst: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood lies in their own instance."""
+    height, width = inst.shape
+    padded = np.pad(inst, 1, mode="edge")
+    return np.logical_and.reduce(
+        [padded[dy : dy + height, dx : dx + width] == inst for dy in range(3) for dx in range(3)]
+    )
+
+
 def _clean_instances(inst: np.ndarray, split: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Renumber instances 1..K keeping one 4-connected region of >= _MIN_SIZE px each.
 
@@ -432,7 +489,7 @@ def _clean_instances(inst: np.ndarray, split: bool = False) -> tuple[np.ndarray,
     sizes = np.bincount(comp.ravel(), minlength=n + 1)
     owner = np.zeros(n + 1, np.int64)
     owner[comp.ravel()] = inst.ravel()
-    keep = sizes >= _MIN_SIZE
+    keep = (sizes >= _MIN_SIZE) & (_core_sizes(comp, n) >= _MIN_CORE)
     keep[0] = False
     if not split:  # one region per id: the largest, the first on ties
         best = np.zeros(int(owner.max()) + 1, np.int64)
@@ -491,9 +548,10 @@ def render_tissue(seed: int, index: int, height: int = 256, width: int = 256) ->
 
     gland, gland_owner = _clean_instances(tile.gland)
     gland_type = np.array(tile.gland_types, np.uint8)[gland_owner][gland]
-    nuclei, nuclei_owner = _clean_instances(_rasterise_nuclei((height, width), tile.nuclei))
+    nuclei, nuclei_owner = _clean_instances(_open_instances(_rasterise_nuclei((height, width), tile.nuclei)))
     # a lumen is empty space: nuclei bulging into it are carved out
-    lumen, _ = _clean_instances(np.where((gland > 0) & (nuclei == 0), tile.lumen, 0), split=True)
+    lumen = _split_at_necks(_open_instances(np.where((gland > 0) & (nuclei == 0), tile.lumen, 0)))
+    lumen, _ = _clean_instances(lumen)
     kinds = np.array([0] + [n.kind for n in tile.nuclei], np.uint8)
     grain = _grain(rng, height, width)
 
