@@ -8,10 +8,12 @@ instance task is learnt as a 3-class map, 0 background, 1 eroded interior, 2 con
 
 Morphology (exact definitions used everywhere below):
 
-- Structuring element: the digital Euclidean disk ``D(r) = {(dy, dx): dy^2 + dx^2 <= r^2}``
-  (``D(1)`` is the 3x3 cross, ``D(2)`` the 13-pixel diamond-like disk). Both operations are
-  computed exactly with Euclidean distance transforms inside a window around the instance:
-  ``erode(m, r) = {p in m: dist(p, not m) > r}``, ``dilate(m, r) = {p: dist(p, m) <= r}``.
+- Erosion is by the (2 r + 1)^2 square (chessboard distance): ``erode(m, r) = {p in m:
+  cdist(p, not m) > r}``; the post-processing grows interiors back by the same square, so an
+  object that is open under that square is recovered exactly, with no pixel outside it.
+  Dilation (the outer half of the band) uses the Euclidean disk: ``dilate(m, r) = {p:
+  dist(p, m) <= r}``. Both are computed with distance transforms inside a window around the
+  instance.
 - A band of width ``k`` is split as ``r_in = k // 2`` (pixels removed inside) and
   ``r_out = k - r_in`` (pixels added outside), so a straight cut across the boundary meets exactly
   ``k`` contour pixels (k = 3: 1 in + 2 out; k = 11: 5 in + 6 out). The odd pixel goes outside so
