@@ -129,7 +129,8 @@ class PredictionExporter:
             for task_name, task in self.tasks.items():
                 image = task.export(predictions[task_name][i])
                 if image is not None:
-                    write_png_gray(self.folder / task_name / f"{name}.png", image)
+                    writer = write_png if image.ndim == 3 else write_png_gray  # colour exports are RGB
+                    writer(self.folder / task_name / f"{name}.png", image)
 
 
 class PanelWriter:

@@ -109,9 +109,18 @@ class Task:
         """Per-sample loss ``[B]`` and a bool ``[B]`` saying which samples had any label."""
         raise NotImplementedError
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, C, H, W]`` -> predictions in the target's units."""
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> continuous outputs that can be averaged across overlapping tiles
+        (probabilities, depth, unnormalised normals), keeping the channel dimension."""
+        return logits.float()
+
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        """Activated outputs -> predictions in the target's units (class ids, probabilities, ...)."""
         raise NotImplementedError
+
+    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C, H, W]`` -> predictions in the target's units: ``decide(activate(logits))``."""
+        return self.decide(self.activate(logits))
 
     def refine(self, prediction: Any, predictions: Mapping[str, Any]) -> Any:
         """Adjust this task's prediction given every task's (e.g. lumina kept inside glands)."""

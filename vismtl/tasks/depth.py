@@ -72,8 +72,8 @@ class DepthTask(Task):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return masked_mean_per_sample((logits[:, 0].float() - target).abs(), target > 0)
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits[:, 0].float().clamp(min=MIN_DEPTH)
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        return activated[:, 0].clamp(min=MIN_DEPTH)
 
     def export(self, prediction: torch.Tensor) -> np.ndarray:
         """Depth in millimetres as a 16-bit PNG."""

@@ -88,8 +88,11 @@ class EdgeTask(Task):
         per_pixel = weight * F.binary_cross_entropy_with_logits(logits[:, 0].float(), label, reduction="none")
         return masked_mean_per_sample(per_pixel, target != IGNORE_INDEX)
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits[:, 0].float())
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float())
+
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        return activated[:, 0]
 
     def export(self, prediction: torch.Tensor) -> np.ndarray:
         """Edge probability x 255 as an 8-bit PNG, before NMS: the input the SEISM tools expect."""

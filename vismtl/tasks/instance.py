@@ -135,11 +135,13 @@ class InstanceTask(Task):
             per_sample = per_sample + self.dice_weight * soft_dice_loss(probabilities, classes, valid, (1, 2))
         return per_sample, has_label
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, 3, H, W]`` -> instance ids ``[B, H, W]`` int32 (on the CPU)."""
-        probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        maps = [self._instances(p) for p in probabilities]
-        return torch.from_numpy(np.stack(maps)) if maps else torch.zeros((0, *logits.shape[-2:]), dtype=torch.int32)
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=1)
+
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``[B, 3, H, W]`` -> instance ids ``[B, H, W]`` int32 (on the CPU)."""
+        maps = [self._instances(p) for p in activated.cpu().numpy()]
+        return torch.from_numpy(np.stack(maps)) if maps else torch.zeros((0, *activated.shape[-2:]), dtype=torch.int32)
 
     def _instances(self, probabilities: np.ndarray) -> np.ndarray:
         if self.postprocess_kind == "watershed":

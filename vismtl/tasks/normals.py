@@ -90,13 +90,12 @@ class NormalsTask(Task):
         per_pixel = (pred - target).abs().sum(dim=1) / 3.0
         return masked_mean_per_sample(per_pixel, target.norm(dim=1) > 0.5)
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
-        return F.normalize(logits.float(), dim=1)
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        return F.normalize(activated, dim=1)
 
     def export(self, prediction: torch.Tensor) -> np.ndarray:
-        """Channels (n + 1) / 2 x 255 as an 8-bit PNG (stored in OpenCV's BGR order, so RGB on disk = xyz)."""
-        rgb = np.round((np.moveaxis(to_numpy(prediction), 0, -1) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-        return rgb[..., ::-1]
+        """RGB ``[H, W, 3]`` uint8 with each channel (n + 1) / 2 x 255 (x, y, z = R, G, B)."""
+        return np.round((np.moveaxis(to_numpy(prediction), 0, -1) + 1) * 127.5).clip(0, 255).astype(np.uint8)
 
     def new_metric(self) -> Metric:
         return NormalsMetric()

@@ -73,8 +73,11 @@ class PatchClassTask(Task):
         per_sample = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=self.label_smoothing)
         return torch.where(has_label, per_sample, torch.zeros_like(per_sample)), has_label
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.argmax(dim=1)
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=1)
+
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        return activated.argmax(dim=1)
 
     def new_metric(self) -> Metric:
         return ClassificationMetric(self.num_outputs)

@@ -80,8 +80,11 @@ class SemsegTask(Task):
         per_pixel = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")
         return masked_mean_per_sample(per_pixel, target != IGNORE_INDEX)
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.argmax(dim=1)
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=1)
+
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        return activated.argmax(dim=1)
 
     def export(self, prediction: torch.Tensor) -> np.ndarray:
         """Class ids as an 8-bit label PNG."""

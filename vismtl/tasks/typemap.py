@@ -98,9 +98,12 @@ class TypeTask(Task):
             per_sample = per_sample + self.dice_weight * torch.where(has_label, dice, torch.zeros_like(dice))
         return per_sample, has_label
 
-    def postprocess(self, logits: torch.Tensor) -> torch.Tensor:
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=1)
+
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
         """The most likely object class per pixel (background excluded) ``[B, H, W]``."""
-        return logits[:, 1:].argmax(dim=1) + 1
+        return activated[:, 1:].argmax(dim=1) + 1
 
     def refine(self, prediction: torch.Tensor, predictions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Majority type per predicted instance of ``instances_from``; background outside instances."""
