@@ -34,6 +34,8 @@ setup(
         "openslide-bin>=4.0",
         "zarr>=2.16",
         "tifffile>=2023.7",
+        # JPEG (and other) codecs for tifffile: writing tiled pyramidal TIFFs (synthetic slides).
+        "imagecodecs>=2023.1",
         "shapely>=2.0",
     ],
     extras_require={

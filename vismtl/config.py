@@ -38,6 +38,7 @@ TOP_LEVEL_KEYS = (
     "evaluation",
     "seed",
     "work_dir",
+    "wsi",
 )
 
 

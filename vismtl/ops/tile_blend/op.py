@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vismtl.ops.tile_blend.reference import blend_tiles_reference
+from vismtl.ops.tile_blend.reference import blend_tiles_reference, blend_tiles_sliced
 
 IMPLEMENTATIONS = ("auto", "triton", "reference")
 TILE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -61,7 +61,9 @@ def _validate(tiles, offsets, weight, canvas, weight_sum) -> None:
             "(expected [N, C, h, w], [N, 2], [h, w], [C, H, W], [H, W])"
         )
     if tiles.dtype not in TILE_DTYPES or not weight.is_floating_point():
-        raise TypeError(f"blend_tiles needs float tiles (float32/bfloat16/float16), got {tiles.dtype}, weight {weight.dtype}")
+        raise TypeError(
+            f"blend_tiles needs float tiles (float32/bfloat16/float16), got {tiles.dtype}, weight {weight.dtype}"
+        )
     if offsets.dtype != torch.int64:
         raise TypeError(f"blend_tiles needs int64 offsets (y, x), got {offsets.dtype}")
     if canvas.dtype != torch.float32 or weight_sum.dtype != torch.float32:
@@ -92,8 +94,8 @@ def blend_tiles(
         weight: ``[h, w]`` blending window (see :func:`blend_window`); gets no gradient.
         canvas: ``[C, H, W]`` float32 accumulator, contiguous.
         weight_sum: ``[H, W]`` float32 accumulator of the window, contiguous; gets no gradient.
-        impl: ``"auto"`` (Triton for CUDA tensors, else the reference), ``"triton"`` or
-            ``"reference"``.
+        impl: ``"auto"`` (Triton for CUDA tensors; on the CPU the reference, or its faster
+            slice-add form when no gradient is needed), ``"triton"`` or ``"reference"``.
 
     Returns:
         ``(canvas, weight_sum)``, the same tensors, now carrying the autograd graph from the
@@ -103,7 +105,10 @@ def blend_tiles(
         raise ValueError(f"unknown impl '{impl}' (use one of {', '.join(IMPLEMENTATIONS)})")
     _validate(tiles, offsets, weight, canvas, weight_sum)
     if impl == "reference" or (impl == "auto" and not tiles.is_cuda):
-        blend_tiles_reference(tiles, offsets, weight, canvas, weight_sum)
+        needs_grad = torch.is_grad_enabled() and (tiles.requires_grad or canvas.requires_grad)
+        # Inference on the CPU (whole-slide runs): slice-adds beat the differentiable scatter.
+        blend = blend_tiles_reference if needs_grad or impl == "reference" else blend_tiles_sliced
+        blend(tiles, offsets, weight, canvas, weight_sum)
         return canvas, weight_sum
     return BlendTilesFunction.apply(
         tiles.contiguous(), offsets.contiguous(), weight.to(torch.float32).contiguous(), canvas, weight_sum

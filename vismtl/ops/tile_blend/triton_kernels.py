@@ -108,14 +108,16 @@ def blend_forward(
     """tiles [N, C, h, w], offsets [N, 2] int64, weight [h, w] float32 -> accumulated into
     canvas [C, H, W] and weight_sum [H, W] (float32), in place. All contiguous, one device.
 
-    The canvas is the output buffer: elements no in-canvas tile pixel maps to keep their value.
+    The canvas is the output buffer: elements that no tile pixel lands on keep their value.
     """
     num_tiles, channels, h, w = tiles.shape
     _, height, width = canvas.shape
     if tiles.numel() == 0:
         return
     grid, meta = _grid(num_tiles, h, w)
-    _blend_forward_kernel[grid](tiles, offsets, weight, canvas, weight_sum, channels, height, width, height * width, h, w, **meta)
+    _blend_forward_kernel[grid](
+        tiles, offsets, weight, canvas, weight_sum, channels, height, width, height * width, h, w, **meta
+    )
 
 
 def blend_backward(

@@ -1,0 +1,223 @@
+"""Tile blending: the Triton kernels equal the PyTorch reference, and blending is exact where it must be.
+
+On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set in conftest).
+Tile sizes are not multiples of the blocks; offsets are negative, past the edge, fully
+outside and overlapping. The forward's canvas sits between guard bands (nothing may be
+written outside it); the backward's output buffer is filled with NaN first.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vismtl.ops.tile_blend import blend_tiles, blend_tiles_reference, blend_window, normalise, triton_kernels
+
+# (N, C, h, w, H, W): tiles 37 x 29 on 61 x 83; one 70-wide row spanning two column blocks.
+SHAPES = [(5, 3, 37, 29, 61, 83), (4, 2, 1, 70, 3, 50)]
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}
+IMPLS = ["triton", "reference"]
+GUARD = 64
+
+
+def make_offsets(num_tiles, h, w, height, width, gen):
+    """Offsets from half a tile before the canvas to past its far edge, plus one tile fully outside."""
+    ys = torch.randint(-h // 2, height, (num_tiles,), generator=gen)
+    xs = torch.randint(-w // 2, width, (num_tiles,), generator=gen)
+    offsets = torch.stack([ys, xs], dim=1)
+    offsets[0] = torch.tensor([-3, -4])  # top-left corner cut off
+    offsets[-1] = torch.tensor([height + 1, -w - 2])  # entirely outside
+    return offsets
+
+
+def inputs(num_tiles, channels, h, w, height, width, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    tiles = torch.randn(num_tiles, channels, h, w, generator=gen).to(dtype)
+    return tiles, make_offsets(num_tiles, h, w, height, width, gen), blend_window(h, w, "hann", margin=min(h, w) // 4)
+
+
+def guarded(prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prior`` copied into the middle of a buffer whose guard bands hold a sentinel: (buffer, view)."""
+    buffer = torch.full((prior.numel() + 2 * GUARD,), 1234.5)
+    buffer[GUARD:-GUARD] = prior.flatten()
+    return buffer, buffer[GUARD:-GUARD].view(prior.shape)
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    expected = expected.float()
+    return ((actual.float() - expected).abs().max() / expected.abs().max().clamp(min=1e-12)).item()
+
+
+def crops(image: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``[N, C, h, w]`` windows of ``image [C, H, W]`` at ``offsets`` (zeros outside the image)."""
+    pad = max(h, w)
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad))
+    return torch.stack([padded[:, y + pad : y + pad + h, x + pad : x + pad + w] for y, x in offsets.tolist()])
+
+
+def grid_offsets(start: int, strides: tuple[int, int], height: int, width: int) -> torch.Tensor:
+    """``[N, 2]`` row-major grid of offsets from (start, start) until past (height, width)."""
+    ys = torch.arange(start, height, strides[0])
+    xs = torch.arange(start, width, strides[1])
+    ys, xs = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([ys.flatten(), xs.flatten()], dim=1)
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_reference(shape, dtype):
+    tiles, offsets, weight = inputs(*shape, dtype)
+    channels, height, width = shape[1], *shape[-2:]
+    prior = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(9))
+    canvas_buffer, canvas = guarded(prior)
+    sum_buffer, weight_sum = guarded(torch.ones(height, width))
+    triton_kernels.blend_forward(tiles, offsets, weight, canvas, weight_sum)
+
+    expected, expected_sum = prior.clone(), torch.ones(height, width)
+    blend_tiles_reference(tiles, offsets, weight, expected, expected_sum)
+    assert relative_error(canvas, expected) < TOLERANCE[dtype]
+    assert relative_error(weight_sum, expected_sum) < 1e-6
+    for buffer in (canvas_buffer, sum_buffer):
+        assert (buffer[:GUARD] == 1234.5).all() and (buffer[-GUARD:] == 1234.5).all(), "wrote outside the canvas"
+    hits = torch.zeros(height, width)
+    blend_tiles_reference(torch.ones(len(tiles), 1, *tiles.shape[-2:]), offsets, weight, hits[None], hits)
+    assert torch.equal(canvas[:, hits == 0], prior[:, hits == 0]), "changed pixels no tile covers"
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_matches_reference(shape, dtype):
+    tiles, offsets, weight = inputs(*shape, dtype, seed=1)
+    channels, height, width = shape[1], *shape[-2:]
+    d_canvas = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(2))
+    d_tiles = triton_kernels.blend_backward(
+        d_canvas, offsets, weight, tiles.shape, out=torch.full_like(tiles, torch.nan)
+    )
+
+    # The reference's autograd, and the op's autograd function with the tiles blended in two calls.
+    grads = {}
+    for impl in IMPLS:
+        leaf, prior = tiles.clone().requires_grad_(), torch.randn(channels, height, width).requires_grad_()
+        canvas, weight_sum = prior.clone(), torch.zeros(height, width)
+        for part in (slice(0, 2), slice(2, None)):
+            canvas, weight_sum = blend_tiles(leaf[part], offsets[part], weight, canvas, weight_sum, impl=impl)
+        assert not weight_sum.requires_grad
+        grads[impl] = torch.autograd.grad((canvas * d_canvas).sum(), [leaf, prior])
+    assert not d_tiles.isnan().any(), "unwritten elements in d_tiles"
+    assert relative_error(d_tiles, grads["reference"][0]) < TOLERANCE[dtype]
+    assert relative_error(grads["triton"][0], grads["reference"][0]) < TOLERANCE[dtype]
+    assert torch.equal(grads["triton"][1], d_canvas) and torch.equal(grads["reference"][1], d_canvas)
+    assert grads["triton"][0].dtype == dtype
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_non_overlapping_tiles_with_ones_window_are_reproduced_exactly(impl):
+    """A 3 x 4 grid of 7 x 5 tiles on a 19 x 18 canvas (the last row and column overhang)."""
+    image = torch.randn(2, 21, 20, generator=torch.Generator().manual_seed(3))
+    offsets = grid_offsets(0, (7, 5), 19, 18)
+    canvas, weight_sum = torch.zeros(2, 19, 18), torch.zeros(19, 18)
+    blend_tiles(crops(image, offsets, 7, 5), offsets, blend_window(7, 5, "ones"), canvas, weight_sum, impl=impl)
+    assert torch.equal(weight_sum, torch.ones(19, 18))
+    assert torch.equal(normalise(canvas, weight_sum), image[:, :19, :18])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("kind, margin", [("hann", 0), ("hann", 2), ("ones", 0), ("center", 4)])
+def test_overlapping_crops_of_one_image_normalise_back_to_it(kind, margin, impl):
+    image = torch.randn(2, 30, 37, generator=torch.Generator().manual_seed(4))
+    offsets = grid_offsets(-4, (8, 8), 30, 37)  # 16 x 16 tiles at stride 8: every pixel in two to four tiles
+    canvas, weight_sum = torch.zeros(2, 30, 37), torch.zeros(30, 37)
+    tiles, window = crops(image, offsets, 16, 16), blend_window(16, 16, kind, margin)
+    blend_tiles(tiles, offsets, window, canvas, weight_sum, impl=impl)
+    assert (weight_sum > 0).all()
+    torch.testing.assert_close(normalise(canvas, weight_sum), image, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_center_window_at_its_own_stride_takes_each_pixel_from_one_tile(impl):
+    """11 x 11 tiles keeping their central 5 x 5, laid at stride 5: pixel (y, x) is tile (y // 5, x // 5)'s."""
+    height, width, margin, core = 23, 17, 3, 5
+    offsets = grid_offsets(-margin, (core, core), height - margin, width - margin)
+    columns = len(range(-margin, width - margin, core))
+    tiles = torch.randn(len(offsets), 2, 11, 11, generator=torch.Generator().manual_seed(5))
+    canvas, weight_sum = torch.zeros(2, height, width), torch.zeros(height, width)
+    blend_tiles(tiles, offsets, blend_window(11, 11, "center", margin), canvas, weight_sum, impl=impl)
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    expected = tiles[(ys // core) * columns + xs // core, :, ys % core + margin, xs % core + margin].permute(2, 0, 1)
+    assert torch.equal(weight_sum, torch.ones(height, width))
+    assert torch.equal(canvas, expected) and torch.equal(normalise(canvas, weight_sum), expected)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pixels_outside_the_canvas_are_dropped(impl):
+    num_tiles, channels, h, w, height, width = SHAPES[0]
+    tiles, offsets, weight = inputs(*SHAPES[0], torch.float32, seed=6)
+    tiles[-1], tiles[0, :, 0, 0] = torch.nan, torch.inf  # the whole tile, and a pixel, outside the canvas
+    canvas, weight_sum = torch.zeros(channels, height, width), torch.zeros(height, width)
+    blend_tiles(tiles, offsets, weight, canvas, weight_sum, impl=impl)
+    expected_weight, expected_canvas = 0.0, torch.zeros(channels, dtype=torch.float64)
+    for tile, (y, x) in zip(tiles.double(), offsets.tolist()):  # clip each tile by hand
+        rows = slice(max(0, -y), max(0, min(h, height - y)))
+        cols = slice(max(0, -x), max(0, min(w, width - x)))
+        expected_weight += weight[rows, cols].double().sum().item()
+        expected_canvas += (weight.double() * tile)[:, rows, cols].sum(dim=(1, 2))
+    assert canvas.isfinite().all(), "values outside the canvas leaked in"
+    assert abs(weight_sum.double().sum().item() - expected_weight) < 1e-5 * expected_weight
+    torch.testing.assert_close(canvas.double().sum(dim=(1, 2)), expected_canvas, rtol=1e-5, atol=1e-4)
+
+
+def test_normalise_gives_zero_and_finite_gradients_where_nothing_was_blended():
+    canvas = torch.tensor([[[2.0, 0.0, 3.0]]], requires_grad=True)
+    weight_sum = torch.tensor([[4.0, 0.0, 0.5]])
+    out = normalise(canvas, weight_sum)
+    (grad,) = torch.autograd.grad(out.sum(), canvas)
+    assert torch.equal(out, torch.tensor([[[0.5, 0.0, 6.0]]]))
+    assert torch.equal(grad, torch.tensor([[[0.25, 0.0, 2.0]]]))
+
+
+def test_blend_windows():
+    hann = blend_window(12, 9, "hann")
+    assert hann.shape == (12, 9) and (hann > 0).all() and torch.equal(hann, hann.flip(0).flip(1))
+    rows = blend_window(12, 1, "hann")[:, 0]
+    torch.testing.assert_close(rows[:6] + rows[6:], torch.ones(6))  # shifted by half: a partition of unity
+    assert (blend_window(12, 9, "hann", margin=2)[:2] == 0).all()
+    center = blend_window(448, 448, "center", margin=152)
+    assert center.sum() == 144 * 144 and center[152:296, 152:296].all()
+    assert torch.equal(blend_window(3, 4, "ones"), torch.ones(3, 4))
+    with pytest.raises(ValueError, match="unknown window 'gauss'"):
+        blend_window(4, 4, "gauss")
+    with pytest.raises(ValueError, match="leaves no interior"):
+        blend_window(4, 8, "center", margin=2)
+
+
+def test_bad_inputs_are_named():
+    tiles, offsets, weight = inputs(3, 2, 5, 4, 9, 9, torch.float32)
+    canvas, weight_sum = torch.zeros(2, 9, 9), torch.zeros(9, 9)
+    with pytest.raises(ValueError, match="blend_tiles shapes disagree"):
+        blend_tiles(tiles, offsets, weight.T, canvas, weight_sum)
+    with pytest.raises(TypeError, match="int64 offsets"):
+        blend_tiles(tiles, offsets.int(), weight, canvas, weight_sum)
+    with pytest.raises(TypeError, match="accumulates in float32"):
+        blend_tiles(tiles, offsets, weight, canvas.double(), weight_sum)
+    with pytest.raises(ValueError, match="must be contiguous"):
+        blend_tiles(tiles, offsets, weight, canvas.transpose(1, 2), weight_sum)
+    with pytest.raises(ValueError, match="gives the window no gradient"):
+        blend_tiles(tiles, offsets, weight.requires_grad_(), canvas, weight_sum)
+    with pytest.raises(ValueError, match="unknown impl 'cuda'"):
+        blend_tiles(tiles, offsets, weight, canvas, weight_sum, impl="cuda")
+
+
+def test_sliced_inference_path_equals_the_reference():
+    """The no-grad CPU fast path (one slice-add per tile) accumulates exactly what the reference does."""
+    from vismtl.ops.tile_blend.reference import blend_tiles_sliced
+
+    gen = torch.Generator().manual_seed(7)
+    tiles = torch.randn(6, 2, 13, 17, generator=gen)
+    offsets = torch.tensor([[-3, -5], [0, 0], [10, 30], [20, 40], [27, 50], [-20, 90]])
+    weight = blend_window(13, 17, "hann")
+    expected = (torch.zeros(2, 30, 60), torch.zeros(30, 60))
+    got = (torch.zeros(2, 30, 60), torch.zeros(30, 60))
+    blend_tiles_reference(tiles, offsets, weight, *expected)
+    blend_tiles_sliced(tiles, offsets, weight, *got)
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-6, atol=1e-6)

@@ -1,0 +1,208 @@
+"""Chunked instance extraction: every object exactly once and whole; GeoJSON output valid for QuPath."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import shapely
+from shapely import affinity
+from shapely.geometry import Polygon
+from skimage.draw import disk, ellipse
+from skimage.measure import label as relabel
+
+from vismtl.wsi.geojson import validate_feature_collection, write_geojson
+from vismtl.wsi.instances import (
+    Instance,
+    MarginTooSmallWarning,
+    extract_chunk,
+    instances_in_chunk,
+    polygon_from_mask,
+)
+
+SHAPE = (700, 900)
+CHUNK = 256
+MARGIN = 40  # > largest object diameter (2 * 18 + 1)
+
+
+def _slide(seed: int = 0, count: int = 80) -> np.ndarray:
+    """Non-overlapping ellipses (radius 5-18), several centred on chunk borders, corners and slide edges."""
+    rng = np.random.default_rng(seed)
+    slide = np.zeros(SHAPE, np.int32)
+    forced = [(CHUNK * i, CHUNK * j) for i in (1, 2) for j in (1, 2, 3)]  # chunk corners
+    forced += [(CHUNK, 100), (2 * CHUNK, 600), (400, CHUNK), (150, 3 * CHUNK), (2, 300), (600, 898)]
+    k = 0
+    while k < count:
+        centre = forced[k] if k < len(forced) else (rng.integers(0, SHAPE[0]), rng.integers(0, SHAPE[1]))
+        radii = rng.integers(5, 19, size=2)
+        rotation = rng.uniform(0, np.pi)
+        guard = ellipse(*centre, radii[0] + 2, radii[1] + 2, shape=SHAPE, rotation=rotation)
+        if slide[guard].any():
+            continue  # keep a gap so objects never touch
+        k += 1
+        slide[ellipse(*centre, *radii, shape=SHAPE, rotation=rotation)] = k
+    return slide
+
+
+def _chunks(shape: tuple[int, int], chunk: int, margin: int):
+    """(cut-out slices, core in cut-out coordinates, origin (x, y)) for each chunk of the grid."""
+    for y in range(0, shape[0], chunk):
+        for x in range(0, shape[1], chunk):
+            ay0, ax0 = max(y - margin, 0), max(x - margin, 0)
+            ay1, ax1 = min(y + chunk + margin, shape[0]), min(x + chunk + margin, shape[1])
+            core = (y - ay0, x - ax0, min(y + chunk, shape[0]) - ay0, min(x + chunk, shape[1]) - ax0)
+            yield (slice(ay0, ay1), slice(ax0, ax1)), core, (ax0, ay0)
+
+
+def _run(slide: np.ndarray, margin: int = MARGIN, scale: float = 1.0, mpp: float | None = 0.25) -> list[Instance]:
+    """Per-chunk post-processing stand-in: relabel each cut-out so ids differ from chunk to chunk."""
+    rng = np.random.default_rng(1)
+    out = []
+    for box, core, origin in _chunks(slide.shape, CHUNK, margin):
+        local = relabel(slide[box], background=0)
+        shuffled = np.concatenate([[0], rng.permutation(local.max()) + 7])[local]
+        types = {int(v): int(v) % 3 for v in np.unique(shuffled) if v}
+        out += instances_in_chunk(shuffled, core, origin, scale, mpp, "nuclei", types, ("bg", "tumour", "immune"))
+    return out
+
+
+def _rasterise(instance: Instance, scale: float = 1.0) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Pixels (of the slide grid) whose centres lie inside the polygon."""
+    polygon = affinity.scale(Polygon(instance.polygon), 1 / scale, 1 / scale, origin=(0, 0))
+    x0, y0, x1, y1 = (int(v) for v in polygon.bounds)
+    ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5
+    return shapely.contains_xy(polygon, xs, ys), (slice(y0, y1), slice(x0, x1))
+
+
+@pytest.fixture(scope="module")
+def slide() -> np.ndarray:
+    return _slide()
+
+
+@pytest.fixture(scope="module")
+def found(slide) -> list[Instance]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MarginTooSmallWarning)
+        return _run(slide)
+
+
+def _check_against_truth(slide: np.ndarray, instances: list[Instance], scale: float) -> None:
+    matched = []
+    for instance in instances:
+        mask, box = _rasterise(instance, scale)
+        ids = np.unique(slide[box][mask])
+        assert ids.size == 1 and ids[0] > 0, "a polygon covers background or several objects"
+        truth = slide == ids[0]
+        inside = np.zeros_like(truth)
+        inside[box] = mask
+        assert (truth & inside).sum() / (truth | inside).sum() > 0.9
+        assert instance.area_px == truth.sum()
+        matched.append(int(ids[0]))
+    assert sorted(matched) == list(range(1, slide.max() + 1)), "objects lost or duplicated"
+
+
+def test_every_object_once_and_whole(slide, found):
+    assert len(found) == slide.max() == 80
+    assert len({i.id for i in found}) == len(found)
+    for instance in found:
+        ring = instance.polygon
+        assert ring[0] == ring[-1] and len(ring) >= 4
+        assert Polygon(ring).is_valid
+    _check_against_truth(slide, found, scale=1.0)
+
+
+def test_scale_two_scales_coordinates(slide, found):
+    doubled = _run(slide, scale=2.0)
+    by_id = {i.id: i for i in doubled}
+    assert by_id.keys() == {i.id for i in found}  # ids depend on the output grid only
+    for instance in found:
+        twin = by_id[instance.id]
+        assert twin.polygon == [(2 * x, 2 * y) for x, y in instance.polygon]
+        assert twin.centroid == pytest.approx((2 * instance.centroid[0], 2 * instance.centroid[1]))
+        assert twin.area_px == instance.area_px
+        assert twin.area_um2 == pytest.approx(4 * instance.area_um2)
+    _check_against_truth(slide, doubled, scale=2.0)
+
+
+def test_small_margin_is_reported():
+    slide = np.zeros((512, 256), np.int32)
+    slide[disk((CHUNK, 100), 15)] = 1  # straddles the horizontal chunk border
+    chunks = list(_chunks(slide.shape, CHUNK, margin=5))
+    results = [extract_chunk(slide[box], core, origin, 1.0, None, "nuclei") for box, core, origin in chunks]
+    assert [r.cut for r in results] == [1, 0]
+    assert sum(len(r.instances) for r in results) == 1
+    box, core, origin = chunks[0]
+    with pytest.warns(MarginTooSmallWarning):
+        instances_in_chunk(slide[box], core, origin, 1.0, None, "nuclei")
+    with_margin = [extract_chunk(slide[b], c, o, 1.0, None, "nuclei") for b, c, o in _chunks(slide.shape, CHUNK, 40)]
+    assert [r.cut for r in with_margin] == [0, 0]
+    assert sum(len(r.instances) for r in with_margin) == 1
+
+
+def test_geojson_round_trip(tmp_path, found):
+    path = tmp_path / "nuclei.geojson"
+    assert write_geojson(path, found, {"tumour": (200, 0, 0)}) == len(found)
+    data = json.loads(path.read_text())
+    assert validate_feature_collection(data) == []
+    assert len(data["features"]) == len(found)
+    props = data["features"][0]["properties"]
+    assert props["objectType"] == "detection" and props["isLocked"] is False
+    assert {"Area µm^2", "Perimeter px", "Centroid X px", "Centroid Y px"} <= props["measurements"].keys()
+    assert [p.name for p in tmp_path.iterdir()] == ["nuclei.geojson"]
+
+
+def test_validator_reports_broken_features(tmp_path, found):
+    path = tmp_path / "nuclei.geojson"
+    write_geojson(path, found[:2], {})
+    data = json.loads(path.read_text())
+    data["features"][0]["geometry"]["coordinates"][0].pop()
+    del data["features"][1]["properties"]["classification"]
+    problems = validate_feature_collection(data)
+    assert len(problems) == 2
+    assert problems[0].startswith("features[0]") and "not closed" in problems[0]
+    assert problems[1].startswith("features[1]") and "classification" in problems[1]
+    data["features"][1]["geometry"]["coordinates"] = [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]  # bow-tie
+    assert any("invalid geometry" in p for p in validate_feature_collection(data))
+
+
+def test_failed_write_leaves_target_unchanged(tmp_path, found):
+    path = tmp_path / "nuclei.geojson"
+    path.write_text("previous")
+
+    def failing():
+        yield from found[:3]
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_geojson(path, failing(), {})
+    assert path.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["nuclei.geojson"]
+
+
+def test_polygon_of_ring_is_outer_contour():
+    mask = np.zeros((40, 40), bool)
+    mask[disk((20, 20), 15)] = True
+    filled = mask.sum()
+    mask[disk((20, 20), 7)] = False
+    polygon = Polygon(polygon_from_mask(mask))
+    assert polygon.is_valid and not polygon.interiors
+    assert polygon.area == filled  # pixel-edge outline: area is the pixel count of the filled disk
+
+
+def test_polygon_of_one_pixel_is_unit_square():
+    mask = np.zeros((5, 6), bool)
+    mask[2, 3] = True
+    ring = polygon_from_mask(mask)
+    assert ring[0] == ring[-1] and len(ring) == 5
+    assert set(ring) == {(3.0, 2.0), (4.0, 2.0), (4.0, 3.0), (3.0, 3.0)}
+    assert Polygon(ring).is_valid and Polygon(ring).area == 1
+
+
+def test_polygon_of_corner_touching_pixels_is_valid():
+    mask = np.zeros((4, 4), bool)
+    mask[0:2, 0:2] = True
+    mask[2, 2] = True  # touches the block at one corner only
+    polygon = Polygon(polygon_from_mask(mask))
+    assert polygon.is_valid and polygon.area == 4

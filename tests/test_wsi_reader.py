@@ -1,0 +1,285 @@
+"""Slide reading (OpenSlide and the plain-image fallback) and tissue masks, on real and generated slides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openslide
+import pytest
+import tifffile
+
+from vismtl.wsi.reader import Slide, SlideError, to_rgb
+from vismtl.wsi.tissue import load_mask, optical_density, tissue_mask
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "slides"
+
+
+@pytest.fixture
+def slides() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared sample slides not found at {SHARED}")
+    return SHARED
+
+
+def composited(region) -> np.ndarray:
+    """OpenSlide's RGBA (not premultiplied) on white, written out independently of the reader."""
+    rgba = np.asarray(region).astype(np.float64)
+    alpha = rgba[..., 3:] / 255.0
+    return np.rint(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+
+# --- opening and metadata ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, size, levels",
+    [
+        ("cmu-1-small-region.svs", (2220, 2967), 1),
+        ("boxes.tiff", (300, 250), 4),
+        ("small_HE_levels.tiff", (300, 250), 4),
+        ("small.svs", (16, 16), 1),
+        ("boxes_0.dcm", (16, 16), 1),
+        ("boxes_1.dcm", (16, 16), 1),
+    ],
+)
+def test_openslide_formats_open_and_read(slides, name, size, levels):
+    with Slide.open(slides / name) as slide:
+        assert slide.backend == "openslide"
+        assert (slide.width, slide.height) == size
+        assert len(slide.level_dimensions) == len(slide.level_downsamples) == levels
+        region = slide.read(size[0] // 2 - 6, size[1] // 2 - 5, 12, 10, 1.0)
+    assert region.shape == (10, 12, 3) and region.dtype == np.uint8
+    assert region.std() > 0  # real pixels, not the white padding
+
+
+def test_dicom_pair_is_one_slide(slides):
+    # OpenSlide finds the other instance of the series in the folder: either file opens the slide.
+    with Slide.open(slides / "boxes_0.dcm") as first, Slide.open(slides / "boxes_1.dcm") as second:
+        np.testing.assert_array_equal(first.read(0, 0, 16, 16, 1.0), second.read(0, 0, 16, 16, 1.0))
+        assert first.mpp == pytest.approx(0.499)
+
+
+def test_mpp_from_metadata_and_implausible_tags_ignored(slides):
+    with Slide.open(slides / "cmu-1-small-region.svs") as slide:
+        assert slide.mpp == pytest.approx(0.499, abs=1e-6)
+        assert slide.require_mpp() == pytest.approx(0.499, abs=1e-6)
+    # boxes.tiff carries the 72-dpi default (352.8 µm/px): not a scan resolution, so unknown.
+    assert float(openslide.OpenSlide(str(slides / "boxes.tiff")).properties["openslide.mpp-x"]) > 300
+    with Slide.open(slides / "boxes.tiff") as slide:
+        assert slide.mpp is None
+    with Slide.open(slides / "boxes.tiff", mpp=0.25) as slide:
+        assert slide.mpp == 0.25
+
+
+def test_png_fallback_and_missing_mpp(slides):
+    path = slides / "no-tissue.png"
+    with Slide.open(path) as slide:
+        assert slide.backend == "image" and slide.mpp is None
+        assert (slide.width, slide.height) == (512, 512)
+        with pytest.raises(SlideError, match="no-tissue.png.*pass --mpp"):
+            slide.require_mpp()
+        expected = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)[100:130, 200:240]
+        np.testing.assert_array_equal(slide.read(200, 100, 40, 30, 1.0), expected)
+    with Slide.open(path, mpp=0.5) as slide:
+        assert slide.mpp == 0.5
+
+
+# --- bad slides -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["broken.svs", "unopenable.tiff"])
+def test_bad_slides_fail_at_open_naming_the_file(slides, name):
+    with pytest.raises(SlideError, match=f"cannot open slide .*{name}"):
+        Slide.open(slides / name)
+
+
+def test_unreadable_slide_fails_at_read_naming_file_and_region(slides):
+    with Slide.open(slides / "unreadable.svs") as slide:
+        with pytest.raises(SlideError, match=r"region x=0 y=0 8x8 .*unreadable\.svs"):
+            slide.read(0, 0, 8, 8, 1.0)
+
+
+def test_missing_slide(tmp_path):
+    with pytest.raises(SlideError, match="slide not found: .*nothing.svs"):
+        Slide.open(tmp_path / "nothing.svs")
+
+
+def test_closed_slide_refuses_reads(slides):
+    slide = Slide.open(slides / "small.svs")
+    slide.close()
+    with pytest.raises(SlideError, match="small.svs is closed"):
+        slide.read(0, 0, 4, 4, 1.0)
+
+
+# --- reading geometry -------------------------------------------------------------------------------
+
+
+def test_read_at_full_resolution_equals_openslide(slides):
+    path = slides / "cmu-1-small-region.svs"
+    expected = composited(openslide.OpenSlide(str(path)).read_region((700, 1200), 0, (96, 64)))
+    with Slide.open(path) as slide:
+        np.testing.assert_array_equal(slide.read(700, 1200, 96, 64, 1.0), expected)
+
+
+def test_half_scale_reads_level_one(slides):
+    path = slides / "boxes.tiff"
+    # Output (10, 20) at scale 0.5 is level-0 (20, 40), i.e. level-1 pixel (10, 20): no resampling.
+    expected = composited(openslide.OpenSlide(str(path)).read_region((20, 40), 1, (50, 40)))
+    with Slide.open(path) as slide:
+        assert slide.best_level(0.5) == 1
+        assert slide.best_level(1 / 4.0161290322580641) == 2  # a stored non-integer downsample
+        assert slide.best_level(0.3) == 1 and slide.best_level(2.0) == 0
+        levels_read = []
+        read_level = slide._source.read_level
+        slide._source.read_level = lambda level, *box: levels_read.append(level) or read_level(level, *box)
+        np.testing.assert_array_equal(slide.read(10, 20, 50, 40, 0.5), expected)
+    assert levels_read == [1]
+
+
+def test_region_past_the_edge_is_white(slides):
+    path = slides / "cmu-1-small-region.svs"  # 2220 x 2967; its glass is greyish, never pure white
+    handle = openslide.OpenSlide(str(path))
+    inside = composited(handle.read_region((2200, 2952), 0, (20, 15)))
+    top_left = composited(handle.read_region((0, 0), 0, (5, 5)))
+    assert (inside.max(-1) < 255).mean() > 0.5 and (top_left.max(-1) < 255).mean() > 0.5
+    with Slide.open(path) as slide:
+        region = slide.read(2200, 2952, 40, 30, 1.0)
+        assert region.shape == (30, 40, 3)
+        np.testing.assert_array_equal(region[:15, :20], inside)
+        assert (region[15:] == 255).all() and (region[:, 20:] == 255).all()
+        assert (slide.read(-50, -50, 50, 50, 1.0) == 255).all()  # wholly outside
+        corner = slide.read(-5, -5, 10, 10, 1.0)
+        assert (corner[:5] == 255).all() and (corner[:, :5] == 255).all()
+        np.testing.assert_array_equal(corner[5:, 5:], top_left)
+
+
+@pytest.mark.parametrize("scale, level", [(0.7, 0), (0.35, 1)])
+def test_scale_between_levels_is_close_to_resized_full_resolution(slides, scale, level):
+    with Slide.open(slides / "small_HE_levels.tiff") as slide:
+        width, height = round(300 * scale), round(250 * scale)
+        assert slide.best_level(scale) == level
+        region = slide.read(0, 0, width, height, scale)
+        reference = cv2.resize(slide.read(0, 0, 300, 250, 1.0), (width, height), interpolation=cv2.INTER_AREA)
+    assert region.shape == (height, width, 3)
+    assert np.abs(region.astype(int) - reference).mean() < 3.0
+
+
+def test_thumbnail_uses_a_small_level(slides):
+    with Slide.open(slides / "boxes.tiff") as slide:
+        thumb, scale = slide.thumbnail(40)
+        assert scale == pytest.approx(40 / 300) and thumb.shape == (33, 40, 3)
+        assert slide.best_level(scale) == 2
+    with Slide.open(slides / "cmu-1-small-region.svs") as slide:
+        thumb, scale = slide.thumbnail(256)
+        assert thumb.shape == (256, 192, 3) and scale == pytest.approx(256 / 2967)
+
+
+# --- generated inputs (no shared data needed) -------------------------------------------------------
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., :3] = (10, 100, 200)
+    rgba[:, :2, 3] = 0  # transparent
+    rgba[:, 2:4, 3] = 128  # half
+    rgba[:, 4:, 3] = 255  # opaque
+    path = tmp_path / "rgba.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    with Slide.open(path) as slide:
+        out = slide.read(0, 0, 6, 4, 1.0)
+    assert (out[:, :2] == 255).all()
+    half = np.rint(np.array([10, 100, 200]) * 128 / 255 + 255 * (1 - 128 / 255))
+    np.testing.assert_array_equal(out[0, 2], half)
+    np.testing.assert_array_equal(out[0, 4], [10, 100, 200])
+    np.testing.assert_array_equal(to_rgb(rgba), out)
+
+
+def test_stripped_tiff_fallback_reads_regions(tmp_path):
+    # OpenSlide only takes tiled TIFFs; a stripped one goes through tifffile's zarr store.
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    path = tmp_path / "stripped.tif"
+    tifffile.imwrite(
+        path, image, rowsperstrip=8, compression="zlib", resolution=(40000, 40000), resolutionunit="CENTIMETER"
+    )
+    with Slide.open(path) as slide:
+        assert slide.backend == "image" and (slide.width, slide.height) == (160, 120)
+        assert slide.mpp == pytest.approx(0.25)  # 40000 px/cm
+        np.testing.assert_array_equal(slide.read(30, 20, 50, 40, 1.0), image[20:60, 30:80])
+        assert slide.read(0, 0, 80, 60, 0.5).shape == (60, 80, 3)
+
+
+def test_undecodable_plain_image_fails_at_open(tmp_path):
+    path = tmp_path / "garbage.png"
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(SlideError, match="cannot open slide .*garbage.png"):
+        Slide.open(path)
+
+
+# --- tissue masks -----------------------------------------------------------------------------------
+
+
+def test_blank_glass_has_no_tissue(slides):
+    with Slide.open(slides / "no-tissue.png") as slide:
+        thumb, _ = slide.thumbnail()
+    assert tissue_mask(thumb).mean() < 0.01
+
+
+def test_red_pen_is_not_tissue(slides):
+    with Slide.open(slides / "tcga-red-pen.png") as slide:
+        thumb, _ = slide.thumbnail()
+    mask = tissue_mask(thumb)
+    rgb = thumb.astype(int)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    # Independent rule, checked by eye on this image: the ink is red with little green AND blue;
+    # eosin pink keeps its blue high.
+    pen = (red - blue > 80) & (red - green > 80)
+    assert 0.15 < pen.mean() < 0.3
+    assert mask[pen].mean() < 0.05
+    stained = (optical_density(thumb) > 0.2) & ~pen
+    assert mask[stained].mean() > 0.7
+
+
+def test_mostly_tissue_slide(slides):
+    with Slide.open(slides / "cmu-1-small-region.svs") as slide:
+        thumb, _ = slide.thumbnail(512)
+    fraction = tissue_mask(thumb).mean()
+    assert 0.25 < fraction < 0.55  # measured 0.36-0.38; the glass margins are clearly visible
+
+
+def test_synthetic_blobs_kept_and_pen_strokes_removed():
+    rng = np.random.default_rng(1)
+    thumb = np.full((256, 256, 3), 242, np.uint8) + rng.integers(0, 6, (256, 256, 3), dtype=np.uint8)
+    blobs = np.zeros((256, 256), np.uint8)
+    cv2.ellipse(blobs, (80, 90), (50, 35), 20, 0, 360, 1, -1)
+    cv2.circle(blobs, (180, 180), 40, 2, -1)
+    thumb[blobs == 1] = (225, 140, 190)  # eosin pink
+    thumb[blobs == 2] = (130, 80, 160)  # hematoxylin purple
+    strokes = np.zeros((256, 256), np.uint8)
+    cv2.line(strokes, (20, 230), (240, 140), 1, 6)  # blue, crossing the purple blob
+    cv2.line(strokes, (150, 20), (240, 80), 2, 6)  # green, on glass
+    thumb[strokes == 1] = (40, 70, 190)
+    thumb[strokes == 2] = (40, 150, 70)
+    mask = tissue_mask(thumb)
+    truth = (blobs > 0) & (strokes == 0)
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.9
+    assert mask[strokes > 0].mean() < 0.02
+
+
+def test_load_mask(tmp_path):
+    mask = np.zeros((20, 40), np.uint8)
+    mask[:, 20:] = 255
+    path = tmp_path / "mask.png"
+    cv2.imwrite(str(path), mask)
+    loaded = load_mask(path, (10, 80))
+    assert loaded.shape == (10, 80) and loaded.dtype == bool
+    assert loaded[:, 40:].all() and not loaded[:, :40].any()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    with pytest.raises(SlideError, match="tissue mask .*bad.png"):
+        load_mask(bad, (10, 10))
+    with pytest.raises(SlideError, match="tissue mask .*absent.png: file not found"):
+        load_mask(tmp_path / "absent.png", (10, 10))

@@ -1,0 +1,84 @@
+"""Run a model over whole-slide images.
+
+    python tools/infer_wsi.py CONFIG CHECKPOINT SLIDE|DIR|LIST.txt ... --out-dir DIR [--resume] [options]
+    torchrun --nproc_per_node=N tools/infer_wsi.py ... --launcher pytorch
+
+Writes DIR/<slide>/ (zarr rasters, GeoJSON instances, tissue mask, thumbnail, summary.json)
+and DIR/manifest.json. The exit status is 1 when any slide failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from vismtl.engine.cli import run_command
+from vismtl.wsi.batch import infer_slides
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="the model's config")
+    parser.add_argument("checkpoint", help="its checkpoint")
+    parser.add_argument("inputs", nargs="+", help="slide files, folders of slides, or .txt files listing slides")
+    parser.add_argument("--out-dir", required=True, help="output folder")
+    parser.add_argument("--resume", action="store_true", help="skip finished slides, continue partial ones")
+    parser.add_argument("--mpp", type=float, help="microns per pixel of slides without that metadata")
+    parser.add_argument("--target-mpp", type=float, help="microns per pixel of the output grid (config: wsi.mpp)")
+    parser.add_argument("--tile", type=int, help="output pixels kept per tile")
+    parser.add_argument("--stride", type=int, help="step between tiles (default: the tile size)")
+    parser.add_argument("--context", type=int, help="context pixels on each side of a tile")
+    parser.add_argument("--chunk", type=int, help="side of the output chunks")
+    parser.add_argument("--margin", type=int, help="pixels around a chunk for instances cut by its border")
+    parser.add_argument("--batch-size", type=int, help="tiles per model call")
+    parser.add_argument("--workers", type=int, help="tile-reading processes")
+    parser.add_argument("--mask-dir", help="folder of tissue masks <slide name>.png overriding the automatic one")
+    parser.add_argument("--tissue", choices=["auto", "all"], help="'all': run every tile, not only tissue")
+    parser.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast")
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    options = dict(
+        mpp=args.target_mpp,
+        tile=args.tile,
+        stride=args.stride,
+        context=args.context,
+        chunk=args.chunk,
+        margin=args.margin,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        mask_dir=args.mask_dir,
+        tissue=args.tissue,
+        amp=args.amp,
+    )
+    entries = []
+
+    def run():
+        entries.extend(
+            infer_slides(
+                args.config, args.checkpoint, args.inputs, args.out_dir, args.resume, args.mpp, options, args.launcher
+            )
+        )
+
+    status = run_command(run)
+    if status:
+        return status
+    if int(os.environ.get("RANK", 0)) != 0:  # rank 0 reports the merged manifest
+        return 1 if any(e["status"] == "failed" for e in entries) else 0
+    manifest = Path(args.out_dir) / "manifest.json"
+    if manifest.is_file():
+        entries = json.loads(manifest.read_text())["slides"]
+    failed = [e for e in entries if e["status"] == "failed"]
+    for entry in entries:
+        print(f"{entry['status']:>9s}  {entry['name']}  {entry.get('error') or ''}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

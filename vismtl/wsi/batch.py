@@ -1,0 +1,97 @@
+"""Many slides: build the model from a config and checkpoint, split slides over ranks, keep a manifest.
+
+``DIR/manifest.json`` lists every slide with its status: ``done``, ``skipped`` (already done,
+with ``--resume``), ``no_tissue``, or ``failed`` with the error. It is rewritten atomically
+after every slide. Under torchrun each rank takes the slides ``rank, rank + W, ...`` and
+writes its own part; rank 0 merges the parts into ``manifest.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vismtl.config import call_with_config, load_config, to_plain
+from vismtl.engine import checkpoint as ckpt
+from vismtl.engine.distributed import barrier, destroy, init_distributed, world_size
+from vismtl.io import write_json
+from vismtl.models import build_model
+from vismtl.tasks import build_tasks
+from vismtl.wsi.engine import SlideRunner
+from vismtl.wsi.inputs import expand_inputs
+from vismtl.wsi.settings import WSISettings
+
+log = logging.getLogger("vismtl")
+
+
+def file_digest(path: str | Path, limit: int = 1 << 24) -> str:
+    """sha256 of the first ``limit`` bytes and the size: identifies a checkpoint cheaply."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        digest.update(handle.read(limit))
+    return f"{digest.hexdigest()[:16]}-{path.stat().st_size}"
+
+
+def infer_slides(
+    config: str | Path,
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    resume: bool = False,
+    mpp: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    launcher: str = "none",
+) -> list[dict[str, Any]]:
+    """Run the config's model over every input slide; returns the manifest entries of this rank.
+
+    Args:
+        inputs: slide files, folders of slides, or ``.txt`` files listing slides.
+        mpp: microns per pixel of slides whose metadata lacks it.
+        options: overrides of the config's ``wsi`` section (tile, stride, context, mpp, ...).
+    """
+    cfg = load_config(config)
+    tasks = build_tasks(cfg.get("tasks"))
+    wsi_cfg = {**to_plain(dict(cfg.get("wsi") or {})), **{k: v for k, v in (options or {}).items() if v is not None}}
+    settings = call_with_config(WSISettings, wsi_cfg, "wsi")
+    info = init_distributed(launcher)
+    try:
+        model = build_model(cfg["model"], tasks)
+        ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
+        model.to(info.device)
+        runner = SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint))
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        slides = expand_inputs(inputs)[info.rank :: world_size()]
+        entries: list[dict[str, Any]] = []
+        part = out_dir / (f".manifest.rank{info.rank}.json" if world_size() > 1 else "manifest.json")
+        for slide in slides:
+            entries.append(runner.run(slide, out_dir, resume, mpp))
+            write_json(part, {"slides": entries})
+            log.info("%s: %s", slide.name, entries[-1]["status"])
+        if not slides:
+            write_json(part, {"slides": []})
+        barrier()
+        if world_size() > 1 and info.is_main:
+            merge_manifests(out_dir, world_size())
+        return entries
+    finally:
+        destroy()
+
+
+def merge_manifests(out_dir: Path, ranks: int) -> None:
+    """Rank parts -> ``manifest.json`` (slides in input order: rank r took slides r, r + W, ...)."""
+    parts = [json.loads((out_dir / f".manifest.rank{r}.json").read_text())["slides"] for r in range(ranks)]
+    merged = []
+    for index in range(max(len(p) for p in parts)):
+        merged += [p[index] for p in parts if index < len(p)]
+    write_json(out_dir / "manifest.json", {"slides": merged})
+    for r in range(ranks):
+        (out_dir / f".manifest.rank{r}.json").unlink(missing_ok=True)
+
+
+__all__ = ["infer_slides", "merge_manifests"]

@@ -1,0 +1,310 @@
+"""Run a model over slides: tissue-masked tiles, batched inference, blending, chunked writes, resume.
+
+Per slide, loader worker processes read tiles (each opens its own slide handle), the main
+thread runs the model, and a writer thread blends nothing but finalises finished chunks
+(decisions, post-processing, instances) and writes them, so reading, the model and
+writing overlap. Memory holds only the chunks in flight, whatever the slide's size. Every
+finished chunk is journaled; ``resume`` skips finished slides and finished chunks. One
+failing slide is recorded in the manifest and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vismtl.tasks import Task
+from vismtl.wsi.inputs import SlideInput
+from vismtl.wsi.outputs import SlideOutputs, merge_summaries
+from vismtl.wsi.reader import Slide, SlideError
+from vismtl.wsi.settings import WSISettings
+from vismtl.wsi.stitch import ChunkCanvas, finalize_chunk
+from vismtl.wsi.tiling import TileLayout, TissueIndex
+from vismtl.wsi.tissue import load_mask, tissue_mask
+
+log = logging.getLogger("vismtl")
+
+
+class NoTissueError(RuntimeError):
+    """The tissue mask of a slide is empty: nothing to run."""
+
+
+class TileDataset(Dataset):
+    """Item ``i``: the model input around tile ``i`` as uint8 ``[3, S, S]``, S = tile + 2 context."""
+
+    def __init__(self, path: Path, mpp: float | None, scale: float, positions: np.ndarray, settings: WSISettings):
+        self.path, self.mpp, self.scale, self.positions = path, mpp, scale, positions
+        self.size = settings.tile + 2 * settings.context
+        self.context = settings.context
+        self._slide: Slide | None = None  # opened in each worker process on first use
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        if self._slide is None:
+            self._slide = Slide.open(self.path, self.mpp)
+        y, x = (int(v) for v in self.positions[index])
+        image = self._slide.read(x - self.context, y - self.context, self.size, self.size, self.scale)
+        return index, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+@dataclass
+class SlidePlan:
+    """Which tiles feed which chunk, in the order they will be computed."""
+
+    layout: TileLayout
+    chunks: list[tuple[int, int]]  # unfinished chunks with tissue, in raster order
+    positions: np.ndarray  # [N, 2] tile kept-region corners, chunk after chunk
+    owner: np.ndarray  # [N] index into ``chunks``
+    counts: list[int]  # tiles per chunk
+    skipped: int = 0  # chunks without tissue
+
+
+def plan_slide(layout: TileLayout, tissue: TissueIndex, finished: Mapping) -> SlidePlan:
+    chunks, positions, owner, counts, skipped = [], [], [], [], 0
+    for chunk in layout.chunks():
+        if chunk in finished:
+            continue
+        tiles = [
+            t
+            for t in layout.tiles(layout.region(*chunk))
+            if tissue.touches((*t, t[0] + layout.tile, t[1] + layout.tile))
+        ]
+        if not tiles:
+            skipped += 1
+            continue
+        owner += [len(chunks)] * len(tiles)
+        chunks.append(chunk)
+        positions += tiles
+        counts.append(len(tiles))
+    positions_array = np.asarray(positions, np.int64).reshape(-1, 2)
+    return SlidePlan(layout, chunks, positions_array, np.asarray(owner, np.int64), counts, skipped)
+
+
+class SlideRunner:
+    """Runs one model over slides with fixed settings (the Python API of tools/infer_wsi.py).
+
+    Args:
+        model: returns ``{task: logits}`` for uint8 images ``[B, 3, S, S]`` (a MultiTaskModel).
+        tasks: the tasks to write (dense ones as rasters, instance ones also as GeoJSON,
+            image-level ones as tissue-class proportions).
+        settings: tiling and output settings.
+        device: where the model runs.
+        model_id: identifies the weights (a resume must use the same).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tasks: Mapping[str, Task],
+        settings: WSISettings,
+        device: torch.device,
+        model_id: str = "",
+    ) -> None:
+        self.model, self.tasks, self.settings, self.device = model.eval(), dict(tasks), settings, device
+        self.model_id = model_id
+        self.dense = {n: t for n, t in tasks.items() if t.dense}
+        self.patch = {n: t for n, t in tasks.items() if not t.dense}
+        has_instances = any(t.kind == "instance" for t in tasks.values())
+        self.margin = settings.margin if has_instances else 0
+
+    # -- one slide -------------------------------------------------------------------------
+
+    def run(self, slide_input: SlideInput, out_dir: Path, resume: bool, mpp: float | None = None) -> dict[str, Any]:
+        """Process one slide; returns its manifest entry (never raises for a bad slide)."""
+        start = time.perf_counter()
+        entry: dict[str, Any] = {"slide": str(slide_input.path), "name": slide_input.name}
+        folder = Path(out_dir) / slide_input.name
+        try:
+            entry.update(self._run(slide_input, folder, resume, mpp))
+        except NoTissueError as err:
+            entry.update(status="no_tissue", error=str(err))
+        except (SlideError, OSError, RuntimeError, ValueError) as err:
+            log.error("slide %s failed: %s", slide_input.path, err)
+            log.debug("%s", traceback.format_exc())
+            entry.update(status="failed", error=f"{type(err).__name__}: {err}")
+        entry["seconds"] = round(time.perf_counter() - start, 3)
+        entry["outputs"] = str(folder)
+        return entry
+
+    def _run(self, slide_input: SlideInput, folder: Path, resume: bool, mpp: float | None) -> dict[str, Any]:
+        timings = {"start": time.perf_counter()}
+        with Slide.open(slide_input.path) as slide:
+            # --mpp only fills in for slides whose metadata has none
+            slide_mpp = slide.mpp if slide.mpp is not None else mpp
+            if slide_mpp is None:
+                slide.require_mpp()  # raises, naming the slide and suggesting --mpp
+            scale = slide_mpp / self.settings.mpp  # output pixels per level-0 pixel
+            layout = TileLayout(
+                height=max(1, round(slide.height * scale)),
+                width=max(1, round(slide.width * scale)),
+                tile=self.settings.tile,
+                stride=self.settings.step,
+                context=self.settings.context,
+                chunk=self.settings.chunk,
+                margin=self.margin,
+            )
+            thumbnail, thumb_scale = slide.thumbnail(self.settings.thumbnail_size)
+        mask = self._mask(slide_input, thumbnail)
+        fingerprint = {
+            **self.settings.fingerprint(),
+            "model": self.model_id,
+            "tasks": list(self.tasks),
+            "mpp": slide_mpp,
+        }
+        outputs = SlideOutputs(folder, layout, fingerprint)
+        if resume and outputs.is_complete():
+            return {"status": "skipped", "error": None, "reason": "already done"}
+        finished = outputs.prepare(resume)
+        if not mask.any():
+            outputs.write_pictures(thumbnail, mask, None, False)
+            raise NoTissueError(f"no tissue found in {slide_input.path} (blank slide or too faint)")
+        tissue = TissueIndex(mask, thumb_scale / scale)
+        plan = plan_slide(layout, tissue, finished)
+        timings["model"] = self._run_tiles(slide_input, slide_mpp, scale, plan, outputs)
+        entries = outputs.journal.entries()
+        colours = {n: self._colours(t) for n, t in self.tasks.items() if t.kind == "instance"}
+        written = outputs.write_instances(colours)
+        overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
+        probability = overlay_task is not None and self.tasks[overlay_task].kind == "instance"
+        outputs.write_pictures(thumbnail, mask, overlay_task, probability)
+        wall = time.perf_counter() - timings["start"]
+        summary = merge_summaries(entries)
+        summary.update(
+            slide=str(slide_input.path),
+            mpp_level0=slide_mpp,
+            output_grid=[layout.height, layout.width],
+            chunks={"total": len(layout.chunks()), "with_tissue": len(entries), "resumed": len(finished)},
+            tissue_fraction=float(mask.mean()),
+            instances_written=written,
+            tissue_classes=self._proportions(summary["patch_votes"]),
+            timings={"wall_s": round(wall, 3), "model_s": round(timings["model"], 3)},
+            settings=self.settings.fingerprint(),
+        )
+        if summary["cut_objects"]:
+            log.warning(
+                "%s: %d objects touched a chunk margin; raise wsi.margin", slide_input.name, summary["cut_objects"]
+            )
+        outputs.write_summary(summary)
+        return {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": len(finished)}
+
+    def _mask(self, slide_input: SlideInput, thumbnail: np.ndarray) -> np.ndarray:
+        if self.settings.tissue == "all":
+            return np.ones(thumbnail.shape[:2], bool)
+        if self.settings.mask_dir:
+            user = Path(self.settings.mask_dir) / f"{slide_input.name}.png"
+            if user.is_file():
+                return load_mask(user, thumbnail.shape[:2])
+        return tissue_mask(thumbnail)
+
+    def _colours(self, task: Task) -> dict[str, tuple[int, int, int]]:
+        from vismtl.tasks.visual import PALETTE
+
+        names = getattr(task, "class_names", None) or ()
+        return {name: tuple(int(c) for c in PALETTE[i + 1]) for i, name in enumerate(names)}
+
+    def _proportions(self, votes: Mapping[str, Sequence[int]]) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, hist in votes.items():
+            total = max(sum(hist), 1)
+            names = self.tasks[name].class_names
+            out[name] = {names[i]: count / total for i, count in enumerate(hist)}
+        return out
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    def _run_tiles(self, slide_input: SlideInput, mpp: float, scale: float, plan: SlidePlan, outputs: SlideOutputs):
+        """Read (workers) -> model (here) -> finalise and write (a thread); returns the model's busy seconds."""
+        if not len(plan.positions):
+            return 0.0
+        settings, layout = self.settings, plan.layout
+        dataset = TileDataset(slide_input.path, mpp, scale, plan.positions, settings)
+        loader = DataLoader(
+            dataset,
+            batch_size=settings.batch_size,
+            num_workers=settings.workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if settings.workers else None,
+        )
+        channels = {n: t.num_outputs for n, t in self.dense.items()}
+        canvases: dict[int, ChunkCanvas] = {}
+        remaining = list(plan.counts)
+        pending: list[Future] = []
+        model_seconds = 0.0
+        ctx, tile = settings.context, settings.tile
+        with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
+            bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
+            for indices, images in loader:
+                images = images.to(self.device, non_blocking=True)
+                started = time.perf_counter()
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.amp):
+                    logits = self.model(images)
+                activated = {n: t.activate(logits[n]) for n, t in self.tasks.items()}
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                model_seconds += time.perf_counter() - started
+                kept = {n: activated[n][:, :, ctx : ctx + tile, ctx : ctx + tile] for n in self.dense}
+                owners = plan.owner[indices.numpy()]
+                for chunk_index in np.unique(owners):
+                    rows = torch.from_numpy(np.flatnonzero(owners == chunk_index))
+                    canvas = canvases.get(int(chunk_index))
+                    if canvas is None:
+                        region = layout.region(*plan.chunks[chunk_index])
+                        canvas = canvases[int(chunk_index)] = ChunkCanvas(
+                            region, channels, tile, settings.blend, self.device
+                        )
+                    positions = torch.from_numpy(plan.positions[indices.numpy()[rows.numpy()]]).to(self.device)
+                    canvas.add({n: v[rows.to(v.device)] for n, v in kept.items()}, positions)
+                    self._vote(canvas, activated, rows, positions, layout.core(*plan.chunks[chunk_index]))
+                    remaining[chunk_index] -= len(rows)
+                    if remaining[chunk_index] == 0:
+                        chunk = plan.chunks[chunk_index]
+                        pending.append(
+                            writer.submit(
+                                self._finish_chunk, canvases.pop(int(chunk_index)), chunk, layout, mpp, scale, outputs
+                            )
+                        )
+                pending = self._drain(pending, keep=2)
+                bar.update(len(indices))
+            self._drain(pending, keep=0)
+            bar.close()
+        return model_seconds
+
+    def _vote(self, canvas: ChunkCanvas, activated, rows, positions, core) -> None:
+        """Patch classes of the tiles whose kept corner lies in the chunk's core (counted once)."""
+        if not self.patch:
+            return
+        y, x = positions[:, 0], positions[:, 1]
+        inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).cpu()
+        for name, task in self.patch.items():
+            classes = activated[name][rows.to(activated[name].device)].argmax(dim=1).cpu()[inside]
+            hist = torch.bincount(classes, minlength=task.num_outputs).tolist()
+            votes = canvas.patch_votes.setdefault(name, [0] * task.num_outputs)
+            canvas.patch_votes[name] = [a + b for a, b in zip(votes, hist)]
+
+    def _finish_chunk(self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs) -> None:
+        core = layout.core(*chunk)
+        result = finalize_chunk(canvas, core, self.tasks, 1.0 / scale, mpp)
+        outputs.write_chunk(chunk, core, result)
+
+    @staticmethod
+    def _drain(pending: list[Future], keep: int) -> list[Future]:
+        """Wait for the oldest writes until at most ``keep`` are in flight (re-raising their errors)."""
+        while len(pending) > keep:
+            pending.pop(0).result()
+        for future in pending:
+            if future.done():
+                future.result()  # surface a writer's error now, not at the end of the slide
+        return [f for f in pending if not f.done()]

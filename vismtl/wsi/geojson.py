@@ -1,0 +1,195 @@
+"""QuPath-compatible GeoJSON: one Feature per instance, written atomically, and a validator.
+
+Layout (what QuPath >= 0.4 reads in ``PathObjectTypeAdapters``)::
+
+    {"type": "Feature", "id": "<uuid>",
+     "geometry": {"type": "Polygon", "coordinates": [[[x, y], ..., [x, y]]]},   # level-0 pixels
+     "properties": {"objectType": "detection",          # "annotation" for glands and lumina
+                    "classification": {"name": "Neoplastic", "color": [r, g, b]},
+                    "isLocked": false,
+                    "measurements": {"Area µm^2": 41.2, ...},   # name -> number
+                    "metadata": {"task": "nuclei", "class_id": "1"}}}
+
+Measurements use the dict form of QuPath >= 0.4 (0.3 and older expect a list of
+``{"name", "value"}``). Nuclei are detections (lightweight, QuPath's norm for large numbers);
+glands and lumina are annotations so QuPath nests lumina in glands and they can be edited.
+QuPath keeps ``metadata`` (strings) only for annotations; for detections the task is also in the
+classification name when the instance is untyped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import uuid
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely.geometry import shape
+
+from vismtl.io import atomic_open
+from vismtl.wsi.instances import Instance
+
+__all__ = ["OBJECT_TYPES", "feature", "measurements", "validate_feature_collection", "write_geojson"]
+
+# QuPath object type per task; tasks not listed become detections.
+OBJECT_TYPES: dict[str, str] = {
+    "gland": "annotation",
+    "glands": "annotation",
+    "lumen": "annotation",
+    "lumina": "annotation",
+}
+_QUPATH_TYPES = {"annotation", "detection", "cell", "tile"}
+
+
+def feature(instance: Instance, colour: tuple[int, int, int], *, object_type: str | None = None) -> dict:
+    """One QuPath-compatible GeoJSON Feature; ``object_type`` overrides :data:`OBJECT_TYPES`."""
+    return {
+        "type": "Feature",
+        "id": instance.id or str(uuid.uuid4()),
+        "geometry": {"type": "Polygon", "coordinates": [[[x, y] for x, y in instance.polygon]]},
+        "properties": {
+            "objectType": object_type or OBJECT_TYPES.get(instance.task, "detection"),
+            "classification": {"name": instance.class_name, "color": [int(c) for c in colour]},
+            "isLocked": False,
+            "measurements": measurements(instance),
+            "metadata": {"task": instance.task, "class_id": str(instance.class_id)},
+        },
+    }
+
+
+def measurements(instance: Instance) -> dict[str, float]:
+    """Area (output pixels, µm²), perimeter and centroid (level-0 pixels, µm) and the class id."""
+    perimeter = shapely.length(shapely.linearrings(instance.polygon))
+    values = {
+        "Area output px": float(instance.area_px),
+        "Perimeter px": float(perimeter),
+        "Centroid X px": float(instance.centroid[0]),
+        "Centroid Y px": float(instance.centroid[1]),
+        "Class id": float(instance.class_id),
+    }
+    if instance.area_um2 is not None:
+        values["Area µm^2"] = float(instance.area_um2)
+    if instance.mpp is not None:
+        values["Perimeter µm"] = float(perimeter * instance.mpp)
+    return values
+
+
+def write_geojson(path: str | Path, instances: Iterable[Instance], colours: Mapping[str, tuple[int, int, int]]) -> int:
+    """Stream a FeatureCollection to ``path`` atomically and return the number of features.
+
+    Features are written one at a time (a slide can hold millions of nuclei); on any error,
+    including a non-finite number, ``path`` keeps its previous content. Classes missing from
+    ``colours`` get a fixed colour derived from their name.
+    """
+    count = 0
+    with atomic_open(path, "w") as handle:
+        handle.write('{"type": "FeatureCollection", "features": [\n')
+        for instance in instances:
+            colour = colours.get(instance.class_name) or _name_colour(instance.class_name)
+            text = json.dumps(feature(instance, colour), allow_nan=False, ensure_ascii=False)
+            handle.write((",\n" if count else "") + text)
+            count += 1
+        handle.write("\n]}\n")
+    return count
+
+
+def validate_feature_collection(data: Any) -> list[str]:
+    """Problems that would stop QuPath or a GeoJSON reader (empty list when the collection is fine)."""
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        return ['top level is not {"type": "FeatureCollection", ...}']
+    features = data.get("features")
+    if not isinstance(features, list):
+        return ["'features' is not a list"]
+    problems = []
+    for index, item in enumerate(features):
+        problems += [f"features[{index}]: {p}" for p in _feature_problems(item)]
+    return problems
+
+
+def _feature_problems(item: Any) -> list[str]:
+    if not isinstance(item, dict) or item.get("type") != "Feature":
+        return ["not a Feature"]
+    problems = _id_problems(item.get("id")) + _geometry_problems(item.get("geometry"))
+    return problems + _property_problems(item.get("properties"))
+
+
+def _id_problems(value: Any) -> list[str]:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return [f"id {value!r} is not a UUID string"]
+    return []
+
+
+def _geometry_problems(geometry: Any) -> list[str]:
+    if not isinstance(geometry, dict) or geometry.get("type") not in ("Polygon", "MultiPolygon"):
+        return ["geometry is not a Polygon or MultiPolygon"]
+    coords = geometry.get("coordinates")
+    polygons = [coords] if geometry["type"] == "Polygon" else coords
+    if not isinstance(polygons, list) or not polygons:
+        return ["coordinates are not a non-empty array"]
+    problems = []
+    for polygon in polygons:
+        if not isinstance(polygon, list) or not polygon:
+            problems.append("polygon is not a non-empty array of rings")
+            continue
+        problems += [p for ring in polygon for p in _ring_problems(ring)]
+    if not problems:
+        geom = shape(geometry)
+        if not geom.is_valid:
+            problems.append(f"invalid geometry: {shapely.is_valid_reason(geom)}")
+    return problems
+
+
+def _ring_problems(ring: Any) -> list[str]:
+    if not isinstance(ring, list) or not all(_is_position(p) for p in ring):
+        return ["ring is not an array of [x, y] positions with finite numbers"]
+    if len(ring) < 4:
+        return [f"ring has {len(ring)} positions, fewer than 4"]
+    if ring[0] != ring[-1]:
+        return ["ring is not closed (first position != last)"]
+    return []
+
+
+def _is_position(value: Any) -> bool:
+    return isinstance(value, list) and len(value) in (2, 3) and all(_is_finite(v) for v in value)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _property_problems(properties: Any) -> list[str]:
+    if not isinstance(properties, dict):
+        return ["properties missing"]
+    problems = []
+    if properties.get("objectType") not in _QUPATH_TYPES:
+        problems.append(f"objectType {properties.get('objectType')!r} not one of {sorted(_QUPATH_TYPES)}")
+    problems += _classification_problems(properties.get("classification"))
+    values = properties.get("measurements")
+    if not isinstance(values, dict) or not all(isinstance(k, str) and _is_finite(v) for k, v in values.items()):
+        problems.append("measurements are not a dict of name -> finite number")
+    if not isinstance(properties.get("isLocked", False), bool):
+        problems.append("isLocked is not a boolean")
+    return problems
+
+
+def _classification_problems(classification: Any) -> list[str]:
+    if not isinstance(classification, dict) or not isinstance(classification.get("name"), str):
+        return ["classification missing or without a name"]
+    colour = classification.get("color")
+    ok = isinstance(colour, list) and len(colour) == 3
+    if not ok or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour):
+        return [f"classification color {colour!r} is not [r, g, b] in 0..255"]
+    return []
+
+
+def _name_colour(name: str) -> tuple[int, int, int]:
+    """A fixed, reasonably bright colour for a class name (stable across runs, unlike hash())."""
+    digest = zlib.crc32(name.encode())
+    return tuple(64 + (digest >> shift) % 192 for shift in (0, 8, 16))

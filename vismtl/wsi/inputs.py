@@ -1,0 +1,64 @@
+"""Which slides to run: files, folders and text files listing slides, expanded in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm",
+    ".png", ".jpg", ".jpeg",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SlideInput:
+    path: Path
+    name: str  # the output folder's name: unique among the inputs
+
+
+def _from_folder(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
+    # A DICOM slide is a folder of files (one per level): OpenSlide opens it from any of them.
+    dicom = [p for p in files if p.suffix.lower() == ".dcm"]
+    return [p for p in files if p.suffix.lower() != ".dcm"] + dicom[:1]
+
+
+def _from_list(listing: Path) -> list[Path]:
+    base = listing.parent
+    paths = []
+    for line in listing.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            path = Path(line)
+            paths.append(path if path.is_absolute() else base / path)
+    return paths
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[SlideInput]:
+    """Slide paths from files, folders (their slide files) and ``.txt`` lists, duplicates removed.
+
+    Missing paths are kept, so that they are reported in the manifest as failed. Output
+    names are the file stems, made unique with a suffix where two slides share a stem.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            paths += _from_folder(item)
+        elif item.suffix.lower() == ".txt" and item.is_file():
+            paths += _from_list(item)
+        else:
+            paths.append(item)
+    unique = list(dict.fromkeys(p.resolve() if p.exists() else p for p in paths))
+    slides, used = [], set()
+    for path in unique:
+        name = path.stem
+        suffix = 1
+        while name in used:
+            suffix += 1
+            name = f"{path.stem}_{suffix}"
+        used.add(name)
+        slides.append(SlideInput(path, name))
+    return slides

@@ -1,0 +1,182 @@
+"""What a slide's run leaves in ``OUT/<slide name>/``, written chunk by chunk.
+
+- ``<task>.zarr``: uint8 (or uint16) raster per dense task on the output grid, chunked like
+  the run, written one chunk at a time (never held whole in memory);
+- ``<task>.geojson``: the instances of instance tasks as a QuPath-readable FeatureCollection;
+- ``tissue_mask.png``, ``thumbnail.png`` (the slide with the predictions overlaid);
+- ``summary.json``: counts, areas, tissue-class proportions, timings -- written last, so its
+  presence means the slide is complete;
+- ``run.json`` (the settings a resume must match), ``journal.jsonl`` and ``.parts/`` (per-chunk
+  instances) while the run is in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import zarr
+
+from vismtl.io import atomic_open, write_json, write_png, write_png_gray
+from vismtl.tasks.visual import PALETTE
+from vismtl.wsi.geojson import write_geojson
+from vismtl.wsi.instances import Instance
+from vismtl.wsi.journal import Journal
+from vismtl.wsi.stitch import ChunkResult
+from vismtl.wsi.tiling import TileLayout
+
+OWN_FILES = ("run.json", "journal.jsonl", "summary.json", "tissue_mask.png", "thumbnail.png")
+
+
+class SlideOutputs:
+    """The output folder of one slide.
+
+    Args:
+        folder: ``OUT/<slide name>``.
+        layout: the output grid.
+        fingerprint: settings and model identity; a resume must find the same.
+    """
+
+    def __init__(self, folder: Path, layout: TileLayout, fingerprint: Mapping[str, Any]) -> None:
+        self.folder, self.layout, self.fingerprint = Path(folder), layout, dict(fingerprint)
+        self.journal = Journal(self.folder / "journal.jsonl")
+        self.arrays: dict[str, zarr.Array] = {}
+
+    # -- state ---------------------------------------------------------------------------
+
+    def is_complete(self) -> bool:
+        return (self.folder / "summary.json").is_file() and self._same_run()
+
+    def _same_run(self) -> bool:
+        run = self.folder / "run.json"
+        return run.is_file() and json.loads(run.read_text()) == json.loads(json.dumps(self.fingerprint))
+
+    def prepare(self, resume: bool) -> dict[tuple[int, int], dict[str, Any]]:
+        """Start (or continue) the run; returns the chunks already finished."""
+        if resume and self._same_run():
+            return self.journal.entries()
+        if resume and (self.folder / "run.json").is_file():
+            raise RuntimeError(
+                f"cannot resume {self.folder}: it was made with other settings or another model "
+                f"({(self.folder / 'run.json').read_text().strip()}); remove it or drop --resume"
+            )
+        self.clear()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / "run.json", self.fingerprint)
+        return {}
+
+    def clear(self) -> None:
+        """Remove what an earlier run of this slide wrote (only vismtl's own files)."""
+        if not self.folder.is_dir():
+            return
+        for path in self.folder.iterdir():
+            if path.name in OWN_FILES or path.suffix in (".zarr", ".geojson") or path.name == ".parts":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    # -- chunk by chunk ------------------------------------------------------------------
+
+    def _array(self, task: str, sample: np.ndarray) -> zarr.Array:
+        if task not in self.arrays:
+            shape = (self.layout.height, self.layout.width, *sample.shape[2:])
+            chunks = (self.layout.chunk, self.layout.chunk, *sample.shape[2:])
+            path = self.folder / f"{task}.zarr"
+            if path.exists():
+                self.arrays[task] = zarr.open_array(str(path), mode="r+")
+            else:
+                self.arrays[task] = zarr.create_array(
+                    store=str(path), shape=shape, chunks=chunks, dtype=sample.dtype, fill_value=0
+                )
+        return self.arrays[task]
+
+    def write_chunk(self, chunk: tuple[int, int], core: tuple[int, int, int, int], result: ChunkResult) -> None:
+        """Rasters into their zarr chunk, instances into a part file, then the journal line."""
+        y0, x0, y1, x1 = core
+        for task, array in result.rasters.items():
+            self._array(task, array)[y0:y1, x0:x1] = array
+        for task, instances in result.instances.items():
+            part = self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}.json"
+            with atomic_open(part, "w") as handle:
+                json.dump([asdict(i) for i in instances], handle)
+        self.journal.record({"chunk": list(chunk), **result.stats, "cut_objects": result.cut_objects})
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def write_instances(self, colours: Mapping[str, Mapping[str, tuple[int, int, int]]]) -> dict[str, int]:
+        """Merge the per-chunk parts of every instance task into ``<task>.geojson``."""
+        counts = {}
+        parts_root = self.folder / ".parts"
+        for task_dir in sorted(parts_root.iterdir()) if parts_root.is_dir() else []:
+
+            def instances(task_dir=task_dir):
+                for part in sorted(task_dir.glob("*.json")):
+                    for item in json.loads(part.read_text()):
+                        yield Instance(**{**item, "polygon": [tuple(p) for p in item["polygon"]]})
+
+            counts[task_dir.name] = write_geojson(
+                self.folder / f"{task_dir.name}.geojson", instances(), colours.get(task_dir.name, {})
+            )
+        shutil.rmtree(parts_root, ignore_errors=True)
+        return counts
+
+    def write_pictures(
+        self, thumbnail: np.ndarray, mask: np.ndarray, overlay_task: str | None, probability: bool
+    ) -> None:
+        """``tissue_mask.png`` and ``thumbnail.png``: the slide with ``overlay_task``'s raster in colour
+        (a probability raster shown where it exceeds one half, a label raster by label)."""
+        write_png_gray(self.folder / "tissue_mask.png", (mask > 0).astype(np.uint8) * 255)
+        picture = thumbnail.copy()
+        if overlay_task is not None and overlay_task in self.arrays:
+            values = self._downsampled(overlay_task, picture.shape[:2])
+            labels = (values > 127).astype(np.int64) if probability else values.astype(np.int64)
+            picture = overlay(picture, labels)
+        write_png(self.folder / "thumbnail.png", picture)
+
+    def _downsampled(self, task: str, size: tuple[int, int]) -> np.ndarray:
+        """The task's raster at thumbnail size, read chunk row by chunk row (bounded memory)."""
+        array = self.arrays[task]
+        step = max(1, int(np.ceil(max(array.shape[0] / size[0], array.shape[1] / size[1]))))
+        rows = []
+        for y in range(0, array.shape[0], self.layout.chunk):
+            block = array[y : y + self.layout.chunk : step, ::step]
+            rows.append(block[..., 0] if block.ndim == 3 else block)
+        small = np.concatenate(rows, axis=0) if rows else np.zeros((1, 1), np.uint8)
+        return cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        write_json(self.folder / "summary.json", summary)
+
+
+def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Labels > 0 in palette colours over an RGB picture of the same size."""
+    shown = labels > 0
+    colours = PALETTE[labels % 255]
+    out = picture.astype(np.float32)
+    out[shown] = (1 - alpha) * out[shown] + alpha * colours[shown]
+    return out.astype(np.uint8)
+
+
+def merge_summaries(entries: Mapping[tuple[int, int], Mapping[str, Any]]) -> dict[str, Any]:
+    """Add up the per-chunk statistics of the journal."""
+    counts: dict[str, dict[str, int]] = {}
+    areas: dict[str, float] = {}
+    votes: dict[str, list[int]] = {}
+    tiles = cut = 0
+    for entry in entries.values():
+        tiles += entry.get("tiles", 0)
+        cut += entry.get("cut_objects", 0)
+        for task, per_class in entry.get("counts", {}).items():
+            merged = counts.setdefault(task, {})
+            for name, n in per_class.items():
+                merged[name] = merged.get(name, 0) + n
+        for task, area in entry.get("area_um2", {}).items():
+            areas[task] = areas.get(task, 0.0) + area
+        for task, hist in entry.get("patch_votes", {}).items():
+            total = votes.setdefault(task, [0] * len(hist))
+            votes[task] = [a + b for a, b in zip(total, hist)]
+    return {"tiles": tiles, "cut_objects": cut, "counts": counts, "area_um2": areas, "patch_votes": votes}

@@ -1,0 +1,310 @@
+"""Whole-slide image reading: OpenSlide for the formats it knows, a plain-image fallback otherwise.
+
+`Slide.read(x, y, w, h, scale)` returns RGB uint8 for a region given in OUTPUT pixels at `scale`
+output pixels per level-0 pixel. It reads from the pyramid level with the largest downsample that is
+still <= 1/scale, resizes to the exact output size, composites transparency onto white and pads
+everything outside the slide with white, so tiles at the slide border need no special case.
+
+Backends:
+- "openslide": Aperio .svs, generic tiled TIFF, DICOM WSI, ... (anything `OpenSlide` opens). A DICOM
+  slide is several .dcm files in one folder; opening any one of them opens the whole slide
+  (OpenSlide >= 4.0 finds the other instances of the series itself).
+- "image": plain PNG/JPEG (decoded once at open by cv2: such files are small by nature) and TIFFs
+  OpenSlide refuses (e.g. stripped, non-tiled ones), read through tifffile's zarr store so that a
+  region decodes only the strips/tiles it touches (a single-strip uncompressed TIFF is one chunk).
+
+Thread safety: one Slide must be used by one thread at a time. Loader workers each open their own
+Slide (opening is cheap: only headers are read). After OpenSlide reports a read error, its handle
+stays in the error state and every later read on that Slide fails too.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openslide
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TIFF_SUFFIXES = (".tif", ".tiff")
+# Level-0 µm/px outside this range is not a microscope scan but a writer's default resolution tag
+# (boxes.tiff says 352.8 = 72 dpi): such metadata is treated as unknown.
+PLAUSIBLE_MPP = (0.01, 50.0)
+# Thumbnails are assembled from reads of at most this many source pixels per side, so a slide
+# without a pyramid is never read whole.
+_THUMBNAIL_SOURCE_TILE = 4096
+
+
+class SlideError(RuntimeError):
+    """A slide (or its side files) could not be opened or read; the message names the file and the cause."""
+
+
+def _iround(value: float) -> int:
+    # Round half up (not to even), so that shared tile edges map to the same source pixel.
+    return math.floor(value + 0.5)
+
+
+def _plausible_mpp(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value) or not PLAUSIBLE_MPP[0] <= value <= PLAUSIBLE_MPP[1]:
+        return None
+    return value
+
+
+def _mean_mpp(mpp_x: float | None, mpp_y: float | None) -> float | None:
+    values = [v for v in (mpp_x, mpp_y) if v is not None]
+    return _plausible_mpp(sum(values) / len(values)) if values else None
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """uint8 RGB from gray / gray+alpha / RGB / RGBA (uint8 or uint16); alpha is composited onto white."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    channels = pixels.shape[-1]
+    if channels in (2, 4) and (pixels[..., -1] == 255).all():
+        pixels = pixels[..., :-1]  # opaque: skip the float compositing
+    elif channels in (2, 4):
+        color, alpha = pixels[..., :-1].astype(np.float32), pixels[..., -1:].astype(np.float32)
+        pixels = np.rint(color * alpha / 255.0 + 255.0 * (1.0 - alpha / 255.0)).astype(np.uint8)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.ascontiguousarray(pixels)
+
+
+class _OpenSlideSource:
+    """Level reads through an OpenSlide handle (RGBA, not premultiplied)."""
+
+    backend = "openslide"
+
+    def __init__(self, path: Path) -> None:
+        self.handle = openslide.OpenSlide(str(path))
+        self.level_dimensions = [(int(w), int(h)) for w, h in self.handle.level_dimensions]
+        self.level_downsamples = [float(d) for d in self.handle.level_downsamples]
+        props = self.handle.properties
+        self.mpp = _mean_mpp(*(_parse_float(props.get(k)) for k in ("openslide.mpp-x", "openslide.mpp-y")))
+
+    def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        # OpenSlide wants the top-left corner in level-0 coordinates.
+        ds = self.level_downsamples[level]
+        region = self.handle.read_region((_iround(x * ds), _iround(y * ds)), level, (width, height))
+        return np.asarray(region)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class _ArraySource:
+    """Level reads by slicing array-likes [H, W(, C)] or [C, H, W] (numpy, or zarr over a TIFF)."""
+
+    backend = "image"
+
+    def __init__(self, levels: list, channel_first: bool, mpp: float | None = None, closers: tuple = ()) -> None:
+        self.levels, self.channel_first, self.mpp, self.closers = levels, channel_first, mpp, closers
+        axes = (1, 2) if channel_first else (0, 1)
+        self.level_dimensions = [(int(a.shape[axes[1]]), int(a.shape[axes[0]])) for a in levels]
+        w0, h0 = self.level_dimensions[0]
+        # Same definition as OpenSlide: the mean of the two axis ratios.
+        self.level_downsamples = [(w0 / w + h0 / h) / 2.0 for w, h in self.level_dimensions]
+
+    def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        array = self.levels[level]
+        if self.channel_first:
+            return np.moveaxis(np.asarray(array[:, y : y + height, x : x + width]), 0, -1)
+        return np.asarray(array[y : y + height, x : x + width])
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+
+
+def _parse_float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _check_layout(shape: tuple, dtype: np.dtype) -> bool:
+    """Whether a level array is [H, W], [H, W, 1-4] or [3-4, H, W] (the latter returned as True)."""
+    if dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"unsupported pixel type {dtype} (need uint8 or uint16)")
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 2, 3, 4)):
+        return False
+    if len(shape) == 3 and shape[0] in (3, 4):
+        return True
+    raise ValueError(f"unsupported image layout {tuple(shape)} (need a single 2-D gray/RGB/RGBA plane)")
+
+
+def _tiff_mpp(page) -> float | None:
+    """µm/px from a TIFF page's resolution tags (inch or centimetre units only)."""
+    unit, xres, yres = (page.tags.get(name) for name in ("ResolutionUnit", "XResolution", "YResolution"))
+    microns = {2: 25400.0, 3: 10000.0}.get(int(unit.value) if unit is not None else 2)
+    if microns is None or xres is None or yres is None:
+        return None
+    per_unit = [num / den if den else 0.0 for num, den in (xres.value, yres.value)]
+    return _mean_mpp(*(microns / v if v > 0 else None for v in per_unit))
+
+
+def _open_tiff(path: Path) -> _ArraySource:
+    # Imported here: only the fallback needs them, and zarr is slow to import.
+    import tifffile
+    import zarr
+
+    tif = tifffile.TiffFile(path)
+    try:
+        series = tif.series[0]
+        store = series.aszarr()
+        node = zarr.open(store, mode="r")
+        if hasattr(node, "shape"):
+            levels = [node]
+        else:  # a multiscale group: arrays "0", "1", ... from the largest down
+            levels = [node[key] for key in sorted(node.array_keys(), key=int)]
+        channel_first = _check_layout(levels[0].shape, np.dtype(levels[0].dtype))
+        return _ArraySource(levels, channel_first, _tiff_mpp(series.pages[0]), (store.close, tif.close))
+    except BaseException:
+        tif.close()
+        raise
+
+
+def _open_plain_image(path: Path) -> _ArraySource:
+    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ValueError("cv2 cannot decode it")
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):  # cv2 gives BGR(A)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if pixels.shape[-1] == 3 else cv2.COLOR_BGRA2RGBA)
+    _check_layout(pixels.shape, pixels.dtype)
+    return _ArraySource([pixels], channel_first=False)
+
+
+def _open_fallback(path: Path) -> _ArraySource:
+    source = _open_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else _open_plain_image(path)
+    try:
+        source.read_level(0, 0, 0, 1, 1)  # fail at open, not mid-run, when the codec is missing
+    except BaseException:
+        source.close()
+        raise
+    return source
+
+
+def _open_source(path: Path) -> _OpenSlideSource | _ArraySource:
+    try:
+        return _OpenSlideSource(path)
+    except openslide.OpenSlideUnsupportedFormatError as exc:
+        if path.suffix.lower() not in IMAGE_SUFFIXES + TIFF_SUFFIXES:  # else: try the plain-image reader
+            raise SlideError(f"cannot open slide {path}: {exc} (no reader knows this format)") from exc
+    except Exception as exc:
+        raise SlideError(f"cannot open slide {path}: {exc}") from exc
+    try:
+        return _open_fallback(path)
+    except Exception as exc:
+        raise SlideError(f"cannot open slide {path}: {exc}") from exc
+
+
+class Slide:
+    """A whole-slide image opened for reading: OpenSlide for every format it knows (Aperio .svs,
+    generic tiled TIFF, DICOM, ...), and a fallback for plain PNG/JPEG/TIFF images (read with cv2 or
+    tifffile). Never loads a whole large slide into memory. Use from one thread only."""
+
+    def __init__(self, path: Path, source: _OpenSlideSource | _ArraySource, mpp: float | None) -> None:
+        self.path = path
+        self._source: _OpenSlideSource | _ArraySource | None = source
+        self.backend: str = source.backend
+        self.level_dimensions: list[tuple[int, int]] = list(source.level_dimensions)
+        self.level_downsamples: list[float] = list(source.level_downsamples)
+        self.width, self.height = self.level_dimensions[0]
+        self.mpp = mpp
+
+    @classmethod
+    def open(cls, path: str | Path, mpp: float | None = None) -> Slide:
+        """Open `path`; `mpp` (µm per level-0 pixel) overrides or supplies the slide's metadata."""
+        path = Path(path)
+        if not path.is_file():
+            raise SlideError(f"slide not found: {path}")
+        if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
+            raise SlideError(f"invalid mpp {mpp} given for slide {path}: need a positive number")
+        source = _open_source(path)
+        return cls(path, source, float(mpp) if mpp is not None else source.mpp)
+
+    def require_mpp(self) -> float:
+        if self.mpp is None:
+            raise SlideError(f"slide {self.path} has no microns-per-pixel metadata; pass --mpp")
+        return self.mpp
+
+    def best_level(self, scale: float) -> int:
+        """The level with the largest downsample <= 1/scale (level 0 when enlarging)."""
+        limit = (1.0 / scale) * (1.0 + 1e-6)  # tolerate float noise in stored downsamples
+        fitting = [i for i, ds in enumerate(self.level_downsamples) if ds <= limit]
+        return max(fitting, key=lambda i: self.level_downsamples[i]) if fitting else 0
+
+    def read(self, x: int, y: int, width: int, height: int, scale: float) -> np.ndarray:
+        """RGB uint8 [height, width, 3] of the region whose top-left is (x, y) in OUTPUT pixels at
+        `scale` = output pixels per level-0 pixel. Regions partly or wholly outside the slide are
+        valid: outside is white. Sub-pixel offsets are rounded to the chosen level's pixel grid."""
+        if width <= 0 or height <= 0 or not scale > 0:
+            raise ValueError(f"bad region {width}x{height} at scale {scale} for slide {self.path}")
+        level = self.best_level(scale)
+        factor = scale * self.level_downsamples[level]  # output pixels per level pixel
+        lx0, ly0 = _iround(x / factor), _iround(y / factor)
+        lx1 = max(_iround((x + width) / factor), lx0 + 1)
+        ly1 = max(_iround((y + height) / factor), ly0 + 1)
+        try:
+            patch = self._read_level_padded(level, lx0, ly0, lx1 - lx0, ly1 - ly0)
+        except SlideError:
+            raise
+        except Exception as exc:
+            raise SlideError(
+                f"cannot read region x={x} y={y} {width}x{height} at scale {scale} (level {level}) "
+                f"of slide {self.path}: {exc}"
+            ) from exc
+        return _resize(patch, width, height)
+
+    def _read_level_padded(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB of a level-pixel rectangle; the part outside the level is white and never read."""
+        if self._source is None:
+            raise SlideError(f"slide {self.path} is closed")
+        out = np.full((height, width, 3), 255, np.uint8)
+        level_w, level_h = self.level_dimensions[level]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, level_w), min(y + height, level_h)
+        if x1 > x0 and y1 > y0:
+            pixels = self._source.read_level(level, x0, y0, x1 - x0, y1 - y0)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = to_rgb(pixels)
+        return out
+
+    def thumbnail(self, max_size: int = 2048) -> tuple[np.ndarray, float]:
+        """A low-resolution RGB image of the whole slide and its scale (thumbnail px per level-0 px),
+        from the smallest adequate pyramid level, assembled tile by tile (bounded memory)."""
+        scale = min(1.0, max_size / max(self.width, self.height))
+        out_w, out_h = max(1, _iround(self.width * scale)), max(1, _iround(self.height * scale))
+        factor = scale * self.level_downsamples[self.best_level(scale)]
+        step = max(1, int(_THUMBNAIL_SOURCE_TILE * factor))
+        image = np.empty((out_h, out_w, 3), np.uint8)
+        for ty in range(0, out_h, step):
+            for tx in range(0, out_w, step):
+                th, tw = min(step, out_h - ty), min(step, out_w - tx)
+                image[ty : ty + th, tx : tx + tw] = self.read(tx, ty, tw, th, scale)
+        return image, scale
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        levels = len(self.level_dimensions)
+        return f"Slide({str(self.path)!r}, {self.width}x{self.height}, levels={levels}, mpp={self.mpp})"
+
+
+def _resize(patch: np.ndarray, width: int, height: int) -> np.ndarray:
+    if patch.shape[:2] == (height, width):
+        return patch
+    shrinking = patch.shape[0] >= height and patch.shape[1] >= width
+    return cv2.resize(patch, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

@@ -1,0 +1,61 @@
+"""Settings of a whole-slide run (the config's ``wsi`` section, overridable on the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WSISettings:
+    """How slides are tiled, run and written.
+
+    Attributes:
+        mpp: microns per pixel of the output grid (and of the model's input).
+        tile: output pixels kept per tile (a side).
+        stride: step between tiles on the output grid (default ``tile``: no overlap; smaller
+            values blend overlapping tiles with ``blend``).
+        context: pixels the model sees on each side of the kept tile (discarded afterwards).
+        chunk: side of the output chunks: the unit of writing, of the zarr arrays and of resuming.
+        margin: extra pixels computed around each chunk so that instances cut by its border are
+            seen whole (larger than the largest object); 0 when there is no instance task.
+        blend: window over overlapping tiles: ``"ones"`` or ``"hann"``.
+        batch_size: tiles per model call.
+        workers: tile-reading processes (each opens its own slide handle).
+        amp: bfloat16 autocast on GPUs.
+        thumbnail_size: longest side of the tissue-mask thumbnail and the overlay picture.
+        mask_dir: folder of user tissue masks ``<slide name>.png`` overriding the automatic mask.
+        tissue: ``"auto"`` (run tiles touching the automatic or user tissue mask) or ``"all"``
+            (every tile, e.g. for images that are not H&E).
+    """
+
+    mpp: float = 0.5
+    tile: int = 256
+    stride: int | None = None
+    context: int = 32
+    chunk: int = 1024
+    margin: int = 64
+    blend: str = "ones"
+    batch_size: int = 16
+    workers: int = 2
+    amp: bool = False
+    thumbnail_size: int = 2048
+    mask_dir: str | None = None
+    tissue: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.tissue not in ("auto", "all"):
+            raise ValueError(f"wsi.tissue must be 'auto' or 'all', not '{self.tissue}'")
+        if self.blend not in ("ones", "hann"):
+            raise ValueError(f"wsi.blend must be 'ones' or 'hann', not '{self.blend}'")
+        if self.tile <= 0 or self.context < 0 or self.mpp <= 0:
+            raise ValueError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
+
+    @property
+    def step(self) -> int:
+        return self.stride or self.tile
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a finished or partial output depends on (a resume must match it)."""
+        keys = ("mpp", "tile", "stride", "context", "chunk", "margin", "blend")
+        return {k: v for k, v in asdict(self).items() if k in keys}

@@ -1,0 +1,130 @@
+"""Tiles of model outputs -> one chunk: blending, then per-task rasters and instances.
+
+A :class:`ChunkCanvas` accumulates the activated outputs (probabilities, ...) of the tiles
+that cover a chunk's region with the blending op; :func:`finalize_chunk` turns the blended
+maps into what is written: uint8 rasters of the chunk's core for every dense task, the
+instances each instance task owns, and per-chunk statistics for the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vismtl.ops.tile_blend import blend_tiles, blend_window, normalise
+from vismtl.tasks import Task
+from vismtl.tasks import instance_targets as it
+from vismtl.wsi.instances import Instance, extract_chunk
+from vismtl.wsi.tiling import Box
+
+
+class ChunkCanvas:
+    """Weighted sums of the tiles' activated outputs over one chunk's region.
+
+    Every dense task's channels are stacked in one canvas, so a batch of tiles is blended
+    with one call of the blending op.
+
+    Args:
+        region: (y0, x0, y1, x1) of the region on the output grid.
+        channels: ``{task: channels}`` of the dense tasks.
+        tile: kept tile side; ``window`` (``"ones"`` | ``"hann"``) weighs its pixels.
+        device: where to accumulate (the model's device).
+    """
+
+    def __init__(self, region: Box, channels: Mapping[str, int], tile: int, window: str, device) -> None:
+        self.region = region
+        height, width = region[2] - region[0], region[3] - region[1]
+        bounds = np.cumsum([0, *channels.values()])
+        self.slices = {t: slice(int(a), int(b)) for t, a, b in zip(channels, bounds[:-1], bounds[1:])}
+        self.sums = torch.zeros((int(bounds[-1]), height, width), device=device)
+        self.weight_sum = torch.zeros((height, width), device=device)
+        self.window = blend_window(tile, tile, window, device=device)
+        self.patch_votes: dict[str, list[int]] = {}
+        self.tiles = 0
+
+    def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> None:
+        """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``."""
+        offsets = positions - torch.tensor(self.region[:2], device=positions.device)
+        if self.slices:
+            tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
+            blend_tiles(tiles, offsets, self.window, self.sums, self.weight_sum)
+        self.tiles += int(positions.shape[0])
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """``{task: [1, C, H, W]}`` blended (0 where no tile contributed)."""
+        blended = normalise(self.sums, self.weight_sum)
+        return {t: blended[s][None] for t, s in self.slices.items()}
+
+
+@dataclass
+class ChunkResult:
+    rasters: dict[str, np.ndarray]  # task -> core raster (uint8 / uint16), [h, w] or [h, w, 3]
+    instances: dict[str, list[Instance]] = field(default_factory=dict)
+    cut_objects: int = 0  # owned objects touching the region border: the margin is too small
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def raster(task: Task, activated: torch.Tensor, decided: torch.Tensor) -> np.ndarray:
+    """What is stored for a dense task: the object probability for instance tasks, else its export."""
+    if task.kind == "instance":
+        foreground = 1.0 - activated[0, 0]
+        return np.round(foreground.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
+    return task.export(decided[0])
+
+
+def finalize_chunk(
+    canvas: ChunkCanvas,
+    core: Box,
+    tasks: Mapping[str, Task],
+    scale: float,
+    mpp: float | None,
+) -> ChunkResult:
+    """Decide every dense task on the blended region, crop the core, extract owned instances.
+
+    ``scale`` is level-0 pixels per output pixel and ``mpp`` the level-0 microns per pixel
+    (for the instances' coordinates and areas).
+    """
+    activated = canvas.result()
+    dense = {n: t for n, t in tasks.items() if n in activated}
+    decided = {n: t.decide(activated[n]) for n, t in dense.items()}
+    decided = {n: t.refine(decided[n], decided) for n, t in dense.items()}
+    y0, x0 = canvas.region[:2]
+    crop = (slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0))
+    result = ChunkResult(rasters={n: raster(t, activated[n], decided[n])[crop] for n, t in dense.items()})
+    for name, task in dense.items():
+        if task.kind != "instance":
+            continue
+        labels = decided[name][0].cpu().numpy()
+        types, class_names = _instance_types(name, labels, tasks, decided)
+        local_core = (core[0] - y0, core[1] - x0, core[2] - y0, core[3] - x0)
+        extracted = extract_chunk(labels, local_core, (x0, y0), scale, mpp, name, types, class_names)
+        result.instances[name] = extracted.instances
+        result.cut_objects += extracted.cut
+    result.stats = _stats(result, canvas)
+    return result
+
+
+def _instance_types(name: str, labels: np.ndarray, tasks: Mapping[str, Task], decided) -> tuple[dict | None, tuple]:
+    """Per-instance majority type from the type task that votes over this instance task, if any."""
+    for type_name, type_task in tasks.items():
+        if type_task.kind == "type" and getattr(type_task, "instances_from", None) == name and type_name in decided:
+            type_map = decided[type_name][0].cpu().numpy()
+            return it.majority_type(labels, type_map, type_task.num_outputs), type_task.class_names or ()
+    return None, ()
+
+
+def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
+    """Counts and areas per task and class, and patch-class votes: what the summary adds up."""
+    counts: dict[str, dict[str, int]] = {}
+    areas: dict[str, float] = {}
+    for task, instances in result.instances.items():
+        per_class: dict[str, int] = {}
+        for inst in instances:
+            per_class[inst.class_name] = per_class.get(inst.class_name, 0) + 1
+        counts[task] = per_class
+        areas[task] = float(sum(inst.area_um2 or 0.0 for inst in instances))
+    return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": canvas.patch_votes}

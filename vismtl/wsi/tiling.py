@@ -1,0 +1,91 @@
+"""The output grid of a slide: chunks (the unit of writing and resuming) and the tiles that fill them.
+
+Coordinates are output-grid pixels (the slide at the target microns per pixel), rows then
+columns. A tile *keeps* ``tile x tile`` output pixels; the model sees ``context`` more on
+every side, which is discarded. Tiles sit at multiples of ``stride`` (= ``tile`` for no
+overlap). Each chunk is computed from the tiles that cover its *region*, the chunk grown
+by ``margin`` on every side so that objects cut by the chunk border are seen whole; tiles
+that cover two regions are computed for each (chunks stay independent, so memory and
+resuming are per chunk).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (half-open)
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    height: int
+    width: int
+    tile: int = 256
+    stride: int = 256
+    context: int = 32
+    chunk: int = 1024
+    margin: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.stride <= self.tile:
+            raise ValueError(f"stride {self.stride} must be in 1..tile ({self.tile})")
+        if self.chunk % self.stride:
+            raise ValueError(f"chunk {self.chunk} must be a multiple of the stride {self.stride}")
+
+    @property
+    def chunk_grid(self) -> tuple[int, int]:
+        return math.ceil(self.height / self.chunk), math.ceil(self.width / self.chunk)
+
+    def chunks(self) -> list[tuple[int, int]]:
+        rows, cols = self.chunk_grid
+        return [(cy, cx) for cy in range(rows) for cx in range(cols)]
+
+    def core(self, cy: int, cx: int) -> Box:
+        """The chunk's own pixels, clipped to the grid."""
+        y0, x0 = cy * self.chunk, cx * self.chunk
+        return y0, x0, min(y0 + self.chunk, self.height), min(x0 + self.chunk, self.width)
+
+    def region(self, cy: int, cx: int) -> Box:
+        """The pixels computed for a chunk: its core grown by ``margin``."""
+        y0, x0, y1, x1 = self.core(cy, cx)
+        return y0 - self.margin, x0 - self.margin, y1 + self.margin, x1 + self.margin
+
+    def _starts(self, lo: int, hi: int) -> range:
+        """Tile starts (multiples of the stride) whose kept span [s, s + tile) meets [lo, hi)."""
+        first = math.floor((lo - self.tile) / self.stride) + 1
+        last = math.ceil(hi / self.stride) - 1
+        return range(first * self.stride, last * self.stride + 1, self.stride)
+
+    def tiles(self, box: Box) -> list[tuple[int, int]]:
+        """Top-left corners (kept region) of the tiles meeting ``box``."""
+        y0, x0, y1, x1 = box
+        return [(y, x) for y in self._starts(y0, y1) for x in self._starts(x0, x1)]
+
+
+class TissueIndex:
+    """O(1) 'does this output box touch tissue?' from a low-resolution mask (summed-area table).
+
+    Args:
+        mask: bool ``[h, w]`` tissue mask of the whole slide.
+        scale: mask pixels per output pixel.
+    """
+
+    def __init__(self, mask: np.ndarray, scale: float) -> None:
+        self.scale = scale
+        self.shape = mask.shape
+        self.table = np.pad(np.asarray(mask, np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def touches(self, box: Box) -> bool:
+        y0, x0, y1, x1 = box
+        height, width = self.shape
+        r0 = min(max(math.floor(y0 * self.scale), 0), height)
+        c0 = min(max(math.floor(x0 * self.scale), 0), width)
+        r1 = min(max(math.ceil(y1 * self.scale), 0), height)
+        c1 = min(max(math.ceil(x1 * self.scale), 0), width)
+        if r1 <= r0 or c1 <= c0:
+            return False
+        t = self.table
+        return bool(t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0] > 0)

@@ -1,0 +1,137 @@
+"""Tissue masks on low-resolution slide images: blank glass and pen ink are not tissue.
+
+Method (`tissue_mask`), on an RGB thumbnail (about 1.25x, i.e. a few µm per pixel):
+1. Ink: pixels that are strongly saturated (S >= 90 of 255) but outside the H&E hue range (H&E is
+   purple to pink, taken as 245°..344°) are marker ink: red (344°..30°), orange/yellow/green/cyan
+   (30°..200°) and blue (200°..245°). Near-black pixels (max channel < 50) are black marker. Only
+   connected ink regions of at least 0.1 % of the image count (a stroke is large; an off-hue speck
+   is a dark nucleus or a blood cell), and they are dilated by one pixel for the stroke's soft rim.
+2. Stain: H&E tissue is saturated, glass is bright and grey. The saturation threshold is Otsu's on the
+   non-ink pixels, clipped to [20, 45] of 255 so that blank glass (Otsu splits only noise) stays
+   glass and an almost-all-tissue image (Otsu splits light from dark tissue) keeps its light tissue.
+   Pixels must also absorb some light (mean optical density >= 0.05), which rejects tinted glass.
+3. Morphology: close small gaps (disk of radius ~ image size / 512), fill holes smaller than 1 % of
+   the image, drop objects smaller than `min_area_fraction` of the image, then remove the ink again
+   (filling must not re-admit a stroke drawn across tissue).
+
+Limits: haemorrhage (bright saturated red) looks like red ink and is dropped; a blue marker and a very
+blue hematoxylin are separated only by hue (245°); ink marks smaller than 0.1 % of the image are kept
+as tissue when they are saturated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from vismtl.wsi.reader import SlideError
+
+# Hues in degrees. H&E spans purple hematoxylin (~260°) to pink eosin (~330°); measured on
+# tcga-red-pen.png, eosin reaches 340° and red ink 346°..2°.
+HE_HUE_RANGE = (245.0, 344.0)
+INK_MIN_SATURATION = 90  # of 255: ink is vivid; faint off-hue tints stay eligible as tissue
+BLACK_INK_MAX_VALUE = 50  # max(R, G, B) below this is black marker, not stain
+SATURATION_THRESHOLD_RANGE = (20, 45)  # clip of the Otsu threshold on saturation
+MIN_OPTICAL_DENSITY = 0.05  # mean over channels of -log10(I / 255)
+MAX_HOLE_FRACTION = 0.01
+INK_MIN_AREA_FRACTION = 1e-3  # ink components smaller than this fraction of the image are not strokes
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """Mean optical density over the three channels, float32 [h, w]."""
+    intensity = np.maximum(rgb.astype(np.float32), 1.0) / 255.0
+    return -np.log10(intensity).mean(axis=-1)
+
+
+def hue_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue in degrees [0, 360), saturation and value in 0..255."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2HSV)
+    return hsv[..., 0].astype(np.float32) * 2.0, hsv[..., 1], hsv[..., 2]
+
+
+def ink_mask(rgb: np.ndarray) -> np.ndarray:
+    """bool [h, w]: pen-marker pixels (vivid non-H&E hues, or near black)."""
+    hue, saturation, value = hue_saturation_value(rgb)
+    off_hue = (hue < HE_HUE_RANGE[0]) | (hue >= HE_HUE_RANGE[1])
+    ink = (off_hue & (saturation >= INK_MIN_SATURATION)) | (value < BLACK_INK_MAX_VALUE)
+    # Strokes are large; small off-hue or black specks are dark nuclei, blood cells or debris.
+    ink = _drop_small_components(ink, INK_MIN_AREA_FRACTION * ink.size)
+    return ndimage.binary_dilation(ink, iterations=1)
+
+
+def saturation_threshold(saturation: np.ndarray, candidates: np.ndarray) -> float:
+    """Otsu's threshold on the candidate pixels' saturation, clipped to SATURATION_THRESHOLD_RANGE."""
+    low, high = SATURATION_THRESHOLD_RANGE
+    values = saturation[candidates]
+    if values.size == 0 or values.min() == values.max():
+        return float(low)
+    return float(np.clip(threshold_otsu(values), low, high))
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)).astype(bool)
+
+
+def clean_mask(mask: np.ndarray, min_area_fraction: float) -> np.ndarray:
+    """Close gaps, fill small holes, drop small objects; sizes scale with the image."""
+    area = mask.shape[0] * mask.shape[1]
+    radius = max(1, round(max(mask.shape) / 512))
+    # Pad before closing so that tissue touching the border is not eroded by it.
+    padded = np.pad(mask, radius, mode="edge")
+    closed = ndimage.binary_closing(padded, structure=_disk(radius))[radius:-radius, radius:-radius]
+    filled = ~_drop_small_components(~closed, MAX_HOLE_FRACTION * area)
+    return _drop_small_components(filled, min_area_fraction * area)
+
+
+def _drop_small_components(mask: np.ndarray, min_size: float) -> np.ndarray:
+    """`mask` without its 4-connected components of fewer than `min_size` pixels."""
+    labels, _ = ndimage.label(mask)
+    keep = np.bincount(labels.ravel()) >= min_size
+    keep[0] = False
+    return keep[labels]
+
+
+def tissue_mask(thumbnail: np.ndarray, min_area_fraction: float = 1e-4) -> np.ndarray:
+    """bool [h, w]: tissue on a low-resolution RGB image. Blank glass and pen ink are not tissue."""
+    if thumbnail.ndim != 3 or thumbnail.shape[-1] != 3 or thumbnail.dtype != np.uint8:
+        raise ValueError(f"tissue_mask needs an RGB uint8 image [h, w, 3], got {thumbnail.dtype} {thumbnail.shape}")
+    ink = ink_mask(thumbnail)
+    _, saturation, _ = hue_saturation_value(thumbnail)
+    threshold = saturation_threshold(saturation, ~ink)
+    stained = (saturation >= threshold) & (optical_density(thumbnail) >= MIN_OPTICAL_DENSITY) & ~ink
+    return clean_mask(stained, min_area_fraction) & ~ink
+
+
+def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """A user-supplied mask image (nonzero = tissue) as bool `shape` (h, w), resized by nearest neighbour.
+
+    Colour masks count a pixel as tissue if any colour channel is nonzero (and, with an alpha
+    channel, the pixel is not transparent). Raises SlideError naming the file if it cannot be read.
+    """
+    path = Path(path)
+    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if pixels is None and path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        pixels = _read_tiff_or_none(path)
+    if pixels is None:
+        cause = "file not found" if not path.is_file() else "not a readable image"
+        raise SlideError(f"cannot read tissue mask {path}: {cause}")
+    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):
+        tissue = (pixels[..., :-1] != 0).any(axis=-1) & (pixels[..., -1] != 0)
+    else:
+        tissue = pixels != 0 if pixels.ndim == 2 else (pixels != 0).any(axis=-1)
+    height, width = shape
+    resized = cv2.resize(tissue.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    return resized.astype(bool)
+
+
+def _read_tiff_or_none(path: Path) -> np.ndarray | None:
+    import tifffile
+
+    try:
+        return np.asarray(tifffile.imread(path))
+    except Exception:
+        return None
