@@ -168,9 +168,13 @@ class SlideRunner:
         if resume and outputs.is_complete():
             return {"status": "skipped", "error": None, "reason": "already done"}
         finished = outputs.prepare(resume)
-        if not mask.any():
+        tissue_um2 = float(mask.sum()) * (slide_mpp / thumb_scale) ** 2
+        if tissue_um2 < self.settings.min_tissue_um2:
             outputs.write_pictures(thumbnail, mask, None, False)
-            raise NoTissueError(f"no tissue found in {slide_input.path} (blank slide or too faint)")
+            raise NoTissueError(
+                f"no tissue found in {slide_input.path} ({tissue_um2:.0f} um^2 of tissue-like pixels, less than "
+                f"wsi.min_tissue_um2 = {self.settings.min_tissue_um2:.0f}; blank slide or too faint)"
+            )
         tissue = TissueIndex(mask, thumb_scale / scale)
         plan = plan_slide(layout, tissue, finished)
         timings["model"] = self._run_tiles(slide_input, slide_mpp, scale, plan, outputs)

@@ -27,6 +27,8 @@ class WSISettings:
         mask_dir: folder of user tissue masks ``<slide name>.png`` overriding the automatic mask.
         tissue: ``"auto"`` (run tiles touching the automatic or user tissue mask) or ``"all"``
             (every tile, e.g. for images that are not H&E).
+        min_tissue_um2: a slide whose mask covers less is reported as ``no_tissue`` (blank glass,
+            a few specks of dust).
     """
 
     mpp: float = 0.5
@@ -42,6 +44,7 @@ class WSISettings:
     thumbnail_size: int = 2048
     mask_dir: str | None = None
     tissue: str = "auto"
+    min_tissue_um2: float = 10_000.0
 
     def __post_init__(self) -> None:
         if self.tissue not in ("auto", "all"):

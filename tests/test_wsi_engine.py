@@ -1,0 +1,234 @@
+"""Whole-slide inference end to end: real slides, bad inputs, instances across borders, resume, ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from conftest import ROOT, SHARED_DATA, subprocess_env
+from vismtl.config import load_config
+from vismtl.models import build_model
+from vismtl.tasks import build_tasks
+from vismtl.tasks import instance_metrics as im
+from vismtl.wsi import SlideRunner, WSISettings
+from vismtl.wsi.geojson import validate_feature_collection
+from vismtl.wsi.inputs import SlideInput
+from wsi_helpers import GreyOracle, ellipses, write_label_slide
+
+TINY = ROOT / "tests" / "configs" / "tiny_histology.py"
+SLIDES = SHARED_DATA / "slides"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = load_config(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    torch.save({"model": build_model(cfg.model, build_tasks(cfg.tasks)).state_dict()}, path)
+    return path
+
+
+def infer(*args, check=False, timeout=300):
+    command = [sys.executable, str(ROOT / "tools" / "infer_wsi.py"), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=timeout, check=check)
+
+
+def manifest(out_dir) -> dict[str, dict]:
+    return {e["name"]: e for e in json.loads((out_dir / "manifest.json").read_text())["slides"]}
+
+
+def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
+    """Good slides complete; each bad input gets a clear status while the others go on; exit status 1."""
+    if not SLIDES.is_dir():
+        pytest.skip(f"shared slides not found at {SLIDES}")
+    slides = [
+        "cmu-1-small-region.svs",
+        "boxes_0.dcm",
+        "broken.svs",
+        "unopenable.tiff",
+        "unreadable.svs",
+        "no-tissue.png",
+    ]
+    out = tmp_path / "out"
+    result = infer(
+        TINY, tiny_checkpoint, *[SLIDES / s for s in slides], tmp_path / "missing.svs", "--out-dir", out, "--mpp", "0.5"
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    entries = manifest(out)
+    assert entries["cmu-1-small-region"]["status"] == "done"
+    assert entries["no-tissue"]["status"] == "no_tissue" and "no tissue found" in entries["no-tissue"]["error"]
+    for name, message in (
+        ("broken", "cannot open slide"),
+        ("unopenable", "cannot open slide"),
+        ("unreadable", "cannot read region"),
+        ("missing", "slide not found"),
+    ):
+        assert entries[name]["status"] == "failed" and message in entries[name]["error"], entries[name]
+        assert f"{name}." in entries[name]["error"]  # names the file
+    done = out / "cmu-1-small-region"
+    summary = json.loads((done / "summary.json").read_text())
+    assert summary["chunks"]["with_tissue"] > 0 and 0.25 < summary["tissue_fraction"] < 0.55
+    assert set(summary["tissue_classes"]["tissue"]) >= {"stroma", "adipose"}
+    array = zarr.open_array(str(done / "nuclei.zarr"), mode="r")
+    scale = summary["mpp_level0"] / 0.5  # the output grid is at 0.5 um/px; the slide at 0.499
+    assert abs(summary["mpp_level0"] - 0.499) < 1e-3
+    assert array.dtype == np.uint8 and array.shape == (round(2967 * scale), round(2220 * scale))
+    assert array.chunks == (256, 256)
+    assert cv2.imread(str(done / "thumbnail.png")).shape[2] == 3 and (done / "tissue_mask.png").is_file()
+    for task in ("nuclei", "gland", "lumen"):
+        assert validate_feature_collection(json.loads((done / f"{task}.geojson").read_text())) == []
+
+
+def test_plain_tiffs_and_missing_mpp(tmp_path, tiny_checkpoint):
+    """Toy tiled TIFFs and the DICOM pair run with --mpp and --tissue all (they hold coloured boxes, not
+    tissue); without --mpp a slide fails naming the fix."""
+    if not SLIDES.is_dir():
+        pytest.skip(f"shared slides not found at {SLIDES}")
+    out = tmp_path / "out"
+    result = infer(
+        TINY,
+        tiny_checkpoint,
+        SLIDES / "boxes.tiff",
+        SLIDES / "small_HE_levels.tiff",
+        "--out-dir",
+        out,
+        "--mpp",
+        "0.5",
+        "--tissue",
+        "all",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {e["status"] for e in manifest(out).values()} == {"done"}
+    without = infer(TINY, tiny_checkpoint, SLIDES / "boxes.tiff", "--out-dir", tmp_path / "no_mpp")
+    assert without.returncode == 1
+    error = manifest(tmp_path / "no_mpp")["boxes"]["error"]
+    assert "boxes.tiff has no microns-per-pixel metadata; pass --mpp" in error
+
+
+def oracle_run(slide, out, resume=False, **settings):
+    task_cfg = dict(nuclei=dict(kind="instance", band=3, postprocess="watershed", min_size=10))
+    defaults = dict(
+        tile=96, context=16, chunk=192, margin=48, batch_size=8, workers=0, thumbnail_size=256, tissue="all"
+    )
+    runner = SlideRunner(
+        GreyOracle(), build_tasks(task_cfg), WSISettings(**{**defaults, **settings}), torch.device("cpu")
+    )
+    return runner.run(SlideInput(slide, slide.stem), out, resume=resume)
+
+
+def rasterise(features, shape) -> list[np.ndarray]:
+    from skimage.draw import polygon
+
+    masks = []
+    for feature in features:
+        ring = np.asarray(feature["geometry"]["coordinates"][0], np.float64)
+        mask = np.zeros(shape, bool)
+        # Vertices are pixel corners: a pixel belongs to the object when its centre is inside.
+        rows, cols = polygon(ring[:, 1] - 0.5, ring[:, 0] - 0.5, shape)
+        mask[rows, cols] = True
+        masks.append(mask)
+    return masks
+
+
+@pytest.mark.parametrize("stride", [96, 64])
+def test_instances_cut_by_tile_and_chunk_borders_come_out_once_and_whole(tmp_path, stride):
+    """On a slide whose objects straddle tile and chunk borders, the GeoJSON holds exactly the true objects."""
+    gt = ellipses(480, 640, 60, seed=3, borders=96)
+    slide = write_label_slide(tmp_path / "labels.tiff", gt)
+    entry = oracle_run(slide, tmp_path / "out", stride=stride, blend="hann" if stride < 96 else "ones")
+    assert entry["status"] == "done", entry
+    data = json.loads((tmp_path / "out" / "labels" / "nuclei.geojson").read_text())
+    assert validate_feature_collection(data) == []
+    masks = rasterise(data["features"], gt.shape)
+    assert len(masks) == gt.max() == 60
+    predicted = np.zeros(gt.shape, np.int32)
+    for k, mask in enumerate(masks, start=1):
+        assert not (predicted[mask] > 0).any(), "two outputs cover the same object"
+        predicted[mask] = k
+    pq = im.pq_from_stats(im.pq_stats(im.instance_overlap(gt, predicted)))
+    assert pq["dq"] == 1.0 and pq["sq"] > 0.99  # every object once; outlines exact up to polygon rasterisation
+
+
+RESUME_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_wsi_engine import oracle_run
+torch.set_num_threads(1)
+entry = oracle_run(Path({slide!r}), Path({out!r}), resume=True)
+assert entry["status"] in ("done", "skipped"), entry
+"""
+
+
+def test_killed_runs_resume_to_identical_outputs(tmp_path):
+    """SIGKILL at random moments (6 trials), rerun with resume: rasters and objects equal an uninterrupted run's."""
+    gt = ellipses(576, 768, 70, seed=5, borders=96)
+    slide = write_label_slide(tmp_path / "labels.tiff", gt)
+    reference = tmp_path / "reference"
+    assert oracle_run(slide, reference)["status"] == "done"
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        out = tmp_path / f"trial{trial}"
+        script = tmp_path / f"run{trial}.py"
+        script.write_text(RESUME_SCRIPT.format(tests=str(ROOT / "tests"), slide=str(slide), out=str(out)))
+        process = subprocess.Popen([sys.executable, str(script)], env=subprocess_env(), stderr=subprocess.DEVNULL)
+        time.sleep(float(rng.uniform(1.5, 5.0)))  # start-up takes ~1.5 s; a run ~3-6 s
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        resumed = subprocess.run([sys.executable, str(script)], env=subprocess_env(), capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        a = zarr.open_array(str(reference / "labels" / "nuclei.zarr"), mode="r")[:]
+        b = zarr.open_array(str(out / "labels" / "nuclei.zarr"), mode="r")[:]
+        np.testing.assert_array_equal(a, b)
+        objects = [json.loads((d / "labels" / "nuclei.geojson").read_text())["features"] for d in (reference, out)]
+        assert sorted(f["id"] for f in objects[0]) == sorted(f["id"] for f in objects[1])
+        assert len(objects[1]) == 70
+        assert not list((out / "labels").rglob("*.tmp"))  # no half-written file survives
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
+    """torchrun with 2 gloo ranks over 5 slides: each slide is done exactly once, the manifest is merged."""
+    from wsi_helpers import write_label_slide as write
+
+    slides = []
+    for k in range(5):
+        slides.append(write(tmp_path / f"slide{k}.tiff", ellipses(200, 260, 5, seed=k, borders=96)))
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+        str(ROOT / "tools" / "infer_wsi.py"), str(TINY), str(tiny_checkpoint), *map(str, slides),
+        "--out-dir", str(out), "--launcher", "pytorch", "--tissue", "all",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]
+    entries = json.loads((out / "manifest.json").read_text())["slides"]
+    assert sorted(e["name"] for e in entries) == [f"slide{k}" for k in range(5)]
+    assert all(e["status"] == "done" for e in entries)
+    for k in range(5):
+        assert (out / f"slide{k}" / "summary.json").is_file()
+    assert not list(out.glob(".manifest.rank*"))
