@@ -40,24 +40,32 @@ class NoTissueError(RuntimeError):
     """The tissue mask of a slide is empty: nothing to run."""
 
 
-class TileDataset(Dataset):
-    """Item ``i``: the model input around tile ``i`` as uint8 ``[3, S, S]``, S = tile + 2 context."""
+class ChunkTiles(Dataset):
+    """Item ``k``: the model inputs of chunk ``k``'s tiles, uint8 ``[n_k, 3, S, S]`` (S = tile + 2 context).
 
-    def __init__(self, path: Path, mpp: float | None, scale: float, positions: np.ndarray, settings: WSISettings):
-        self.path, self.mpp, self.scale, self.positions = path, mpp, scale, positions
-        self.size = settings.tile + 2 * settings.context
-        self.context = settings.context
+    The tiles' bounding box is read from the slide in one call and cut into tiles: the
+    slide's JPEG tiles are decoded once per chunk instead of once per model tile.
+    """
+
+    def __init__(self, path: Path, scale: float, plan: SlidePlan, settings: WSISettings):
+        self.path, self.scale = path, scale
+        self.positions, self.bounds = plan.positions, np.cumsum([0, *plan.counts])
+        self.size, self.context = settings.tile + 2 * settings.context, settings.context
         self._slide: Slide | None = None  # opened in each worker process on first use
 
     def __len__(self) -> int:
-        return len(self.positions)
+        return len(self.bounds) - 1
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
         if self._slide is None:
-            self._slide = Slide.open(self.path, self.mpp)
-        y, x = (int(v) for v in self.positions[index])
-        image = self._slide.read(x - self.context, y - self.context, self.size, self.size, self.scale)
-        return index, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            self._slide = Slide.open(self.path)
+        corners = self.positions[self.bounds[index] : self.bounds[index + 1]] - self.context
+        y0, x0 = corners.min(axis=0)
+        y1, x1 = corners.max(axis=0) + self.size
+        block = self._slide.read(int(x0), int(y0), int(x1 - x0), int(y1 - y0), self.scale)
+        size = self.size
+        tiles = np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
+        return index, torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2)))
 
 
 @dataclass
@@ -69,10 +77,11 @@ class SlidePlan:
     positions: np.ndarray  # [N, 2] tile kept-region corners, chunk after chunk
     owner: np.ndarray  # [N] index into ``chunks``
     counts: list[int]  # tiles per chunk
+    mpp: float  # level-0 microns per pixel
     skipped: int = 0  # chunks without tissue
 
 
-def plan_slide(layout: TileLayout, tissue: TissueIndex, finished: Mapping) -> SlidePlan:
+def plan_slide(layout: TileLayout, tissue: TissueIndex, finished: Mapping, mpp: float) -> SlidePlan:
     chunks, positions, owner, counts, skipped = [], [], [], [], 0
     for chunk in layout.chunks():
         if chunk in finished:
@@ -90,7 +99,7 @@ def plan_slide(layout: TileLayout, tissue: TissueIndex, finished: Mapping) -> Sl
         positions += tiles
         counts.append(len(tiles))
     positions_array = np.asarray(positions, np.int64).reshape(-1, 2)
-    return SlidePlan(layout, chunks, positions_array, np.asarray(owner, np.int64), counts, skipped)
+    return SlidePlan(layout, chunks, positions_array, np.asarray(owner, np.int64), counts, mpp, skipped)
 
 
 class SlideRunner:
@@ -156,7 +165,9 @@ class SlideRunner:
                 chunk=self.settings.chunk,
                 margin=self.margin,
             )
-            thumbnail, thumb_scale = slide.thumbnail(self.settings.thumbnail_size)
+            # The tissue mask needs ~mask_mpp microns per pixel (about 1.25x), not a fixed size.
+            side = max(slide.width, slide.height) * slide_mpp / self.settings.mask_mpp
+            thumbnail, thumb_scale = slide.thumbnail(int(min(self.settings.thumbnail_size, max(side, 64))))
         mask = self._mask(slide_input, thumbnail)
         fingerprint = {
             **self.settings.fingerprint(),
@@ -176,8 +187,8 @@ class SlideRunner:
                 f"wsi.min_tissue_um2 = {self.settings.min_tissue_um2:.0f}; blank slide or too faint)"
             )
         tissue = TissueIndex(mask, thumb_scale / scale)
-        plan = plan_slide(layout, tissue, finished)
-        timings["model"] = self._run_tiles(slide_input, slide_mpp, scale, plan, outputs)
+        plan = plan_slide(layout, tissue, finished, slide_mpp)
+        timings["model"] = self._run_tiles(slide_input, scale, plan, outputs)
         entries = outputs.journal.entries()
         colours = {n: self._colours(t) for n, t in self.tasks.items() if t.kind == "instance"}
         written = outputs.write_instances(colours)
@@ -229,71 +240,66 @@ class SlideRunner:
 
     # -- the pipeline --------------------------------------------------------------------------
 
-    def _run_tiles(self, slide_input: SlideInput, mpp: float, scale: float, plan: SlidePlan, outputs: SlideOutputs):
-        """Read (workers) -> model (here) -> finalise and write (a thread); returns the model's busy seconds."""
+    def _run_tiles(self, slide_input: SlideInput, scale: float, plan: SlidePlan, outputs: SlideOutputs) -> float:
+        """Read (workers, chunk by chunk) -> model (here) -> finalise and write (a thread).
+
+        Returns the seconds the model was busy.
+        """
         if not len(plan.positions):
             return 0.0
         settings, layout = self.settings, plan.layout
-        dataset = TileDataset(slide_input.path, mpp, scale, plan.positions, settings)
         loader = DataLoader(
-            dataset,
-            batch_size=settings.batch_size,
+            ChunkTiles(slide_input.path, scale, plan, settings),
+            batch_size=None,
             num_workers=settings.workers,
             pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if settings.workers else None,
+            prefetch_factor=2 if settings.workers else None,
         )
         channels = {n: t.num_outputs for n, t in self.dense.items()}
-        canvases: dict[int, ChunkCanvas] = {}
-        remaining = list(plan.counts)
         pending: list[Future] = []
         model_seconds = 0.0
-        ctx, tile = settings.context, settings.tile
         with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
-            for indices, images in loader:
-                images = images.to(self.device, non_blocking=True)
-                started = time.perf_counter()
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.amp):
-                    logits = self.model(images)
-                activated = {n: t.activate(logits[n]) for n, t in self.tasks.items()}
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                model_seconds += time.perf_counter() - started
-                kept = {n: activated[n][:, :, ctx : ctx + tile, ctx : ctx + tile] for n in self.dense}
-                owners = plan.owner[indices.numpy()]
-                for chunk_index in np.unique(owners):
-                    rows = torch.from_numpy(np.flatnonzero(owners == chunk_index))
-                    canvas = canvases.get(int(chunk_index))
-                    if canvas is None:
-                        region = layout.region(*plan.chunks[chunk_index])
-                        canvas = canvases[int(chunk_index)] = ChunkCanvas(
-                            region, channels, tile, settings.blend, self.device
-                        )
-                    positions = torch.from_numpy(plan.positions[indices.numpy()[rows.numpy()]]).to(self.device)
-                    canvas.add({n: v[rows.to(v.device)] for n, v in kept.items()}, positions)
-                    self._vote(canvas, activated, rows, positions, layout.core(*plan.chunks[chunk_index]))
-                    remaining[chunk_index] -= len(rows)
-                    if remaining[chunk_index] == 0:
-                        chunk = plan.chunks[chunk_index]
-                        pending.append(
-                            writer.submit(
-                                self._finish_chunk, canvases.pop(int(chunk_index)), chunk, layout, mpp, scale, outputs
-                            )
-                        )
+            for chunk_index, images in loader:
+                chunk = plan.chunks[chunk_index]
+                canvas = ChunkCanvas(layout.region(*chunk), channels, settings.tile, settings.blend, self.device)
+                first = int(np.searchsorted(plan.owner, chunk_index))
+                positions = torch.from_numpy(plan.positions[first : first + len(images)]).to(self.device)
+                for start in range(0, len(images), settings.batch_size):
+                    batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
+                    started = time.perf_counter()
+                    activated = self._activated(batch)
+                    model_seconds += time.perf_counter() - started
+                    where = positions[start : start + len(batch)]
+                    canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
+                    self._vote(canvas, activated, where, layout.core(*chunk))
+                    bar.update(len(batch))
+                pending.append(writer.submit(self._finish_chunk, canvas, chunk, layout, plan.mpp, scale, outputs))
                 pending = self._drain(pending, keep=2)
-                bar.update(len(indices))
             self._drain(pending, keep=0)
             bar.close()
         return model_seconds
 
-    def _vote(self, canvas: ChunkCanvas, activated, rows, positions, core) -> None:
+    def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
+            logits = self.model(images)
+        activated = {n: t.activate(logits[n]) for n, t in self.tasks.items()}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # so that the busy time is the model's, not the queue's
+        return activated
+
+    def _kept(self, activated: torch.Tensor) -> torch.Tensor:
+        ctx, tile = self.settings.context, self.settings.tile
+        return activated[:, :, ctx : ctx + tile, ctx : ctx + tile]
+
+    def _vote(self, canvas: ChunkCanvas, activated, positions, core) -> None:
         """Patch classes of the tiles whose kept corner lies in the chunk's core (counted once)."""
         if not self.patch:
             return
         y, x = positions[:, 0], positions[:, 1]
         inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).cpu()
         for name, task in self.patch.items():
-            classes = activated[name][rows.to(activated[name].device)].argmax(dim=1).cpu()[inside]
+            classes = activated[name].argmax(dim=1).cpu()[inside]
             hist = torch.bincount(classes, minlength=task.num_outputs).tolist()
             votes = canvas.patch_votes.setdefault(name, [0] * task.num_outputs)
             canvas.patch_votes[name] = [a + b for a, b in zip(votes, hist)]

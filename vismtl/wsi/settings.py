@@ -23,7 +23,8 @@ class WSISettings:
         batch_size: tiles per model call.
         workers: tile-reading processes (each opens its own slide handle).
         amp: bfloat16 autocast on GPUs.
-        thumbnail_size: longest side of the tissue-mask thumbnail and the overlay picture.
+        thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
+        mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
         mask_dir: folder of user tissue masks ``<slide name>.png`` overriding the automatic mask.
         tissue: ``"auto"`` (run tiles touching the automatic or user tissue mask) or ``"all"``
             (every tile, e.g. for images that are not H&E).
@@ -41,7 +42,8 @@ class WSISettings:
     batch_size: int = 16
     workers: int = 2
     amp: bool = False
-    thumbnail_size: int = 2048
+    thumbnail_size: int = 4096
+    mask_mpp: float = 8.0
     mask_dir: str | None = None
     tissue: str = "auto"
     min_tissue_um2: float = 10_000.0
