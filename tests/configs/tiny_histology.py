@@ -26,4 +26,4 @@ data = dict(
     num_workers=0,
 )
 train = dict(max_iters=2, checkpoint_interval=2, log_interval=1, find_unused_parameters=True)
-wsi = dict(mpp=0.5, tile=64, context=16, chunk=256, margin=32, batch_size=8, workers=0, thumbnail_size=512)
+wsi = dict(mpp=0.5, tile=128, context=16, chunk=256, margin=32, batch_size=8, workers=0, thumbnail_size=512)

@@ -42,7 +42,7 @@ class WSISettings:
     batch_size: int = 16
     workers: int = 2
     amp: bool = False
-    thumbnail_size: int = 4096
+    thumbnail_size: int = 2048
     mask_mpp: float = 8.0
     mask_dir: str | None = None
     tissue: str = "auto"
