@@ -140,6 +140,28 @@ class Task:
         raise NotImplementedError
 
 
+class BinaryMapTask(Task):
+    """A per-pixel probability (saliency, edges): targets {0, 1, 255}, sigmoid outputs, uint8 exports."""
+
+    map_kind = "label"
+
+    def prepare_target(self, raw: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(raw, dtype=np.uint8))
+
+    def empty_target(self, height: int, width: int) -> torch.Tensor:
+        return torch.full((height, width), IGNORE_INDEX, dtype=torch.uint8)
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float())
+
+    def decide(self, activated: torch.Tensor) -> torch.Tensor:
+        return activated[:, 0]
+
+    def export(self, prediction: torch.Tensor) -> np.ndarray:
+        """Probability x 255 as an 8-bit image."""
+        return np.round(to_numpy(prediction).clip(0, 1) * 255).astype(np.uint8)
+
+
 def masked_mean_per_sample(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of ``values`` over the ``valid`` pixels of each sample.
 

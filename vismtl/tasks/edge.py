@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vismtl.tasks import edge_eval
-from vismtl.tasks.base import IGNORE_INDEX, Metric, Task, masked_mean_per_sample, to_numpy
+from vismtl.tasks.base import IGNORE_INDEX, BinaryMapTask, Metric, masked_mean_per_sample, to_numpy
 from vismtl.tasks.visual import colorize_probability
 
 
@@ -50,7 +50,7 @@ class EdgeMetric(Metric):
         }
 
 
-class EdgeTask(Task):
+class EdgeTask(BinaryMapTask):
     """Binary boundaries with a weighted BCE: positives x ``pos_weight``, negatives x (1 - pos_weight).
 
     Args:
@@ -59,7 +59,6 @@ class EdgeTask(Task):
     """
 
     kind = "edge"
-    map_kind = "label"
     headline = ("odsF", True)
 
     def __init__(
@@ -76,27 +75,11 @@ class EdgeTask(Task):
         self.max_dist = max_dist
         self.num_thresholds = num_thresholds
 
-    def prepare_target(self, raw: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(raw, dtype=np.uint8))
-
-    def empty_target(self, height: int, width: int) -> torch.Tensor:
-        return torch.full((height, width), IGNORE_INDEX, dtype=torch.uint8)
-
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         label = (target == 1).float()
         weight = torch.where(target == 1, self.pos_weight, 1.0 - self.pos_weight)
         per_pixel = weight * F.binary_cross_entropy_with_logits(logits[:, 0].float(), label, reduction="none")
         return masked_mean_per_sample(per_pixel, target != IGNORE_INDEX)
-
-    def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits.float())
-
-    def decide(self, activated: torch.Tensor) -> torch.Tensor:
-        return activated[:, 0]
-
-    def export(self, prediction: torch.Tensor) -> np.ndarray:
-        """Edge probability x 255 as an 8-bit PNG, before NMS: the input the SEISM tools expect."""
-        return np.round(to_numpy(prediction).clip(0, 1) * 255).astype(np.uint8)
 
     def new_metric(self) -> Metric:
         return EdgeMetric(self.max_dist, self.num_thresholds)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vismtl.tasks.base import IGNORE_INDEX, Metric, Task, masked_mean_per_sample, to_numpy
+from vismtl.tasks.base import IGNORE_INDEX, BinaryMapTask, Metric, masked_mean_per_sample, to_numpy
 from vismtl.tasks.visual import colorize_probability
 
 BETA_SQUARED = 0.3
@@ -66,7 +66,7 @@ class SaliencyMetric(Metric):
         }
 
 
-class SaliencyTask(Task):
+class SaliencyTask(BinaryMapTask):
     """Binary saliency with class-balanced BCE.
 
     The balancing weights come from each image (positives weighted by the image's
@@ -75,17 +75,10 @@ class SaliencyTask(Task):
     """
 
     kind = "saliency"
-    map_kind = "label"
     headline = ("maxF", True)
 
     def __init__(self, name: str = "saliency", loss_weight: float = 5.0, source: str | None = None) -> None:
         super().__init__(name, 1, loss_weight, source)
-
-    def prepare_target(self, raw: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(raw, dtype=np.uint8))
-
-    def empty_target(self, height: int, width: int) -> torch.Tensor:
-        return torch.full((height, width), IGNORE_INDEX, dtype=torch.uint8)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = logits[:, 0].float()
@@ -96,16 +89,6 @@ class SaliencyTask(Task):
         weight = torch.where(label > 0, neg_fraction[:, None, None], 1.0 - neg_fraction[:, None, None])
         per_pixel = weight * F.binary_cross_entropy_with_logits(logits, label, reduction="none")
         return masked_mean_per_sample(per_pixel, valid)
-
-    def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits.float())
-
-    def decide(self, activated: torch.Tensor) -> torch.Tensor:
-        return activated[:, 0]
-
-    def export(self, prediction: torch.Tensor) -> np.ndarray:
-        """Probability x 255 as an 8-bit PNG."""
-        return np.round(to_numpy(prediction).clip(0, 1) * 255).astype(np.uint8)
 
     def new_metric(self) -> Metric:
         return SaliencyMetric()
