@@ -149,11 +149,20 @@ class CPMSource:
         root: the folder.
         names: the image stems to use (e.g. a training subset); default all.
         mpp_at_40x: microns per pixel at 40x (20x images get twice that).
+        mask_files: ``{image stem: mask file name}`` where a copy pairs them differently
+            (default ``<stem>_mask.txt``).
     """
 
-    def __init__(self, root: str, names: Sequence[str] | None = None, mpp_at_40x: float = 0.25) -> None:
+    def __init__(
+        self,
+        root: str,
+        names: Sequence[str] | None = None,
+        mpp_at_40x: float = 0.25,
+        mask_files: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = Path(root)
-        available = sorted(p.stem for p in self.root.glob("image*.png") if (self.root / f"{p.stem}_mask.txt").is_file())
+        self.mask_files = dict(mask_files or {})
+        available = sorted(p.stem for p in self.root.glob("image*.png") if self._mask_path(p.stem).is_file())
         if not available:
             raise DatasetLayoutError(f"CPM source {self.root}: expected imageXX.png with imageXX_mask.txt, found none")
         missing = [n for n in (names or []) if n not in available]
@@ -180,13 +189,14 @@ class CPMSource:
     def mpp(self) -> list[float]:
         return self.mpps
 
+    def _mask_path(self, name: str) -> Path:
+        return self.root / self.mask_files.get(name, f"{name}_mask.txt")
+
     def load(self, index: int) -> dict[str, Any]:
         name = self.names[index]
-        sample = {
-            "image": read_image_rgb(self.root / f"{name}.png"),
-            "nuclei_inst": read_cpm_mask(self.root / f"{name}_mask.txt"),
-        }
-        _check_sizes(sample, self.root / f"{name}_mask.txt")
+        mask = self._mask_path(name)
+        sample = {"image": read_image_rgb(self.root / f"{name}.png"), "nuclei_inst": read_cpm_mask(mask)}
+        _check_sizes(sample, mask)
         return sample
 
 
