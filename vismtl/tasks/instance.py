@@ -67,9 +67,7 @@ class InstanceMetric(Metric):
 
     def compute(self) -> dict[str, float]:
         values = im.instance_metrics_from_stats({k: v.numpy() for k, v in self.state.items()})
-        return {
-            k: (100.0 * v if k in ("dice", "aji", "aji_plus", "pq", "dq", "sq", "f1") else v) for k, v in values.items()
-        }
+        return {k: 100.0 * v for k, v in values.items()}  # all are fractions: shown in percent
 
 
 class InstanceTask(Task):
