@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_parts(path: Path, mask: np.ndarray) -> None:
-    parts = np.array([("head", mask[: mask.shape[0] // 2]), ("torso", mask)], dtype=[("part_name", "O"), ("mask", "O")])
+    head = mask.copy()
+    head[mask.shape[0] // 2 :] = 0
+    parts = np.array([("head", head), ("torso", mask)], dtype=[("part_name", "O"), ("mask", "O")])
     obj = np.array(
         [("person", 15, mask, parts)], dtype=[("class", "O"), ("class_ind", "O"), ("mask", "O"), ("parts", "O")]
     )

@@ -88,7 +88,7 @@ def human_parts_from_mat(path: Path, shape: tuple[int, int] | None = None) -> np
     try:
         anno = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)["anno"]
         return _parts_map(anno, shape)
-    except (*MAT_ERRORS, AttributeError) as err:
+    except (*MAT_ERRORS, AttributeError, IndexError) as err:  # IndexError: a part mask of another size
         raise DatasetLayoutError(f"{path}: not a PASCAL-Part annotation ({type(err).__name__}: {err})") from err
 
 
