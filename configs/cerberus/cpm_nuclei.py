@@ -37,4 +37,4 @@ data = dict(
     num_workers=2,
 )
 optimizer = dict(lr=2e-3)
-train = dict(max_iters=900, checkpoint_interval=300, log_interval=20)
+train = dict(max_iters=700, checkpoint_interval=350, log_interval=20)
