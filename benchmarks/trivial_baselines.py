@@ -2,8 +2,9 @@
 
     python benchmarks/trivial_baselines.py [--config configs/quickstart.py] [--train-samples 256]
 
-Per task kind: the majority class of the training labels (semseg, parts), a constant
-saliency probability, the mean training normal, the mean training depth, and no edges.
+Per task kind: the majority class of the training labels (semseg, parts, patch classes, and
+object types inside objects), a constant saliency probability, the mean training normal, the
+mean training depth, no edges and no instances.
 Statistics come from ``--train-samples`` training samples; the metrics are the same
 streaming metrics the evaluator uses.
 """
@@ -28,9 +29,13 @@ def train_statistics(dataset, tasks, samples: int) -> dict[str, torch.Tensor]:
         item = dataset[(index, index)]
         for name, task in tasks.items():
             target = item[name]
-            if task.kind in ("semseg", "parts"):
-                valid = target[target != IGNORE_INDEX]
-                value = torch.bincount(valid, minlength=task.num_classes).double()
+            if task.kind in ("semseg", "parts", "type"):
+                valid = target[(target != IGNORE_INDEX) & ((target > 0) if task.kind == "type" else True)]
+                value = torch.bincount(valid.flatten(), minlength=task.num_outputs).double()
+            elif task.kind == "patch_class":
+                if target.item() == IGNORE_INDEX:
+                    continue
+                value = torch.bincount(target.view(1), minlength=task.num_outputs).double()
             elif task.kind == "normals":
                 valid = target.norm(dim=0) > 0.5
                 value = target[:, valid].double().sum(dim=1)
@@ -45,9 +50,11 @@ def train_statistics(dataset, tasks, samples: int) -> dict[str, torch.Tensor]:
 
 
 def trivial_prediction(task, stat, target: torch.Tensor) -> torch.Tensor:
-    shape = target.shape if task.kind != "normals" else (target.shape[0], *target.shape[2:])
-    if task.kind in ("semseg", "parts"):
-        return torch.full(shape, int(stat.argmax()), dtype=torch.int64)
+    shape = target.shape if task.kind not in ("normals", "instance") else (target.shape[0], *target.shape[2:])
+    if task.kind in ("semseg", "parts", "type", "patch_class"):
+        return torch.full(shape, int(stat.argmax()), dtype=torch.int64)  # the majority class (inside objects)
+    if task.kind == "instance":
+        return torch.zeros(shape, dtype=torch.int32)  # no objects
     if task.kind == "normals":
         mean = F.normalize(stat.float(), dim=0)
         return mean.view(1, 3, 1, 1).expand(shape[0], 3, *shape[1:]).contiguous()
