@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +26,8 @@ from vismtl.tasks import IGNORE_INDEX, build_tasks
 def train_statistics(dataset, tasks, samples: int) -> dict[str, torch.Tensor]:
     """Per task: class pixel counts, or the mean normal / depth over valid pixels."""
     stats: dict[str, torch.Tensor] = {}
-    for index in range(min(samples, len(dataset))):
+    # Spread over the whole dataset: multi-source datasets list their sources one after another.
+    for index in np.unique(np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).astype(int)).tolist():
         item = dataset[(index, index)]
         for name, task in tasks.items():
             target = item[name]
