@@ -65,7 +65,9 @@ class ChunkTiles(Dataset):
         block = self._slide.read(int(x0), int(y0), int(x1 - x0), int(y1 - y0), self.scale)
         size = self.size
         tiles = np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
-        return index, torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2)))
+        # [n, 3, S, S] as a view of the [n, S, S, 3] pixels: channels-last, no copy; CPU
+        # convolutions are also several times faster on it than on a planar copy.
+        return index, torch.from_numpy(tiles).permute(0, 3, 1, 2)
 
 
 @dataclass
