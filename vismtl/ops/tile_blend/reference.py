@@ -75,7 +75,7 @@ def blend_tiles_sliced(
         if ye <= ys or xe <= xs:
             continue
         window = weight[ys - y0 : ye - y0, xs - x0 : xe - x0]
-        canvas[:, ys:ye, xs:xe] += window * tile[:, ys - y0 : ye - y0, xs - x0 : xe - x0].float()
+        canvas[:, ys:ye, xs:xe].addcmul_(tile[:, ys - y0 : ye - y0, xs - x0 : xe - x0].float(), window)
         weight_sum[ys:ye, xs:xe] += window
 
 
