@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, nargs="+", default=[0], help="model CPU threads to compare (0: default)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs (histology: one)")
@@ -126,19 +127,27 @@ def main() -> None:
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
-    settings = WSISettings(mpp=0.5, tile=256, context=0, chunk=1024, batch_size=args.batch_size, workers=args.workers)
     print(f"device: {device_description()}; slide {args.size}x{args.size} at 0.5 um/px, tiles 256x256")
-
     print(HEADER)
     trivial_tasks = build_tasks({"mask": dict(kind="saliency")})
     model = OneByOne()
-    results = []
-    for _ in range(args.repeats):
-        result, out = run(model, trivial_tasks, slide, args.cache, "wsi_trivial_", settings)
-        check_trivial(model, slide, out)
-        shutil.rmtree(out)
-        results.append(result)
-    report("trivial model (1x1 conv), context 0", results, settings.tile)
+    for threads in args.threads:
+        settings = WSISettings(
+            mpp=0.5,
+            tile=256,
+            context=0,
+            chunk=1024,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            threads=threads or None,
+        )
+        results = []
+        for _ in range(args.repeats):
+            result, out = run(model, trivial_tasks, slide, args.cache, "wsi_trivial_", settings)
+            check_trivial(model, slide, out)
+            shutil.rmtree(out)
+            results.append(result)
+        report(f"trivial (1x1 conv), threads {threads or 'default'}", results, settings.tile)
     if args.skip_histology:
         return
     cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
@@ -146,12 +155,19 @@ def main() -> None:
     histology = build_model(cfg.model, tasks)
     if args.histology_checkpoint:
         ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
-    settings = WSISettings(
-        mpp=0.5, tile=256, context=32, chunk=1024, margin=64, batch_size=args.batch_size, workers=args.workers
-    )
-    result, out = run(histology, tasks, slide, args.cache, "wsi_histology_", settings)
-    shutil.rmtree(out)
-    report("histology quickstart model, context 32", [result], settings.tile)
+    for threads in args.threads:
+        settings = WSISettings(
+            mpp=0.5,
+            tile=256,
+            context=32,
+            margin=64,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            threads=threads or None,
+        )
+        result, out = run(histology, tasks, slide, args.cache, "wsi_histology_", settings)
+        shutil.rmtree(out)
+        report(f"histology quickstart, threads {threads or 'default'}", [result], settings.tile)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,27 @@ def test_types_by_majority_vote_over_predicted_instances():
     assert (voted[inst == 0] == 0).all()
 
 
+def test_type_metric_by_hand():
+    """Counted inside true objects only; background predicted there is an error of the true class."""
+    task = build_tasks(
+        dict(gland_type=dict(kind="type", num_classes=3, class_names=("background", "gland", "surface epithelium")))
+    )["gland_type"]
+    target = torch.tensor([[[0, 1, 1, 2, 255], [2, 2, 0, 0, 1]]])
+    pred = torch.tensor([[[1, 1, 0, 2, 2], [2, 1, 1, 0, 1]]])
+    metric = task.new_metric()
+    metric.update(pred[:, :, :4], target[:, :, :4])  # two updates pool: the second adds one correct gland pixel
+    metric.update(pred[:, :, 4:], target[:, :, 4:])
+    result = metric.compute()
+    # inside objects: gland (0,1) ok, (0,2) -> background, (1,4) ok; surface (0,3), (1,0) ok, (1,1) -> gland
+    assert result["accuracy"] == pytest.approx(100 * 4 / 6)
+    assert result["dice_gland"] == pytest.approx(100 * 2 * 2 / (3 + 3))  # predicted gland inside objects: 3
+    assert result["dice_surface_epithelium"] == pytest.approx(100 * 2 * 2 / (2 + 3))
+    assert result["mean_dice"] == pytest.approx((result["dice_gland"] + result["dice_surface_epithelium"]) / 2)
+    empty = task.new_metric()
+    empty.update(pred, torch.zeros_like(target))
+    assert np.isnan(empty.compute()["mean_dice"]) and np.isnan(empty.compute()["accuracy"])
+
+
 def test_unlabelled_decoders_run_without_gradients():
     model = build_model(dict(backbone=dict(name="test_resnet"), decoder=dict(type="cerberus", max_width=16)), TASKS)
     outputs = model(torch.zeros(2, 3, 64, 64), grad_tasks=["nuclei", "tissue"])

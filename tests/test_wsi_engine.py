@@ -146,8 +146,10 @@ def test_instances_cut_by_tile_and_chunk_borders_come_out_once_and_whole(tmp_pat
     """On a slide whose objects straddle tile and chunk borders, the GeoJSON holds exactly the true objects."""
     gt = ellipses(480, 640, 60, seed=3, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
-    entry = oracle_run(slide, tmp_path / "out", stride=stride, blend="hann" if stride < 96 else "ones")
+    threads = torch.get_num_threads()
+    entry = oracle_run(slide, tmp_path / "out", stride=stride, blend="hann" if stride < 96 else "ones", threads=1)
     assert entry["status"] == "done", entry
+    assert torch.get_num_threads() == threads  # wsi.threads holds during the run only
     data = json.loads((tmp_path / "out" / "labels" / "nuclei.geojson").read_text())
     assert validate_feature_collection(data) == []
     masks = rasterise(data["features"], gt.shape)

@@ -12,13 +12,13 @@ model = dict(
 )
 
 _transforms = [
-    dict(type="RandomCrop", size=(160, 160)),
-    dict(type="Pad", size=(160, 160)),
     dict(type="HorizontalFlip", p=0.5),
     dict(type="VerticalFlip", p=0.5),
     dict(type="HueSaturationValue", hue_shift_limit=4, sat_shift_limit=10, val_shift_limit=8, p=0.5),
 ]
-_tile = (256, 256)
+# Training tiles are rendered at the training size rather than cropped from larger ones: the
+# renderer puts surface epithelium along a tile edge, which crops would mostly cut away.
+_tile = (160, 160)
 data = dict(
     train=dict(
         type="histology",
@@ -34,7 +34,7 @@ data = dict(
         mpp=0.5,
         transforms=_transforms,
     ),
-    val=dict(type="histology", sources=[dict(type="generated", length=54, size=_tile, seed=99)], mpp=0.5),
+    val=dict(type="histology", sources=[dict(type="generated", length=54, size=(256, 256), seed=99)], mpp=0.5),
     batch_size=8,
     val_batch_size=6,
     num_workers=2,

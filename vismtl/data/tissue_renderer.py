@@ -284,17 +284,12 @@ def _edge_points(edge: int, along: np.ndarray, depth: np.ndarray, h: int, w: int
 
 
 def _add_surface(rng: _Rng, tile: _Tile) -> None:
-    """Surface epithelium: a wavy band parallel to one edge, glass (the gut lumen) between it and the edge.
-
-    The band lies up to 40 % of the tile deep, so that training crops smaller than the tile
-    see it (and the glass beyond it, the cue that tells it from a gland) as often as not.
-    """
+    """Surface epithelium: a wavy band along one edge, glass (the gut lumen) beyond it."""
     h, w = tile.gland.shape
     edge = int(rng.integers(4))
     along = np.linspace(-4, (w if edge < 2 else h) + 3, 48)
     knots = np.linspace(along[0], along[-1], 6)
-    depth = rng.uniform(0, 0.4 * (h if edge < 2 else w))
-    outer = np.clip(depth + np.interp(along, knots, rng.uniform(-6, 9, 6)), 0, None)
+    outer = np.clip(np.interp(along, knots, rng.uniform(-6, 9, 6)), 0, None)
     inner = outer + rng.uniform(15, 20) + np.interp(along, knots, rng.uniform(-2, 2, 6))
     band = np.vstack([_edge_points(edge, along, outer, h, w), _edge_points(edge, along, inner, h, w)[::-1]])
     glass = np.vstack([_edge_points(edge, along, outer, h, w), _edge_points(edge, along, outer * 0 - 6, h, w)[::-1]])

@@ -22,11 +22,19 @@ from vismtl.tasks.visual import colorize_labels
 
 
 class TypeMetric(Metric):
-    """Pixel accuracy inside labelled objects and per-class Dice (pooled), in percent."""
+    """Pixel accuracy inside labelled objects and Dice per object class (pooled), in percent.
 
-    def __init__(self, num_classes: int) -> None:
+    Counted over the pixels of true objects: a pixel there predicted as background (outside
+    every predicted instance, after ``instances_from``) is an error of its true class; pixels
+    outside true objects are not counted. ``mean_dice`` averages the classes present;
+    ``dice_<class>`` gives each (spaces in class names become underscores).
+    """
+
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None) -> None:
         super().__init__()
         self.num_classes = num_classes
+        names = class_names or [str(k) for k in range(num_classes)]
+        self.class_keys = [f"dice_{name.replace(' ', '_')}" for name in names]
         self.add_state("confusion", (num_classes, num_classes))  # [gt, pred], pixels inside objects
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -40,10 +48,15 @@ class TypeMetric(Metric):
         total = confusion.sum()
         denominators = confusion.sum(0) + confusion.sum(1)
         present = denominators[1:] > 0
-        dice = (2 * tp[1:] / denominators[1:].clamp(min=1))[present]
+        per_class = 2 * tp[1:] / denominators[1:].clamp(min=1)
+        dice = per_class[present]
         return {
             "accuracy": 100.0 * (tp.sum() / total).item() if total > 0 else float("nan"),
             "mean_dice": 100.0 * dice.mean().item() if present.any() else float("nan"),
+            **{
+                key: 100.0 * value.item() if seen else float("nan")
+                for key, value, seen in zip(self.class_keys[1:], per_class, present.tolist())
+            },
         }
 
 
@@ -116,7 +129,7 @@ class TypeTask(Task):
         return torch.from_numpy(np.stack(voted)).to(prediction.dtype) if voted else prediction
 
     def new_metric(self) -> Metric:
-        return TypeMetric(self.num_classes)
+        return TypeMetric(self.num_classes, self.class_names)
 
     def export(self, prediction: torch.Tensor) -> np.ndarray:
         return to_numpy(prediction).astype(np.uint8)

@@ -257,7 +257,7 @@ class SlideRunner:
         """
         if not len(plan.positions):
             return 0.0
-        settings, layout = self.settings, plan.layout
+        settings = self.settings
         loader = DataLoader(
             ChunkTiles(slide_input.path, scale, plan, settings),
             batch_size=None,
@@ -265,6 +265,16 @@ class SlideRunner:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if settings.workers else None,
         )
+        threads = torch.get_num_threads()
+        if settings.threads and self.device.type == "cpu":
+            torch.set_num_threads(settings.threads)
+        try:
+            return self._pipeline(loader, slide_input, plan, outputs, scale)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _pipeline(self, loader: DataLoader, slide_input: SlideInput, plan: SlidePlan, outputs, scale: float) -> float:
+        settings, layout = self.settings, plan.layout
         channels = {n: t.num_outputs for n, t in self.dense.items()}
         pending: list[Future] = []
         model_seconds = 0.0

@@ -22,6 +22,9 @@ class WSISettings:
         blend: window over overlapping tiles: ``"ones"`` or ``"hann"``.
         batch_size: tiles per model call.
         workers: tile-reading processes (each opens its own slide handle).
+        threads: CPU threads of the model (default: PyTorch's, one per core). With few cores,
+            fewer threads than cores leaves room for the loader workers: a model thread
+            sharing a core with a worker stalls every parallel operation it takes part in.
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -41,6 +44,7 @@ class WSISettings:
     blend: str = "ones"
     batch_size: int = 16
     workers: int = 2
+    threads: int | None = None
     amp: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
@@ -55,6 +59,8 @@ class WSISettings:
             raise ValueError(f"wsi.blend must be 'ones' or 'hann', not '{self.blend}'")
         if self.tile <= 0 or self.context < 0 or self.mpp <= 0:
             raise ValueError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
 
     @property
     def step(self) -> int:
