@@ -54,16 +54,16 @@ def make_slide(path: Path, size: int) -> Path:
 
 
 class OneByOne(nn.Module):
-    """The trivial model: a single 1x1 convolution of the normalised image."""
+    """The trivial model: a single 1x1 convolution of the image (its weights take the 1/255 scaling)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 1, 1)
         torch.manual_seed(0)
-        nn.init.normal_(self.conv.weight, std=0.02)
+        nn.init.normal_(self.conv.weight, std=0.02 / 255.0)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"mask": self.conv(image.float() / 255.0)}
+        return {"mask": self.conv(image.float())}
 
 
 def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettings) -> tuple[dict, Path]:

@@ -11,7 +11,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vismtl.ops.tile_blend import blend_tiles, blend_tiles_reference, blend_window, normalise, triton_kernels
+from vismtl.ops.tile_blend import (
+    blend_tiles,
+    blend_tiles_reference,
+    blend_window,
+    normalise,
+    normalise_,
+    triton_kernels,
+)
 
 # (N, C, h, w, H, W): tiles 37 x 29 on 61 x 83; one 70-wide row spanning two column blocks.
 SHAPES = [(5, 3, 37, 29, 61, 83), (4, 2, 1, 70, 3, 50)]
@@ -221,3 +228,15 @@ def test_sliced_inference_path_equals_the_reference():
     blend_tiles_sliced(tiles, offsets, weight, *got)
     torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got[1], expected[1], rtol=1e-6, atol=1e-6)
+
+
+def test_in_place_normalise_equals_normalise():
+    torch.manual_seed(0)
+    canvas, weight_sum = torch.rand(5, 33, 40) * 3, torch.rand(33, 40) * 2
+    weight_sum[4:9, 7:20] = 0.0  # nothing blended there
+    weight_sum[20:, :] = 1.0
+    expected = normalise(canvas, weight_sum)
+    out = normalise_(canvas, weight_sum)
+    assert out.data_ptr() == canvas.data_ptr()  # in place
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)
+    assert (out[:, 4:9, 7:20] == 0).all() and torch.equal(out[:, 20:], expected[:, 20:])

@@ -46,7 +46,8 @@ def composited(region) -> np.ndarray:
 )
 def test_openslide_formats_open_and_read(slides, name, size, levels):
     with Slide.open(slides / name) as slide:
-        assert slide.backend == "openslide"
+        # TIFF pyramids: OpenSlide's metadata, tifffile's (checked equal, faster) pixels
+        assert slide.backend == ("openslide" if name.endswith(".dcm") else "openslide+tifffile")
         assert (slide.width, slide.height) == size
         assert len(slide.level_dimensions) == len(slide.level_downsamples) == levels
         region = slide.read(size[0] // 2 - 6, size[1] // 2 - 5, 12, 10, 1.0)
@@ -97,6 +98,7 @@ def test_bad_slides_fail_at_open_naming_the_file(slides, name):
 
 def test_unreadable_slide_fails_at_read_naming_file_and_region(slides):
     with Slide.open(slides / "unreadable.svs") as slide:
+        assert slide.backend == "openslide"  # tifffile could not decode the check patch: OpenSlide reads
         with pytest.raises(SlideError, match=r"region x=0 y=0 8x8 .*unreadable\.svs"):
             slide.read(0, 0, 8, 8, 1.0)
 
@@ -194,6 +196,20 @@ def test_rgba_is_composited_on_white(tmp_path):
     np.testing.assert_array_equal(out[0, 2], half)
     np.testing.assert_array_equal(out[0, 4], [10, 100, 200])
     np.testing.assert_array_equal(to_rgb(rgba), out)
+
+
+def test_tiled_rgba_tiff_stays_with_openslide(tmp_path):
+    """tifffile would see 4 channels where OpenSlide composites: no fast path, OpenSlide's pixels."""
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = (10, 100, 200)
+    rgba[..., 3] = np.linspace(0, 255, 64, dtype=np.uint8)[None, :]
+    path = tmp_path / "rgba_tiled.tiff"
+    tifffile.imwrite(path, rgba, tile=(16, 16), photometric="rgb", extrasamples=["unassalpha"])
+    with Slide.open(path) as slide:
+        assert slide.backend == "openslide"
+        out = slide.read(0, 0, 64, 64, 1.0)
+    np.testing.assert_array_equal(out, composited(openslide.OpenSlide(str(path)).read_region((0, 0), 0, (64, 64))))
+    assert out[0, 0].tolist() == [255, 255, 255] and out[0, -1].tolist() == [10, 100, 200]
 
 
 def test_stripped_tiff_fallback_reads_regions(tmp_path):

@@ -1,9 +1,9 @@
 """Run a model over slides: tissue-masked tiles, batched inference, blending, chunked writes, resume.
 
 Per slide, loader worker processes read tiles (each opens its own slide handle), the main
-thread runs the model, and a writer thread blends nothing but finalises finished chunks
-(decisions, post-processing, instances) and writes them, so reading, the model and
-writing overlap. Memory holds only the chunks in flight, whatever the slide's size. Every
+thread runs the model and blends its outputs into the chunk's canvas, and writer threads
+finalise finished chunks (normalising, decisions, post-processing, instances) and write
+them, so reading, the model and writing overlap. Memory holds only the chunks in flight, whatever the slide's size. Every
 finished chunk is journaled; ``resume`` skips finished slides and finished chunks. One
 failing slide is recorded in the manifest and the batch goes on.
 """
@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,9 @@ from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_mask, tissue_mask
 
 log = logging.getLogger("vismtl")
+# Finishing a chunk (normalising, deciding, post-processing, compressing, writing) mostly
+# runs outside the GIL; two threads keep it from falling behind the model on small models.
+WRITER_THREADS = 2
 
 
 class NoTissueError(RuntimeError):
@@ -277,12 +281,17 @@ class SlideRunner:
         settings, layout = self.settings, plan.layout
         channels = {n: t.num_outputs for n, t in self.dense.items()}
         pending: list[Future] = []
+        spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
+        disjoint = settings.step >= settings.tile
         model_seconds = 0.0
-        with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             for chunk_index, images in loader:
                 chunk = plan.chunks[chunk_index]
-                canvas = ChunkCanvas(layout.region(*chunk), channels, settings.tile, settings.blend, self.device)
+                recycled = spare.get_nowait() if not spare.empty() else None
+                canvas = ChunkCanvas(
+                    layout.region(*chunk), channels, settings.tile, settings.blend, self.device, recycled, disjoint
+                )
                 first = int(np.searchsorted(plan.owner, chunk_index))
                 positions = torch.from_numpy(plan.positions[first : first + len(images)]).to(self.device)
                 for start in range(0, len(images), settings.batch_size):
@@ -294,8 +303,9 @@ class SlideRunner:
                     canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
                     self._vote(canvas, activated, where, layout.core(*chunk))
                     bar.update(len(batch))
-                pending.append(writer.submit(self._finish_chunk, canvas, chunk, layout, plan.mpp, scale, outputs))
-                pending = self._drain(pending, keep=2)
+                finish = self._finish_chunk
+                pending.append(writer.submit(finish, canvas, chunk, layout, plan.mpp, scale, outputs, spare))
+                pending = self._drain(pending, keep=WRITER_THREADS + 1)
             self._drain(pending, keep=0)
             bar.close()
         return model_seconds
@@ -324,9 +334,13 @@ class SlideRunner:
             votes = canvas.patch_votes.setdefault(name, [0] * task.num_outputs)
             canvas.patch_votes[name] = [a + b for a, b in zip(votes, hist)]
 
-    def _finish_chunk(self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs) -> None:
+    def _finish_chunk(
+        self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs, spare: SimpleQueue
+    ) -> None:
         core = layout.core(*chunk)
-        result = finalize_chunk(canvas, core, self.tasks, 1.0 / scale, mpp)
+        with torch.inference_mode():  # the canvas holds inference tensors; this thread is not in that mode
+            result = finalize_chunk(canvas, core, self.tasks, 1.0 / scale, mpp)
+        spare.put((canvas.sums, canvas.weight_sum))  # for the next chunk's canvas
         outputs.write_chunk(chunk, core, result)
 
     @staticmethod

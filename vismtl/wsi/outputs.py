@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -47,6 +48,7 @@ class SlideOutputs:
         self.folder, self.layout, self.fingerprint = Path(folder), layout, dict(fingerprint)
         self.journal = Journal(self.folder / "journal.jsonl")
         self.arrays: dict[str, zarr.Array] = {}
+        self._lock = threading.Lock()  # chunks are written from several threads
 
     # -- state ---------------------------------------------------------------------------
 
@@ -82,6 +84,10 @@ class SlideOutputs:
     # -- chunk by chunk ------------------------------------------------------------------
 
     def _array(self, task: str, sample: np.ndarray) -> zarr.Array:
+        with self._lock:
+            return self._open_array(task, sample)
+
+    def _open_array(self, task: str, sample: np.ndarray) -> zarr.Array:
         if task not in self.arrays:
             shape = (self.layout.height, self.layout.width, *sample.shape[2:])
             chunks = (self.layout.chunk, self.layout.chunk, *sample.shape[2:])
@@ -103,7 +109,8 @@ class SlideOutputs:
             part = self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}.json"
             with atomic_open(part, "w") as handle:
                 json.dump([asdict(i) for i in instances], handle)
-        self.journal.record({"chunk": list(chunk), **result.stats, "cut_objects": result.cut_objects})
+        with self._lock:
+            self.journal.record({"chunk": list(chunk), **result.stats, "cut_objects": result.cut_objects})
 
     # -- the end ---------------------------------------------------------------------------
 

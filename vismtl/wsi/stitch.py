@@ -8,6 +8,7 @@ instances each instance task owns, and per-chunk statistics for the summary.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vismtl.ops.tile_blend import blend_tiles, blend_window, normalise
+from vismtl.ops.tile_blend import blend_tiles, blend_window, normalise_
 from vismtl.tasks import Task
 from vismtl.tasks import instance_targets as it
 from vismtl.wsi.instances import Instance, extract_chunk
@@ -33,16 +34,32 @@ class ChunkCanvas:
         channels: ``{task: channels}`` of the dense tasks.
         tile: kept tile side; ``window`` (``"ones"`` | ``"hann"``) weighs its pixels.
         device: where to accumulate (the model's device).
+        recycled: ``(sums, weight_sum)`` of a finished canvas to reuse.
+        disjoint: whether tiles never overlap (stride >= tile).
     """
 
-    def __init__(self, region: Box, channels: Mapping[str, int], tile: int, window: str, device) -> None:
-        self.region = region
+    def __init__(
+        self,
+        region: Box,
+        channels: Mapping[str, int],
+        tile: int,
+        window: str,
+        device,
+        recycled: tuple[torch.Tensor, torch.Tensor] | None = None,
+        disjoint: bool = False,
+    ) -> None:
+        self.region, self.disjoint = region, disjoint
         height, width = region[2] - region[0], region[3] - region[1]
         bounds = np.cumsum([0, *channels.values()])
         self.slices = {t: slice(int(a), int(b)) for t, a, b in zip(channels, bounds[:-1], bounds[1:])}
-        self.sums = torch.zeros((int(bounds[-1]), height, width), device=device)
-        self.weight_sum = torch.zeros((height, width), device=device)
-        self.window = blend_window(tile, tile, window, device=device)
+        shape = (int(bounds[-1]), height, width)
+        if recycled is not None and recycled[0].shape == shape and recycled[0].device == torch.device(device):
+            # a finished chunk's buffers: zeroing them costs a fraction of fresh pages
+            self.sums, self.weight_sum = recycled[0].zero_(), recycled[1].zero_()
+        else:
+            self.sums = torch.zeros(shape, device=device)
+            self.weight_sum = torch.zeros((height, width), device=device)
+        self.window = _window(tile, window, torch.device(device))
         self.patch_votes: dict[str, list[int]] = {}
         self.tiles = 0
 
@@ -55,9 +72,17 @@ class ChunkCanvas:
         self.tiles += int(positions.shape[0])
 
     def result(self) -> dict[str, torch.Tensor]:
-        """``{task: [1, C, H, W]}`` blended (0 where no tile contributed)."""
-        blended = normalise(self.sums, self.weight_sum)
+        """``{task: [1, C, H, W]}`` blended (0 where no tile contributed); call once: blends in place."""
+        # Disjoint tiles under a flat window: every covered pixel has weight exactly 1 and every
+        # other pixel a zero sum, so the sums are already the blend.
+        flat = self.disjoint and bool((self.window == 1).all())
+        blended = self.sums if flat else normalise_(self.sums, self.weight_sum)
         return {t: blended[s][None] for t, s in self.slices.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _window(tile: int, kind: str, device: torch.device) -> torch.Tensor:
+    return blend_window(tile, tile, kind, device=device)
 
 
 @dataclass

@@ -120,3 +120,16 @@ def normalise(canvas: torch.Tensor, weight_sum: torch.Tensor, eps: float = 0.0) 
     covered = weight_sum > eps
     # Divide by 1 where uncovered so neither the value nor its gradient becomes inf/nan.
     return torch.where(covered, canvas / torch.where(covered, weight_sum, 1.0), 0.0)
+
+
+@torch.no_grad()
+def normalise_(canvas: torch.Tensor, weight_sum: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """:func:`normalise` in place, for inference: ``canvas`` is overwritten and returned.
+
+    One pass over ``canvas`` (a multiply by the per-pixel reciprocal weight) instead of three
+    and no ``[C, H, W]`` temporaries: several times faster on the many-channel canvases of
+    whole-slide runs. Equal to :func:`normalise` up to float rounding (exactly where the
+    weights are 1).
+    """
+    scale = torch.where(weight_sum > eps, weight_sum.reciprocal(), 0.0)
+    return canvas.mul_(scale)
