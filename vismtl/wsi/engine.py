@@ -3,9 +3,10 @@
 Per slide, loader worker processes read tiles (each opens its own slide handle), the main
 thread runs the model and blends its outputs into the chunk's canvas, and writer threads
 finalise finished chunks (normalising, decisions, post-processing, instances) and write
-them, so reading, the model and writing overlap. Memory holds only the chunks in flight, whatever the slide's size. Every
-finished chunk is journaled; ``resume`` skips finished slides and finished chunks. One
-failing slide is recorded in the manifest and the batch goes on.
+them, so reading, the model and writing overlap. Memory holds only the chunks in flight,
+whatever the slide's size. Every finished chunk is journaled; ``resume`` skips finished
+slides and finished chunks. One failing slide is recorded in the manifest and the batch
+goes on.
 """
 
 from __future__ import annotations

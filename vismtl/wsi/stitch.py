@@ -48,7 +48,7 @@ class ChunkCanvas:
         recycled: tuple[torch.Tensor, torch.Tensor] | None = None,
         disjoint: bool = False,
     ) -> None:
-        self.region, self.disjoint = region, disjoint
+        self.region = region
         height, width = region[2] - region[0], region[3] - region[1]
         bounds = np.cumsum([0, *channels.values()])
         self.slices = {t: slice(int(a), int(b)) for t, a, b in zip(channels, bounds[:-1], bounds[1:])}
@@ -60,6 +60,9 @@ class ChunkCanvas:
             self.sums = torch.zeros(shape, device=device)
             self.weight_sum = torch.zeros((height, width), device=device)
         self.window = _window(tile, window, torch.device(device))
+        # Disjoint tiles under a flat window: each covered pixel gets one tile at weight 1 and
+        # every other pixel stays 0, so the tiles are copied in and nothing is normalised.
+        self.copy = disjoint and window == "ones"
         self.patch_votes: dict[str, list[int]] = {}
         self.tiles = 0
 
@@ -67,17 +70,32 @@ class ChunkCanvas:
         """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``."""
         offsets = positions - torch.tensor(self.region[:2], device=positions.device)
         if self.slices:
-            tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
-            blend_tiles(tiles, offsets, self.window, self.sums, self.weight_sum)
+            parts = [outputs[t] for t in self.slices]
+            tiles = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            if self.copy:
+                _copy_tiles(tiles, offsets, self.sums)
+            else:
+                blend_tiles(tiles.float(), offsets, self.window, self.sums, self.weight_sum)
         self.tiles += int(positions.shape[0])
 
     def result(self) -> dict[str, torch.Tensor]:
         """``{task: [1, C, H, W]}`` blended (0 where no tile contributed); call once: blends in place."""
-        # Disjoint tiles under a flat window: every covered pixel has weight exactly 1 and every
-        # other pixel a zero sum, so the sums are already the blend.
-        flat = self.disjoint and bool((self.window == 1).all())
-        blended = self.sums if flat else normalise_(self.sums, self.weight_sum)
+        blended = self.sums if self.copy else normalise_(self.sums, self.weight_sum)
         return {t: blended[s][None] for t, s in self.slices.items()}
+
+
+def _copy_tiles(tiles: torch.Tensor, offsets: torch.Tensor, canvas: torch.Tensor) -> None:
+    """Each tile ``[C, h, w]`` into ``canvas`` at its offset (clipped to the canvas)."""
+    height, width = canvas.shape[1:]
+    th, tw = tiles.shape[2:]
+    if not canvas.is_cuda and tiles.dtype == canvas.dtype:
+        # numpy copies these small blocks on this thread; torch would wake its thread pool
+        # for each, which stalls when the loader workers hold the other cores
+        tiles, canvas = tiles.numpy(), canvas.numpy()
+    for tile, (y0, x0) in zip(tiles, offsets.tolist()):
+        ys, xs, ye, xe = max(y0, 0), max(x0, 0), min(y0 + th, height), min(x0 + tw, width)
+        if ye > ys and xe > xs:
+            canvas[:, ys:ye, xs:xe] = tile[:, ys - y0 : ye - y0, xs - x0 : xe - x0]
 
 
 @functools.lru_cache(maxsize=8)
