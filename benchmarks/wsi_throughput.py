@@ -114,6 +114,20 @@ def check_trivial(model: nn.Module, slide: Path, out: Path) -> None:
         raise SystemExit("the engine's raster does not match the model on the slide: refusing to report speeds")
 
 
+def bench_settings(args: argparse.Namespace, threads: int, context: int) -> WSISettings:
+    """0.5 um/px, 256 px tiles, 1024 px chunks (64 px margins where a task has instances)."""
+    return WSISettings(
+        mpp=0.5,
+        tile=256,
+        context=context,
+        chunk=1024,
+        margin=64,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        threads=threads or None,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=20_000)
@@ -132,15 +146,7 @@ def main() -> None:
     trivial_tasks = build_tasks({"mask": dict(kind="saliency")})
     model = OneByOne()
     for threads in args.threads:
-        settings = WSISettings(
-            mpp=0.5,
-            tile=256,
-            context=0,
-            chunk=1024,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            threads=threads or None,
-        )
+        settings = bench_settings(args, threads, context=0)
         results = []
         for _ in range(args.repeats):
             result, out = run(model, trivial_tasks, slide, args.cache, "wsi_trivial_", settings)
@@ -156,15 +162,7 @@ def main() -> None:
     if args.histology_checkpoint:
         ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
     for threads in args.threads:
-        settings = WSISettings(
-            mpp=0.5,
-            tile=256,
-            context=32,
-            margin=64,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            threads=threads or None,
-        )
+        settings = bench_settings(args, threads, context=32)
         result, out = run(histology, tasks, slide, args.cache, "wsi_histology_", settings)
         shutil.rmtree(out)
         report(f"histology quickstart, threads {threads or 'default'}", [result], settings.tile)
