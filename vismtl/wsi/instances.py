@@ -12,15 +12,14 @@ outside the core are dropped (they are the neighbour's, or cut by the array bord
 
 An owned object that touches an array side carrying margin means the margin was too small: the
 object may be cut, and the neighbour may own another piece of it. It is kept (a piece beats
-nothing) and counted in :attr:`ChunkInstances.cut`; :func:`instances_in_chunk` warns with
-:class:`MarginTooSmallWarning`. A side without margin (the core reaches the array edge) is taken to
-be the slide edge, where objects are legitimately cut.
+nothing) and counted in :attr:`ChunkInstances.cut` (the engine adds the counts up and warns
+once per slide). A side without margin (the core reaches the array edge) is taken to be the slide
+edge, where objects are legitimately cut.
 """
 
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,9 +33,7 @@ from shapely.geometry.polygon import orient
 __all__ = [
     "ChunkInstances",
     "Instance",
-    "MarginTooSmallWarning",
     "extract_chunk",
-    "instances_in_chunk",
     "polygon_from_mask",
 ]
 
@@ -69,39 +66,6 @@ class ChunkInstances:
     cut: int  # > 0 means the margin is smaller than some object: raise it
 
 
-class MarginTooSmallWarning(UserWarning):
-    """An owned object touches the margin's outer border, so it may be cut."""
-
-
-def instances_in_chunk(
-    labels: np.ndarray,
-    core: Core,
-    origin: tuple[float, float],
-    scale: float,
-    mpp: float | None,
-    task: str,
-    types: dict[int, int] | None = None,
-    class_names: Sequence[str] = (),
-) -> list[Instance]:
-    """The instances owned by ``core`` (see the module docstring); warns when the margin was too small.
-
-    ``labels``: int instance map ``[H, W]`` of the chunk with its margin (0 = background);
-    ``core``: ``(y0, x0, y1, x1)`` of the chunk's own region in ``labels``; ``origin``: ``(x, y)``
-    of ``labels[0, 0]`` in output-grid pixels (integers, for stable ids); ``scale``: level-0 pixels
-    per output pixel; ``mpp``: microns per level-0 pixel; ``types``: label -> class id;
-    ``class_names[class_id]`` names a class (default: the task name for 0, ``"{task} {id}"`` else).
-    """
-    result = extract_chunk(labels, core, origin, scale, mpp, task, types, class_names)
-    if result.cut:
-        warnings.warn(
-            f"{result.cut} {task} object(s) owned by chunk core {core} touch the margin's outer border; "
-            "they may be cut - raise the margin above the largest object size",
-            MarginTooSmallWarning,
-            stacklevel=2,
-        )
-    return result.instances
-
-
 def extract_chunk(
     labels: np.ndarray,
     core: Core,
@@ -112,7 +76,14 @@ def extract_chunk(
     types: dict[int, int] | None = None,
     class_names: Sequence[str] = (),
 ) -> ChunkInstances:
-    """Like :func:`instances_in_chunk`, but returns the count of cut objects instead of warning."""
+    """The instances owned by ``core`` (see the module docstring) and the count of cut ones.
+
+    ``labels``: int instance map ``[H, W]`` of the chunk with its margin (0 = background);
+    ``core``: ``(y0, x0, y1, x1)`` of the chunk's own region in ``labels``; ``origin``: ``(x, y)``
+    of ``labels[0, 0]`` in output-grid pixels (integers, for stable ids); ``scale``: level-0 pixels
+    per output pixel; ``mpp``: microns per level-0 pixel; ``types``: label -> class id;
+    ``class_names[class_id]`` names a class (default: the task name for 0, ``"{task} {id}"`` else).
+    """
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
