@@ -48,7 +48,7 @@ def main() -> None:
     for config in args.configs:
         cfg = load_config(config)
         tasks = build_tasks(cfg.tasks)
-        baselines = load_baselines(args.baselines or [str(ROOT / p) for p in cfg.evaluation.baselines])
+        baselines = load_baselines(args.baselines or str(ROOT / cfg.evaluation.baselines), list(tasks))
         per_seed = [run(config, seed) for seed in args.seeds]
         metrics = {name: [r[name][task.headline[0]] for r in per_seed] for name, task in tasks.items()}
         deltas = [delta_m(r, baselines, tasks) for r in per_seed]

@@ -11,6 +11,4 @@ train = dict(max_iters=800, checkpoint_interval=200)
 
 # Delta_m against the single-task baselines (configs/scenes/stl_*.py), once they have run:
 #   for t in semseg parts saliency normals depth edge; do python tools/train.py configs/scenes/stl_$t.py; done
-evaluation = dict(
-    baselines=[f"work_dirs/stl_{t}/eval.json" for t in ("semseg", "parts", "saliency", "normals", "depth", "edge")]
-)
+evaluation = dict(baselines="work_dirs/stl_{task}/eval.json")

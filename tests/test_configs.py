@@ -51,4 +51,4 @@ def test_single_task_configs_match_their_multi_task_config(multi, prefix):
         assert list(single.tasks) == [name]
         assert single.tasks[name] == base.tasks[name]
         assert single.model == base.model and single.train == base.train and single.optimizer == base.optimizer
-        assert f"{prefix.split('/')[-1]}{name}/eval.json" in str(base.evaluation.baselines)
+        assert base.evaluation.baselines.format(task=name) == f"work_dirs/{prefix.split('/')[-1]}{name}/eval.json"

@@ -315,6 +315,17 @@ def test_load_baselines_merges_files(tmp_path):
     assert load_baselines(first) == {"semseg": {"mIoU": 40.0, "aAcc": 80.0}}
 
 
+def test_load_baselines_task_template(tmp_path):
+    """A path with {task} reads one eval.json per task; a missing one names its file."""
+    for task, metrics in {"semseg": {"mIoU": 40.0}, "depth": {"rmse": 0.5}}.items():
+        (tmp_path / f"stl_{task}").mkdir()
+        (tmp_path / f"stl_{task}" / "eval.json").write_text(json.dumps({"tasks": {task: metrics}}))
+    template = str(tmp_path / "stl_{task}" / "eval.json")
+    assert load_baselines(template, ["semseg", "depth"]) == {"semseg": {"mIoU": 40.0}, "depth": {"rmse": 0.5}}
+    with pytest.raises(FileNotFoundError, match=r"stl_edge.eval\.json"):
+        load_baselines(template, ["semseg", "edge"])
+
+
 def test_load_baselines_errors(tmp_path):
     """A missing file and a JSON without 'tasks' raise errors that name the file and the cause."""
     missing = tmp_path / "nope.json"

@@ -5,11 +5,4 @@ _base_ = ["../_base_/datasets/nyud.py", "../_base_/models/hps_vit_large.py", "..
 model = dict(backbone=dict(img_size=(448, 576)))
 
 # Delta_m against the single-task baselines (nyud_stl_vitl_*.py) once they have been tested.
-evaluation = dict(
-    baselines=[
-        "work_dirs/nyud_stl_vitl_semseg/eval.json",
-        "work_dirs/nyud_stl_vitl_depth/eval.json",
-        "work_dirs/nyud_stl_vitl_normals/eval.json",
-        "work_dirs/nyud_stl_vitl_edge/eval.json",
-    ]
-)
+evaluation = dict(baselines="work_dirs/nyud_stl_vitl_{task}/eval.json")

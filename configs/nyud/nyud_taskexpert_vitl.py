@@ -9,11 +9,4 @@ _base_ = [
 model = dict(backbone=dict(img_size=(448, 576)))
 
 # Delta_m against the same single-task baselines as the HPS configs (nyud_stl_vitl_*.py).
-evaluation = dict(
-    baselines=[
-        "work_dirs/nyud_stl_vitl_semseg/eval.json",
-        "work_dirs/nyud_stl_vitl_depth/eval.json",
-        "work_dirs/nyud_stl_vitl_normals/eval.json",
-        "work_dirs/nyud_stl_vitl_edge/eval.json",
-    ]
-)
+evaluation = dict(baselines="work_dirs/nyud_stl_vitl_{task}/eval.json")

@@ -6,12 +6,4 @@ _base_ = [
 ]
 
 # Delta_m against the single-task baselines (pascal_stl_vitb_*.py) once they have been tested.
-evaluation = dict(
-    baselines=[
-        "work_dirs/pascal_stl_vitb_semseg/eval.json",
-        "work_dirs/pascal_stl_vitb_parts/eval.json",
-        "work_dirs/pascal_stl_vitb_saliency/eval.json",
-        "work_dirs/pascal_stl_vitb_normals/eval.json",
-        "work_dirs/pascal_stl_vitb_edge/eval.json",
-    ]
-)
+evaluation = dict(baselines="work_dirs/pascal_stl_vitb_{task}/eval.json")

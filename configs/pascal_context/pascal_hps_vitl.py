@@ -6,12 +6,4 @@ _base_ = [
 ]
 
 # Delta_m against the single-task baselines (pascal_stl_vitl_*.py) once they have been tested.
-evaluation = dict(
-    baselines=[
-        "work_dirs/pascal_stl_vitl_semseg/eval.json",
-        "work_dirs/pascal_stl_vitl_parts/eval.json",
-        "work_dirs/pascal_stl_vitl_saliency/eval.json",
-        "work_dirs/pascal_stl_vitl_normals/eval.json",
-        "work_dirs/pascal_stl_vitl_edge/eval.json",
-    ]
-)
+evaluation = dict(baselines="work_dirs/pascal_stl_vitl_{task}/eval.json")

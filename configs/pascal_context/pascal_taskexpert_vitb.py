@@ -6,12 +6,4 @@ _base_ = [
 ]
 
 # Delta_m against the same single-task baselines as the HPS configs (pascal_stl_vitb_*.py).
-evaluation = dict(
-    baselines=[
-        "work_dirs/pascal_stl_vitb_semseg/eval.json",
-        "work_dirs/pascal_stl_vitb_parts/eval.json",
-        "work_dirs/pascal_stl_vitb_saliency/eval.json",
-        "work_dirs/pascal_stl_vitb_normals/eval.json",
-        "work_dirs/pascal_stl_vitb_edge/eval.json",
-    ]
-)
+evaluation = dict(baselines="work_dirs/pascal_stl_vitb_{task}/eval.json")

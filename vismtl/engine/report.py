@@ -24,7 +24,7 @@ def compute_delta_m(results: Results, tasks: Mapping[str, Task], baselines: Any)
     if baselines is None:
         return None
     try:
-        return delta_m(results, load_baselines(baselines), tasks)
+        return delta_m(results, load_baselines(baselines, list(tasks)), tasks)
     except FileNotFoundError as err:
         log.warning("Delta_m not computed: %s", err)
         return None

@@ -76,7 +76,8 @@ class DataSettings:
 class EvalSettings:
     """Attributes:
     baselines: single-task results for Delta_m: ``{task: {metric: value}}``, or the path(s)
-        of the single-task runs' ``eval.json`` files (relative to the current folder).
+        of the single-task runs' ``eval.json`` files (relative to the current folder); a
+        path with ``{task}`` stands for one file per task.
     show_max: at most this many panels with ``--show-dir``.
     """
 

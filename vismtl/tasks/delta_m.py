@@ -8,7 +8,7 @@ reported in percent.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vismtl.tasks.base import Task
@@ -16,14 +16,20 @@ from vismtl.tasks.base import Task
 Results = Mapping[str, Mapping[str, float]]
 
 
-def load_baselines(source: Results | str | Path | list | tuple) -> dict[str, dict[str, float]]:
+def load_baselines(
+    source: Results | str | Path | list | tuple, tasks: Sequence[str] = ()
+) -> dict[str, dict[str, float]]:
     """Single-task results from a dict, or from one or more ``eval.json`` files.
 
     Each file is ``{"tasks": {task: {metric: value}}, ...}`` as ``tools/test.py`` writes
-    it; several files (one per single-task run) are merged, later files winning.
+    it; several files (one per single-task run) are merged, later files winning. A path
+    with ``{task}`` in it stands for one file per name in ``tasks``
+    (``"work_dirs/stl_{task}/eval.json"``).
     """
     if isinstance(source, Mapping):
         return {task: dict(metrics) for task, metrics in source.items()}
+    if isinstance(source, str) and "{task}" in source:
+        source = [source.format(task=task) for task in tasks]
     paths = [source] if isinstance(source, (str, Path)) else list(source)
     merged: dict[str, dict[str, float]] = {}
     for path in paths:
