@@ -13,10 +13,12 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from vismtl.engine.cli import run_command
 from vismtl.wsi.batch import infer_slides
+from vismtl.wsi.settings import WSISettings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,8 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", help="slide files, folders of slides, or .txt files listing slides")
     parser.add_argument("--out-dir", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="skip finished slides, continue partial ones")
-    parser.add_argument("--mpp", type=float, help="microns per pixel of slides without that metadata")
-    parser.add_argument("--target-mpp", type=float, help="microns per pixel of the output grid (config: wsi.mpp)")
+    parser.add_argument("--mpp", dest="slide_mpp", type=float, help="microns per pixel of slides without that metadata")
+    # Options named as WSISettings fields override the config's wsi section.
+    parser.add_argument("--target-mpp", dest="mpp", type=float, help="microns per pixel of the output grid")
     parser.add_argument("--tile", type=int, help="output pixels kept per tile")
     parser.add_argument("--stride", type=int, help="step between tiles (default: the tile size)")
     parser.add_argument("--context", type=int, help="context pixels on each side of a tile")
@@ -45,26 +48,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    options = dict(
-        mpp=args.target_mpp,
-        tile=args.tile,
-        stride=args.stride,
-        context=args.context,
-        chunk=args.chunk,
-        margin=args.margin,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        threads=args.threads,
-        mask_dir=args.mask_dir,
-        tissue=args.tissue,
-        amp=args.amp,
-    )
+    options = {f.name: getattr(args, f.name, None) for f in fields(WSISettings)}
     entries = []
 
     def run():
         entries.extend(
             infer_slides(
-                args.config, args.checkpoint, args.inputs, args.out_dir, args.resume, args.mpp, options, args.launcher
+                args.config,
+                args.checkpoint,
+                args.inputs,
+                args.out_dir,
+                args.resume,
+                args.slide_mpp,
+                options,
+                args.launcher,
             )
         )
 
