@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Row, device_description, measure  # noqa: E402
+from harness import Row, bandwidth_line, copy_bandwidth, device_description, measure  # noqa: E402
 from vismtl.ops.expert_gating import expert_gating, expert_gating_naive, expert_gating_reference  # noqa: E402
 
 SHAPES = {"PASCAL ViT-L": (2, 32 * 32, 5), "NYUD ViT-L": (2, 28 * 36, 4)}
@@ -52,14 +52,6 @@ def minimum_bytes(batch, pixels, tasks, experts, channels, element: int, backwar
     # backward reads the three inputs and the two output gradients, writes three gradients
     back = rows * (2 * (experts * channels + tasks * (experts + 1) + tasks * channels) + 2 * tasks * channels)
     return (forward + back) * element
-
-
-def copy_bandwidth(device: torch.device) -> float:
-    """GB/s of a large device-to-device copy (read + write counted)."""
-    source = torch.empty(64 * 2**20, dtype=torch.float32, device=device)
-    target = torch.empty_like(source)
-    seconds = sorted(measure(lambda: target.copy_(source), repeats=10, warmup=2))[5]
-    return 2 * source.numel() * 4 / seconds / 1e9
 
 
 def check(impl, inputs, reference) -> None:
@@ -115,14 +107,10 @@ def main() -> None:
 
                 with torch.set_grad_enabled(backward):
                     rows.append(Row(name, measure(run, repeats=args.repeats, warmup=3), 1))
-            base = rows[0].median
             moved = minimum_bytes(batch, pixels, tasks, args.experts, args.channels, element, backward)
             for row in rows:
-                rate = moved / row.median / 1e9
-                print(
-                    f"{shape_name:14s} {row.name:10s} {'fwd+bwd' if backward else 'fwd':9s} {row.median * 1e3:10.3f}"
-                    f" {base / row.median:12.2f}x {rate:8.1f} {100 * rate / bandwidth:9.1f}%"
-                )
+                label = f"{shape_name:14s} {row.name:10s} {'fwd+bwd' if backward else 'fwd':9s}"
+                print(bandwidth_line(label, row, rows[0], moved, bandwidth))
 
 
 if __name__ == "__main__":

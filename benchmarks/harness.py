@@ -63,3 +63,20 @@ def print_table(rows: list[Row], unit: str = "items/s") -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """GB/s of a large device-to-device copy (read + write counted): the roofline for memory-bound ops."""
+    source = torch.empty(64 * 2**20, dtype=torch.float32, device=device)
+    target = torch.empty_like(source)
+    seconds = sorted(measure(lambda: target.copy_(source), repeats=10, warmup=2))[5]
+    return 2 * source.numel() * 4 / seconds / 1e9
+
+
+def bandwidth_line(label: str, row: Row, baseline: Row, moved_bytes: int, bandwidth: float) -> str:
+    """``label``, median ms, speed-up over ``baseline``, achieved GB/s and its share of ``bandwidth``."""
+    rate = moved_bytes / row.median / 1e9
+    return (
+        f"{label} {row.median * 1e3:10.3f} {baseline.median / row.median:12.2f}x {rate:8.1f}"
+        f" {100 * rate / bandwidth:9.1f}%"
+    )

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Row, device_description, measure  # noqa: E402
+from harness import Row, bandwidth_line, copy_bandwidth, device_description, measure  # noqa: E402
 from vismtl.ops.tile_blend import blend_tiles, blend_window  # noqa: E402
 
 
@@ -61,14 +61,6 @@ def minimum_bytes(tiles: torch.Tensor, canvas_shape, backward: bool) -> int:
     tile_bytes = tiles.numel() * tiles.element_size()
     forward = tile_bytes + 2 * 4 * (channels + 1) * height * width
     return forward + (tile_bytes + 4 * channels * height * width if backward else 0)
-
-
-def copy_bandwidth(device: torch.device) -> float:
-    """GB/s of a large device-to-device copy (read + write counted)."""
-    source = torch.empty(64 * 2**20, dtype=torch.float32, device=device)
-    target = torch.empty_like(source)
-    seconds = sorted(measure(lambda: target.copy_(source), repeats=10, warmup=2))[5]
-    return 2 * source.numel() * 4 / seconds / 1e9
 
 
 def blend_and_grad(impl, tiles, offsets, weight, canvas_shape):
@@ -131,14 +123,10 @@ def main() -> None:
 
             with torch.set_grad_enabled(backward):
                 rows.append(Row(name, measure(run, repeats=args.repeats, warmup=1), 1))
-        base = rows[0].median
         moved = minimum_bytes(tiles, canvas_shape, backward)
         for row in rows:
-            rate = moved / row.median / 1e9
-            print(
-                f"{row.name:10s} {'fwd+bwd' if backward else 'fwd':9s} {row.median * 1e3:10.3f}"
-                f" {base / row.median:12.2f}x {rate:8.1f} {100 * rate / bandwidth:9.1f}%"
-            )
+            label = f"{row.name:10s} {'fwd+bwd' if backward else 'fwd':9s}"
+            print(bandwidth_line(label, row, rows[0], moved, bandwidth))
 
 
 if __name__ == "__main__":
