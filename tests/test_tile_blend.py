@@ -240,3 +240,25 @@ def test_in_place_normalise_equals_normalise():
     assert out.data_ptr() == canvas.data_ptr()  # in place
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)
     assert (out[:, 4:9, 7:20] == 0).all() and torch.equal(out[:, 20:], expected[:, 20:])
+
+
+def test_chunk_canvas_copies_disjoint_tiles_as_blending_would():
+    """Disjoint tiles under the flat window: the copy path equals blend + normalise, exactly,
+    including tiles cut by the region border and a recycled buffer holding old values."""
+    from vismtl.wsi.stitch import ChunkCanvas
+
+    torch.manual_seed(0)
+    region, channels = (10, 20, 10 + 90, 20 + 70), {"a": 2, "b": 1}
+    # 32 px tiles on a grid offset from the region, some cut by its border; (32, 40) left out
+    positions = torch.tensor([[y, x] for y in (0, 32, 64, 96) for x in (8, 40, 72) if (y, x) != (32, 40)])
+    outputs = {"a": torch.rand(11, 2, 32, 32), "b": torch.rand(11, 1, 32, 32)}
+    blended = ChunkCanvas(region, channels, 32, "ones", "cpu")
+    stale = (torch.full((3, 90, 70), 7.0), None)
+    copied = ChunkCanvas(region, channels, 32, "ones", "cpu", recycled=stale, disjoint=True)
+    for canvas in (blended, copied):
+        canvas.add(outputs, positions)
+    assert copied.weight_sum is None and copied.sums.data_ptr() == stale[0].data_ptr()
+    expected, got = blended.result(), copied.result()
+    assert all(torch.equal(expected[t], got[t]) for t in channels)
+    assert got["b"][0, 0, 0, 0] == outputs["b"][0, 0, 10, 12]  # the first tile starts 10 rows, 12 columns out
+    assert (got["a"][0, :, 22:54, 20:52] == 0).all()  # the missing tile: stale values gone, nothing blended

@@ -34,7 +34,8 @@ class ChunkCanvas:
         channels: ``{task: channels}`` of the dense tasks.
         tile: kept tile side; ``window`` (``"ones"`` | ``"hann"``) weighs its pixels.
         device: where to accumulate (the model's device).
-        recycled: ``(sums, weight_sum)`` of a finished canvas to reuse.
+        recycled: ``(sums, weight_sum)`` of a finished canvas to reuse (``weight_sum`` None
+            when that canvas copied its tiles).
         disjoint: whether tiles never overlap (stride >= tile).
     """
 
@@ -45,37 +46,37 @@ class ChunkCanvas:
         tile: int,
         window: str,
         device,
-        recycled: tuple[torch.Tensor, torch.Tensor] | None = None,
+        recycled: tuple[torch.Tensor, torch.Tensor | None] | None = None,
         disjoint: bool = False,
     ) -> None:
         self.region = region
         height, width = region[2] - region[0], region[3] - region[1]
         bounds = np.cumsum([0, *channels.values()])
         self.slices = {t: slice(int(a), int(b)) for t, a, b in zip(channels, bounds[:-1], bounds[1:])}
-        shape = (int(bounds[-1]), height, width)
-        if recycled is not None and recycled[0].shape == shape and recycled[0].device == torch.device(device):
-            # a finished chunk's buffers: zeroing them costs a fraction of fresh pages
-            self.sums, self.weight_sum = recycled[0].zero_(), recycled[1].zero_()
-        else:
-            self.sums = torch.zeros(shape, device=device)
-            self.weight_sum = torch.zeros((height, width), device=device)
-        self.window = _window(tile, window, torch.device(device))
         # Disjoint tiles under a flat window: each covered pixel gets one tile at weight 1 and
-        # every other pixel stays 0, so the tiles are copied in and nothing is normalised.
+        # every other pixel stays 0, so the tiles are copied in and there are no weights.
         self.copy = disjoint and window == "ones"
+        shape = (int(bounds[-1]), height, width)
+        fits = recycled is not None and recycled[0].shape == shape and recycled[0].device == torch.device(device)
+        # a finished chunk's buffers: zeroing them costs a fraction of fresh pages
+        sums, weights = recycled if fits else (None, None)
+        self.sums = sums.zero_() if sums is not None else torch.zeros(shape, device=device)
+        self.weight_sum: torch.Tensor | None = None
+        if not self.copy:
+            self.weight_sum = weights.zero_() if weights is not None else torch.zeros((height, width), device=device)
+            self.window = _window(tile, window, torch.device(device))
         self.patch_votes: dict[str, list[int]] = {}
         self.tiles = 0
 
     def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> None:
         """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``."""
         offsets = positions - torch.tensor(self.region[:2], device=positions.device)
-        if self.slices:
-            parts = [outputs[t] for t in self.slices]
-            tiles = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-            if self.copy:
-                _copy_tiles(tiles, offsets, self.sums)
-            else:
-                blend_tiles(tiles.float(), offsets, self.window, self.sums, self.weight_sum)
+        if self.copy:
+            for task, channels in self.slices.items():
+                _copy_tiles(outputs[task], offsets, self.sums[channels])
+        elif self.slices:
+            tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
+            blend_tiles(tiles, offsets, self.window, self.sums, self.weight_sum)
         self.tiles += int(positions.shape[0])
 
     def result(self) -> dict[str, torch.Tensor]:
@@ -88,10 +89,6 @@ def _copy_tiles(tiles: torch.Tensor, offsets: torch.Tensor, canvas: torch.Tensor
     """Each tile ``[C, h, w]`` into ``canvas`` at its offset (clipped to the canvas)."""
     height, width = canvas.shape[1:]
     th, tw = tiles.shape[2:]
-    if not canvas.is_cuda and tiles.dtype == canvas.dtype:
-        # numpy copies these small blocks on this thread; torch would wake its thread pool
-        # for each, which stalls when the loader workers hold the other cores
-        tiles, canvas = tiles.numpy(), canvas.numpy()
     for tile, (y0, x0) in zip(tiles, offsets.tolist()):
         ys, xs, ye, xe = max(y0, 0), max(x0, 0), min(y0 + th, height), min(x0 + tw, width)
         if ye > ys and xe > xs:
