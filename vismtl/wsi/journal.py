@@ -35,6 +35,3 @@ class Journal:
             handle.write(json.dumps(entry) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-
-    def reset(self) -> None:
-        self.path.unlink(missing_ok=True)
