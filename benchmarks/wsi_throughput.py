@@ -11,7 +11,9 @@ H&E-like tiles) is made once (cached in --cache). Two runs at 0.5 um/px with 256
   unless a checkpoint is given): the fraction of wall time the model is busy.
 
 Before timing, the trivial run's raster is checked against the model applied to the slide
-directly on a few tiles.
+directly on a few tiles. First, the reads alone (one process, no model, no writing) of the
+trivial run's chunks, decoded by tifffile (the default for TIFF pyramids) and by OpenSlide:
+how much of the budget decoding takes.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
 from vismtl.wsi import Slide, SlideRunner, WSISettings  # noqa: E402
+from vismtl.wsi.engine import ChunkTiles, plan_slide  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
 from vismtl.wsi.synthetic import tissue_boxes_content, write_slide  # noqa: E402
+from vismtl.wsi.tiling import TileLayout, TissueIndex  # noqa: E402
+from vismtl.wsi.tissue import tissue_mask  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +105,26 @@ HEADER = (
 )
 
 
+def read_only(slide_path: Path, settings: WSISettings, fast_tiff: bool, repeats: int) -> tuple[float, int]:
+    """(median seconds, tiles) of reading every chunk the engine reads, in this process.
+
+    The same plan as the engine's at scale 1 (the slide is at the target 0.5 um/px).
+    """
+    with Slide.open(slide_path) as slide:
+        thumbnail, thumb_scale = slide.thumbnail(int(slide.width * 0.5 / settings.mask_mpp))
+        layout = TileLayout(slide.height, slide.width, settings.tile, settings.step, settings.context, settings.chunk)
+    plan = plan_slide(layout, TissueIndex(tissue_mask(thumbnail), thumb_scale), {}, 0.5)
+    chunks = ChunkTiles(slide_path, 1.0, plan, settings)
+    seconds = []
+    for _ in range(repeats):
+        with Slide.open(slide_path, fast_tiff=fast_tiff) as slide:
+            started = time.perf_counter()
+            for index in range(len(chunks)):
+                slide.read(*chunks.box(index)[1], 1.0)
+            seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), len(plan.positions)
+
+
 def check_trivial(model: nn.Module, slide: Path, out: Path) -> None:
     """The written raster equals sigmoid(conv) of the slide on a few tissue pixels (uint8 rounding)."""
     array = zarr.open_array(str(out / "bench" / "mask.zarr"), mode="r")
@@ -142,6 +167,10 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     print(f"device: {device_description()}; slide {args.size}x{args.size} at 0.5 um/px, tiles 256x256")
+    reads = {fast: read_only(slide, bench_settings(args, 0, context=0), fast, args.repeats) for fast in (True, False)}
+    for fast, (seconds, tiles) in reads.items():
+        name = "tifffile (default)" if fast else "OpenSlide"
+        print(f"reading alone, one process, {name}: {tiles * 256**2 / 1e6 / seconds:.1f} MP/s of tiles")
     print(HEADER)
     trivial_tasks = build_tasks({"mask": dict(kind="saliency")})
     model = OneByOne()

@@ -121,8 +121,10 @@ def test_closed_slide_refuses_reads(slides):
 def test_read_at_full_resolution_equals_openslide(slides):
     path = slides / "cmu-1-small-region.svs"
     expected = composited(openslide.OpenSlide(str(path)).read_region((700, 1200), 0, (96, 64)))
-    with Slide.open(path) as slide:
-        np.testing.assert_array_equal(slide.read(700, 1200, 96, 64, 1.0), expected)
+    for fast_tiff, backend in ((True, "openslide+tifffile"), (False, "openslide")):
+        with Slide.open(path, fast_tiff=fast_tiff) as slide:
+            assert slide.backend == backend
+            np.testing.assert_array_equal(slide.read(700, 1200, 96, 64, 1.0), expected)
 
 
 def test_half_scale_reads_level_one(slides):

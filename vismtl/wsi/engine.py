@@ -61,13 +61,18 @@ class ChunkTiles(Dataset):
     def __len__(self) -> int:
         return len(self.bounds) - 1
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
-        if self._slide is None:
-            self._slide = Slide.open(self.path)
+    def box(self, index: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Chunk ``index``'s tile corners (with context) and the ``(x, y, w, h)`` read that covers them."""
         corners = self.positions[self.bounds[index] : self.bounds[index + 1]] - self.context
         y0, x0 = corners.min(axis=0)
         y1, x1 = corners.max(axis=0) + self.size
-        block = self._slide.read(int(x0), int(y0), int(x1 - x0), int(y1 - y0), self.scale)
+        return corners, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        if self._slide is None:
+            self._slide = Slide.open(self.path)
+        corners, (x0, y0, width, height) = self.box(index)
+        block = self._slide.read(x0, y0, width, height, self.scale)
         size = self.size
         tiles = np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
         # [n, 3, S, S] as a view of the [n, S, S, 3] pixels: channels-last, no copy; CPU

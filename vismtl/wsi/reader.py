@@ -233,10 +233,10 @@ def _tiff_pixels(path: Path, slide: _OpenSlideSource) -> _ArraySource | None:
     return pixels
 
 
-def _open_source(path: Path) -> _OpenSlideSource | _ArraySource:
+def _open_source(path: Path, fast_tiff: bool = True) -> _OpenSlideSource | _ArraySource:
     try:
         slide = _OpenSlideSource(path)
-        return _tiff_pixels(path, slide) or slide
+        return (_tiff_pixels(path, slide) if fast_tiff else None) or slide
     except openslide.OpenSlideUnsupportedFormatError as exc:
         if path.suffix.lower() not in IMAGE_SUFFIXES + TIFF_SUFFIXES:  # else: try the plain-image reader
             raise SlideError(f"cannot open slide {path}: {exc} (no reader knows this format)") from exc
@@ -263,14 +263,15 @@ class Slide:
         self.mpp = mpp
 
     @classmethod
-    def open(cls, path: str | Path, mpp: float | None = None) -> Slide:
-        """Open `path`; `mpp` (µm per level-0 pixel) overrides or supplies the slide's metadata."""
+    def open(cls, path: str | Path, mpp: float | None = None, fast_tiff: bool = True) -> Slide:
+        """Open `path`; `mpp` (µm per level-0 pixel) overrides or supplies the slide's metadata;
+        `fast_tiff=False` decodes TIFF pyramids through OpenSlide too (see `_tiff_pixels`)."""
         path = Path(path)
         if not path.is_file():
             raise SlideError(f"slide not found: {path}")
         if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
             raise SlideError(f"invalid mpp {mpp} given for slide {path}: need a positive number")
-        source = _open_source(path)
+        source = _open_source(path, fast_tiff)
         return cls(path, source, float(mpp) if mpp is not None else source.mpp)
 
     def require_mpp(self) -> float:
