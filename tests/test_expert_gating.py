@@ -1,6 +1,7 @@
 """The fused expert-gating op: Triton forward and gradients equal the PyTorch reference.
 
-On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set in conftest).
+On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set in conftest);
+where CUDA is available the inputs go to the GPU, so the same tests check the compiled kernels.
 Shapes are deliberately not multiples of the block sizes; output buffers are filled with
 NaN first so that any element the kernels fail to write makes the test fail.
 """
@@ -15,6 +16,7 @@ from vismtl.ops.expert_gating import expert_gating, expert_gating_naive, expert_
 # (rows, experts N, tasks T, channels D): D = 130 spans three 64-wide tiles; T = 5 pads to 8.
 SHAPES = [(37, 5, 3, 21), (63, 3, 5, 130), (5, 7, 1, 64), (1, 1, 2, 3)]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def inputs(rows, num_experts, tasks, channels, dtype, seed=0):
@@ -22,7 +24,7 @@ def inputs(rows, num_experts, tasks, channels, dtype, seed=0):
     experts = torch.randn(rows, num_experts, channels, generator=gen).to(dtype)
     logits = (2 * torch.randn(rows, tasks, num_experts + 1, generator=gen)).to(dtype)
     memory = torch.randn(rows, tasks, channels, generator=gen).to(dtype)
-    return experts, logits, memory
+    return experts.to(DEVICE), logits.to(DEVICE), memory.to(DEVICE)
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -51,8 +53,8 @@ def test_forward_matches_reference(shape, dtype):
 def test_backward_matches_reference(shape, dtype):
     experts, logits, memory = inputs(*shape, dtype, seed=1)
     gen = torch.Generator().manual_seed(2)
-    d_mixed = torch.randn(memory.shape, generator=gen).to(dtype)
-    d_new = torch.randn(memory.shape, generator=gen).to(dtype)
+    d_mixed = torch.randn(memory.shape, generator=gen).to(DEVICE, dtype)
+    d_new = torch.randn(memory.shape, generator=gen).to(DEVICE, dtype)
     out = (nan_like(experts), nan_like(logits), nan_like(memory))
     grads = triton_kernels.gating_backward(experts, logits, memory, d_mixed, d_new, out=out)
 
@@ -89,10 +91,10 @@ def test_reference_equals_the_naive_broadcast():
 def test_gates_are_a_softmax_over_experts_and_memory():
     """With one logit far above the others the op selects that candidate exactly."""
     experts, _, memory = inputs(4, 3, 2, 5, torch.float64)
-    logits = torch.full((4, 2, 4), -1e4, dtype=torch.float64)
+    logits = torch.full((4, 2, 4), -1e4, dtype=torch.float64, device=DEVICE)
     logits[:, 0, 1] = 0.0  # task 0 takes expert 1
     logits[:, 1, 3] = 0.0  # task 1 takes its memory
-    mixed, new_memory = expert_gating(experts, logits, memory)  # CPU tensors: the reference path
+    mixed, new_memory = expert_gating(experts, logits, memory, impl="reference")
     torch.testing.assert_close(mixed[:, 0], experts[:, 1])
     torch.testing.assert_close(mixed[:, 1], memory[:, 1])
     torch.testing.assert_close(new_memory, memory + mixed)

@@ -1,6 +1,7 @@
 """Tile blending: the Triton kernels equal the PyTorch reference, and blending is exact where it must be.
 
-On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set in conftest).
+On the CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set in conftest);
+where CUDA is available every tensor goes to the GPU, so the same tests check the compiled kernels.
 Tile sizes are not multiples of the blocks; offsets are negative, past the edge, fully
 outside and overlapping. The forward's canvas sits between guard bands (nothing may be
 written outside it); the backward's output buffer is filled with NaN first.
@@ -25,6 +26,7 @@ SHAPES = [(5, 3, 37, 29, 61, 83), (4, 2, 1, 70, 3, 50)]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}
 IMPLS = ["triton", "reference"]
 GUARD = 64
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def make_offsets(num_tiles, h, w, height, width, gen):
@@ -40,12 +42,13 @@ def make_offsets(num_tiles, h, w, height, width, gen):
 def inputs(num_tiles, channels, h, w, height, width, dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
     tiles = torch.randn(num_tiles, channels, h, w, generator=gen).to(dtype)
-    return tiles, make_offsets(num_tiles, h, w, height, width, gen), blend_window(h, w, "hann", margin=min(h, w) // 4)
+    offsets = make_offsets(num_tiles, h, w, height, width, gen)
+    return tiles.to(DEVICE), offsets.to(DEVICE), blend_window(h, w, "hann", margin=min(h, w) // 4, device=DEVICE)
 
 
 def guarded(prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``prior`` copied into the middle of a buffer whose guard bands hold a sentinel: (buffer, view)."""
-    buffer = torch.full((prior.numel() + 2 * GUARD,), 1234.5)
+    buffer = torch.full((prior.numel() + 2 * GUARD,), 1234.5, device=DEVICE)
     buffer[GUARD:-GUARD] = prior.flatten()
     return buffer, buffer[GUARD:-GUARD].view(prior.shape)
 
@@ -67,7 +70,7 @@ def grid_offsets(start: int, strides: tuple[int, int], height: int, width: int) 
     ys = torch.arange(start, height, strides[0])
     xs = torch.arange(start, width, strides[1])
     ys, xs = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([ys.flatten(), xs.flatten()], dim=1)
+    return torch.stack([ys.flatten(), xs.flatten()], dim=1).to(DEVICE)
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCE))
@@ -75,19 +78,20 @@ def grid_offsets(start: int, strides: tuple[int, int], height: int, width: int) 
 def test_forward_matches_reference(shape, dtype):
     tiles, offsets, weight = inputs(*shape, dtype)
     channels, height, width = shape[1], *shape[-2:]
-    prior = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(9))
+    prior = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(9)).to(DEVICE)
     canvas_buffer, canvas = guarded(prior)
     sum_buffer, weight_sum = guarded(torch.ones(height, width))
     triton_kernels.blend_forward(tiles, offsets, weight, canvas, weight_sum)
 
-    expected, expected_sum = prior.clone(), torch.ones(height, width)
+    expected, expected_sum = prior.clone(), torch.ones(height, width, device=DEVICE)
     blend_tiles_reference(tiles, offsets, weight, expected, expected_sum)
     assert relative_error(canvas, expected) < TOLERANCE[dtype]
     assert relative_error(weight_sum, expected_sum) < 1e-6
     for buffer in (canvas_buffer, sum_buffer):
         assert (buffer[:GUARD] == 1234.5).all() and (buffer[-GUARD:] == 1234.5).all(), "wrote outside the canvas"
-    hits = torch.zeros(height, width)
-    blend_tiles_reference(torch.ones(len(tiles), 1, *tiles.shape[-2:]), offsets, weight, hits[None], hits)
+    hits = torch.zeros(height, width, device=DEVICE)
+    ones = torch.ones(len(tiles), 1, *tiles.shape[-2:], device=DEVICE)
+    blend_tiles_reference(ones, offsets, weight, hits[None], hits)
     assert torch.equal(canvas[:, hits == 0], prior[:, hits == 0]), "changed pixels no tile covers"
 
 
@@ -96,7 +100,7 @@ def test_forward_matches_reference(shape, dtype):
 def test_backward_matches_reference(shape, dtype):
     tiles, offsets, weight = inputs(*shape, dtype, seed=1)
     channels, height, width = shape[1], *shape[-2:]
-    d_canvas = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(2))
+    d_canvas = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     d_tiles = triton_kernels.blend_backward(
         d_canvas, offsets, weight, tiles.shape, out=torch.full_like(tiles, torch.nan)
     )
@@ -104,8 +108,9 @@ def test_backward_matches_reference(shape, dtype):
     # The reference's autograd, and the op's autograd function with the tiles blended in two calls.
     grads = {}
     for impl in IMPLS:
-        leaf, prior = tiles.clone().requires_grad_(), torch.randn(channels, height, width).requires_grad_()
-        canvas, weight_sum = prior.clone(), torch.zeros(height, width)
+        leaf = tiles.clone().requires_grad_()
+        prior = torch.randn(channels, height, width, device=DEVICE).requires_grad_()
+        canvas, weight_sum = prior.clone(), torch.zeros(height, width, device=DEVICE)
         for part in (slice(0, 2), slice(2, None)):
             canvas, weight_sum = blend_tiles(leaf[part], offsets[part], weight, canvas, weight_sum, impl=impl)
         assert not weight_sum.requires_grad
@@ -120,21 +125,22 @@ def test_backward_matches_reference(shape, dtype):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_non_overlapping_tiles_with_ones_window_are_reproduced_exactly(impl):
     """A 3 x 4 grid of 7 x 5 tiles on a 19 x 18 canvas (the last row and column overhang)."""
-    image = torch.randn(2, 21, 20, generator=torch.Generator().manual_seed(3))
+    image = torch.randn(2, 21, 20, generator=torch.Generator().manual_seed(3)).to(DEVICE)
     offsets = grid_offsets(0, (7, 5), 19, 18)
-    canvas, weight_sum = torch.zeros(2, 19, 18), torch.zeros(19, 18)
-    blend_tiles(crops(image, offsets, 7, 5), offsets, blend_window(7, 5, "ones"), canvas, weight_sum, impl=impl)
-    assert torch.equal(weight_sum, torch.ones(19, 18))
+    canvas, weight_sum = torch.zeros(2, 19, 18, device=DEVICE), torch.zeros(19, 18, device=DEVICE)
+    window = blend_window(7, 5, "ones", device=DEVICE)
+    blend_tiles(crops(image, offsets, 7, 5), offsets, window, canvas, weight_sum, impl=impl)
+    assert torch.equal(weight_sum, torch.ones(19, 18, device=DEVICE))
     assert torch.equal(normalise(canvas, weight_sum), image[:, :19, :18])
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("kind, margin", [("hann", 0), ("hann", 2), ("ones", 0), ("center", 4)])
 def test_overlapping_crops_of_one_image_normalise_back_to_it(kind, margin, impl):
-    image = torch.randn(2, 30, 37, generator=torch.Generator().manual_seed(4))
+    image = torch.randn(2, 30, 37, generator=torch.Generator().manual_seed(4)).to(DEVICE)
     offsets = grid_offsets(-4, (8, 8), 30, 37)  # 16 x 16 tiles at stride 8: every pixel in two to four tiles
-    canvas, weight_sum = torch.zeros(2, 30, 37), torch.zeros(30, 37)
-    tiles, window = crops(image, offsets, 16, 16), blend_window(16, 16, kind, margin)
+    canvas, weight_sum = torch.zeros(2, 30, 37, device=DEVICE), torch.zeros(30, 37, device=DEVICE)
+    tiles, window = crops(image, offsets, 16, 16), blend_window(16, 16, kind, margin, device=DEVICE)
     blend_tiles(tiles, offsets, window, canvas, weight_sum, impl=impl)
     assert (weight_sum > 0).all()
     torch.testing.assert_close(normalise(canvas, weight_sum), image, rtol=1e-5, atol=1e-6)
@@ -146,12 +152,12 @@ def test_center_window_at_its_own_stride_takes_each_pixel_from_one_tile(impl):
     height, width, margin, core = 23, 17, 3, 5
     offsets = grid_offsets(-margin, (core, core), height - margin, width - margin)
     columns = len(range(-margin, width - margin, core))
-    tiles = torch.randn(len(offsets), 2, 11, 11, generator=torch.Generator().manual_seed(5))
-    canvas, weight_sum = torch.zeros(2, height, width), torch.zeros(height, width)
-    blend_tiles(tiles, offsets, blend_window(11, 11, "center", margin), canvas, weight_sum, impl=impl)
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    tiles = torch.randn(len(offsets), 2, 11, 11, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    canvas, weight_sum = torch.zeros(2, height, width, device=DEVICE), torch.zeros(height, width, device=DEVICE)
+    blend_tiles(tiles, offsets, blend_window(11, 11, "center", margin, device=DEVICE), canvas, weight_sum, impl=impl)
+    ys, xs = torch.meshgrid(torch.arange(height, device=DEVICE), torch.arange(width, device=DEVICE), indexing="ij")
     expected = tiles[(ys // core) * columns + xs // core, :, ys % core + margin, xs % core + margin].permute(2, 0, 1)
-    assert torch.equal(weight_sum, torch.ones(height, width))
+    assert torch.equal(weight_sum, torch.ones(height, width, device=DEVICE))
     assert torch.equal(canvas, expected) and torch.equal(normalise(canvas, weight_sum), expected)
 
 
@@ -160,9 +166,9 @@ def test_pixels_outside_the_canvas_are_dropped(impl):
     num_tiles, channels, h, w, height, width = SHAPES[0]
     tiles, offsets, weight = inputs(*SHAPES[0], torch.float32, seed=6)
     tiles[-1], tiles[0, :, 0, 0] = torch.nan, torch.inf  # the whole tile, and a pixel, outside the canvas
-    canvas, weight_sum = torch.zeros(channels, height, width), torch.zeros(height, width)
+    canvas, weight_sum = torch.zeros(channels, height, width, device=DEVICE), torch.zeros(height, width, device=DEVICE)
     blend_tiles(tiles, offsets, weight, canvas, weight_sum, impl=impl)
-    expected_weight, expected_canvas = 0.0, torch.zeros(channels, dtype=torch.float64)
+    expected_weight, expected_canvas = 0.0, torch.zeros(channels, dtype=torch.float64, device=DEVICE)
     for tile, (y, x) in zip(tiles.double(), offsets.tolist()):  # clip each tile by hand
         rows = slice(max(0, -y), max(0, min(h, height - y)))
         cols = slice(max(0, -x), max(0, min(w, width - x)))

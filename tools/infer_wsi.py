@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="tiles per model call")
     parser.add_argument("--workers", type=int, help="tile-reading processes")
     parser.add_argument("--threads", type=int, help="CPU threads of the model (default: one per core)")
+    parser.add_argument("--writers", type=int, help="threads finishing and writing chunks (default 2)")
     parser.add_argument("--mask-dir", help="folder of tissue masks <slide name>.png overriding the automatic one")
     parser.add_argument("--tissue", choices=["auto", "all"], help="'all': run every tile, not only tissue")
     parser.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast")

@@ -36,9 +36,6 @@ from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_mask, tissue_mask
 
 log = logging.getLogger("vismtl")
-# Finishing a chunk (normalising, deciding, post-processing, compressing, writing) mostly
-# runs outside the GIL; two threads keep it from falling behind the model on small models.
-WRITER_THREADS = 2
 
 
 class NoTissueError(RuntimeError):
@@ -201,7 +198,7 @@ class SlideRunner:
         tissue = TissueIndex(mask, thumb_scale / scale)
         plan = plan_slide(layout, tissue, finished, slide_mpp)
         timings["tiles"] = time.perf_counter()
-        timings["model"] = self._run_tiles(slide_input, scale, plan, outputs)
+        busy = self._run_tiles(slide_input, scale, plan, outputs)
         timings["tiles"] = time.perf_counter() - timings["tiles"]
         entries = outputs.journal.entries()
         colours = {n: self._colours(t) for n, t in self.tasks.items() if t.kind == "instance"}
@@ -220,12 +217,10 @@ class SlideRunner:
             instances_written=written,
             tissue_classes=self._proportions(summary["patch_votes"]),
             # tiles_s: the read -> model -> write pipeline alone (wall_s adds the tissue mask,
-            # GeoJSON and pictures)
-            timings={
-                "wall_s": round(wall, 3),
-                "tiles_s": round(timings["tiles"], 3),
-                "model_s": round(timings["model"], 3),
-            },
+            # GeoJSON and pictures); the model thread's time split into model_s, waiting for
+            # tiles (input_wait_s) and waiting for the writers (output_wait_s)
+            timings={"wall_s": round(wall, 3), "tiles_s": round(timings["tiles"], 3)}
+            | {k: round(v, 3) for k, v in busy.items()},
             settings=self.settings.fingerprint(),
         )
         if summary["cut_objects"]:
@@ -260,13 +255,15 @@ class SlideRunner:
 
     # -- the pipeline --------------------------------------------------------------------------
 
-    def _run_tiles(self, slide_input: SlideInput, scale: float, plan: SlidePlan, outputs: SlideOutputs) -> float:
-        """Read (workers, chunk by chunk) -> model (here) -> finalise and write (a thread).
+    def _run_tiles(
+        self, slide_input: SlideInput, scale: float, plan: SlidePlan, outputs: SlideOutputs
+    ) -> dict[str, float]:
+        """Read (workers, chunk by chunk) -> model (here) -> finalise and write (threads).
 
-        Returns the seconds the model was busy.
+        Returns the seconds the model was busy and those it waited for tiles and for the writers.
         """
         if not len(plan.positions):
-            return 0.0
+            return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
         settings = self.settings
         loader = DataLoader(
             ChunkTiles(slide_input.path, scale, plan, settings),
@@ -283,16 +280,24 @@ class SlideRunner:
         finally:
             torch.set_num_threads(threads)
 
-    def _pipeline(self, loader: DataLoader, slide_input: SlideInput, plan: SlidePlan, outputs, scale: float) -> float:
+    def _pipeline(
+        self, loader: DataLoader, slide_input: SlideInput, plan: SlidePlan, outputs, scale: float
+    ) -> dict[str, float]:
         settings, layout = self.settings, plan.layout
         channels = {n: t.num_outputs for n, t in self.dense.items()}
         pending: list[Future] = []
         spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
         disjoint = settings.step >= settings.tile
-        model_seconds = 0.0
-        with ThreadPoolExecutor(max_workers=WRITER_THREADS) as writer, torch.inference_mode():
+        seconds = {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
+        with ThreadPoolExecutor(max_workers=settings.writers) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
-            for chunk_index, images in loader:
+            chunks = iter(loader)
+            while True:
+                waited = time.perf_counter()
+                chunk_index, images = next(chunks, (None, None))
+                seconds["input_wait_s"] += time.perf_counter() - waited
+                if chunk_index is None:
+                    break
                 chunk = plan.chunks[chunk_index]
                 recycled = spare.get_nowait() if not spare.empty() else None
                 canvas = ChunkCanvas(
@@ -304,17 +309,21 @@ class SlideRunner:
                     batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
                     started = time.perf_counter()
                     activated = self._activated(batch)
-                    model_seconds += time.perf_counter() - started
+                    seconds["model_s"] += time.perf_counter() - started
                     where = positions[start : start + len(batch)]
                     canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
                     self._vote(canvas, activated, where, layout.core(*chunk))
                     bar.update(len(batch))
                 finish = self._finish_chunk
                 pending.append(writer.submit(finish, canvas, chunk, layout, plan.mpp, scale, outputs, spare))
-                pending = self._drain(pending, keep=WRITER_THREADS + 1)
+                waited = time.perf_counter()
+                pending = self._drain(pending, keep=settings.writers + 1)
+                seconds["output_wait_s"] += time.perf_counter() - waited
+            waited = time.perf_counter()
             self._drain(pending, keep=0)
+            seconds["output_wait_s"] += time.perf_counter() - waited
             bar.close()
-        return model_seconds
+        return seconds
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):

@@ -25,6 +25,8 @@ class WSISettings:
         threads: CPU threads of the model (default: PyTorch's, one per core). With few cores,
             fewer threads than cores leaves room for the loader workers: a model thread
             sharing a core with a worker stalls every parallel operation it takes part in.
+        writers: threads that finish chunks (decisions, post-processing, instances, writing)
+            while the model runs on the next ones; raise it where the model outruns them (GPUs).
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -45,6 +47,7 @@ class WSISettings:
     batch_size: int = 16
     workers: int = 2
     threads: int | None = None
+    writers: int = 2
     amp: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
@@ -61,6 +64,8 @@ class WSISettings:
             raise ValueError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
+        if self.writers < 1:
+            raise ValueError(f"wsi.writers must be at least 1, not {self.writers}")
 
     @property
     def step(self) -> int:
