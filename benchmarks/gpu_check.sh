@@ -11,6 +11,7 @@ set -u
 LOGS=${1:-gpu_check_logs}
 mkdir -p "$LOGS"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+PY=${PYTHON:-python3}
 CORES=$(nproc)
 WORKERS=$(( CORES / 2 > 1 ? CORES / 2 : 1 ))
 WRITERS=$(( CORES - WORKERS - 1 > 1 ? CORES - WORKERS - 1 : 1 ))
@@ -26,12 +27,12 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
-python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
-TAIL=4 step kernel_tests 150 python -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py
-step wsi_throughput 240 python benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
+"$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
+TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py
+step wsi_throughput 240 "$PY" benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
     --repeats 3 --histology-repeats 3 $CHECKPOINT
-step gating 90 python benchmarks/gating.py
-step tile_blend 60 python benchmarks/tile_blend.py
-TAIL=14 step train_throughput 90 python benchmarks/train_throughput.py --repeats 5 --steps 5
-TAIL=6 step wsi_throughput_amp 90 python benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
+step gating 90 "$PY" benchmarks/gating.py
+step tile_blend 60 "$PY" benchmarks/tile_blend.py
+TAIL=14 step train_throughput 90 "$PY" benchmarks/train_throughput.py --repeats 5 --steps 5
+TAIL=6 step wsi_throughput_amp 90 "$PY" benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
     --repeats 1 --histology-repeats 3 --amp $CHECKPOINT
