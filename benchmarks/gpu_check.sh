@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check in one command, for a short lease of a GPU machine:
 #
-#     bash benchmarks/gpu_check.sh [LOG_DIR]      (HISTOLOGY_CHECKPOINT=... to use trained weights)
+#     bash benchmarks/gpu_check.sh [LOG_DIR]
+#
+# (HISTOLOGY_CHECKPOINT=... for trained weights; STEPS="kernel_tests wsi_throughput" for some steps)
 #
 # the Triton kernel tests on the GPU, the kernel timings (gating, tile blending), training and
 # inference rows with the fused gating, and the whole-slide engine (trivial model's ceiling,
@@ -20,6 +22,7 @@ CHECKPOINT=${HISTOLOGY_CHECKPOINT:+--histology-checkpoint $HISTOLOGY_CHECKPOINT}
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's end
     local name=$1 limit=$2 start
     shift 2
+    [[ -z "${STEPS:-}" || " $STEPS " == *" $name "* ]] || return 0  # STEPS="a b": only those
     start=$(date +%s)
     timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
     echo "== $name: exit $? after $(( $(date +%s) - start )) s"

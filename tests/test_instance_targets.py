@@ -19,6 +19,7 @@ from vismtl.tasks.instance_targets import (
     postprocess_watershed,
     relabel,
     type_map_from_instances,
+    unique_ids,
 )
 
 
@@ -244,6 +245,19 @@ def test_majority_type_and_type_map() -> None:
 def test_relabel() -> None:
     np.testing.assert_array_equal(relabel(np.array([[0, 10, 10], [3, 0, 99]])), [[0, 2, 2], [1, 0, 3]])
     np.testing.assert_array_equal(relabel(np.array([[5, 2]])), [[2, 1]])
+
+
+@pytest.mark.parametrize("high", [1, 7, 5000, 10**9])  # 10**9: sparse ids, the np.unique fallback
+def test_unique_ids_equals_np_unique(high: int) -> None:
+    rng = np.random.default_rng(high)
+    for shape in [(1, 1), (13, 17), (64, 48)]:
+        inst = rng.integers(0, high, shape)
+        inst[rng.random(shape) < 0.3] = 0
+        ids, inverse = np.unique(inst, return_inverse=True)
+        got_ids, got_inverse = unique_ids(inst)
+        np.testing.assert_array_equal(got_ids, ids)
+        np.testing.assert_array_equal(got_inverse, inverse.reshape(shape))
+        assert got_inverse.dtype == np.int32
 
 
 def test_speed_150_nuclei() -> None:

@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from vismtl.tasks import delta_m, load_baselines
+from vismtl.tasks.base import channel_argmax
 from vismtl.tasks.depth import DepthMetric, DepthTask
 from vismtl.tasks.edge import EdgeMetric
 from vismtl.tasks.normals import NormalsMetric, angular_error_deg
@@ -440,3 +441,11 @@ def test_depth_state_independent_of_batch_split():
         split.update(pred[i : i + 1], gt[i : i + 1])
     for key, value in whole.state.items():
         torch.testing.assert_close(split.state[key], value, rtol=1e-12, atol=0)
+
+
+def test_channel_argmax_equals_torch_argmax_with_ties_and_slices():
+    scores = torch.randint(0, 3, (2, 5, 7, 9)).float()  # many ties: the first maximum wins
+    for values in (scores, scores[:, 1:], scores.double()):
+        assert torch.equal(channel_argmax(values), values.argmax(dim=1))
+    with torch.inference_mode():
+        assert torch.equal(channel_argmax(scores[:, 2:]), scores[:, 2:].argmax(dim=1))

@@ -205,7 +205,7 @@ def test_blend_windows():
 
 def test_bad_inputs_are_named():
     tiles, offsets, weight = inputs(3, 2, 5, 4, 9, 9, torch.float32)
-    canvas, weight_sum = torch.zeros(2, 9, 9), torch.zeros(9, 9)
+    canvas, weight_sum = torch.zeros(2, 9, 9, device=DEVICE), torch.zeros(9, 9, device=DEVICE)
     with pytest.raises(ValueError, match="blend_tiles shapes disagree"):
         blend_tiles(tiles, offsets, weight.T, canvas, weight_sum)
     with pytest.raises(TypeError, match="int64 offsets"):

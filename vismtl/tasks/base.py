@@ -182,3 +182,14 @@ def to_numpy(value: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
     return np.asarray(value)
+
+
+def channel_argmax(values: torch.Tensor) -> torch.Tensor:
+    """``values.argmax(dim=1)`` of ``[B, C, ...]`` scores (first maximum on ties).
+
+    On the CPU through numpy, which reduces over the strided class axis 3-4x faster than
+    PyTorch does (it decides every chunk of a whole slide).
+    """
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and not values.requires_grad:
+        return torch.from_numpy(values.numpy().argmax(axis=1))
+    return values.argmax(dim=1)

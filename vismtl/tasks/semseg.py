@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vismtl.tasks.base import IGNORE_INDEX, Metric, Task, masked_mean_per_sample, to_numpy
+from vismtl.tasks.base import IGNORE_INDEX, Metric, Task, channel_argmax, masked_mean_per_sample, to_numpy
 from vismtl.tasks.visual import colorize_labels
 
 
@@ -84,7 +84,7 @@ class SemsegTask(Task):
         return torch.softmax(logits.float(), dim=1)
 
     def decide(self, activated: torch.Tensor) -> torch.Tensor:
-        return activated.argmax(dim=1)
+        return channel_argmax(activated)
 
     def export(self, prediction: torch.Tensor) -> np.ndarray:
         """Class ids as an 8-bit label PNG."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vismtl.tasks import instance_targets as it
-from vismtl.tasks.base import IGNORE_INDEX, Metric, Task, masked_mean_per_sample, to_numpy
+from vismtl.tasks.base import IGNORE_INDEX, Metric, Task, channel_argmax, masked_mean_per_sample, to_numpy
 from vismtl.tasks.instance import soft_dice_loss
 from vismtl.tasks.visual import colorize_labels
 
@@ -116,7 +116,7 @@ class TypeTask(Task):
 
     def decide(self, activated: torch.Tensor) -> torch.Tensor:
         """The most likely object class per pixel (background excluded) ``[B, H, W]``."""
-        return activated[:, 1:].argmax(dim=1) + 1
+        return channel_argmax(activated[:, 1:]) + 1
 
     def refine(self, prediction: torch.Tensor, predictions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Majority type per predicted instance of ``instances_from``; background outside instances."""
