@@ -32,7 +32,7 @@ setup(
         # Whole-slide and histology stack (used by vismtl.wsi and the histology datasets).
         "openslide-python>=1.3",
         "openslide-bin>=4.0",
-        "zarr>=2.16",
+        "zarr>=3.0",
         "tifffile>=2023.7",
         # JPEG (and other) codecs for tifffile: writing tiled pyramidal TIFFs (synthetic slides).
         "imagecodecs>=2023.1",

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -22,6 +23,7 @@ from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.tasks import instance_metrics as im
 from vismtl.wsi import SlideRunner, WSISettings
+from vismtl.wsi.engine import prefetched
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
 from wsi_helpers import GreyOracle, ellipses, write_label_slide
@@ -234,3 +236,21 @@ def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
     for k in range(5):
         assert (out / f"slide{k}" / "summary.json").is_file()
     assert not list(out.glob(".manifest.rank*"))
+
+
+def test_prefetched_keeps_order_reraises_and_stops_its_thread():
+    assert list(prefetched(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise OSError("tile 2 does not decode")
+
+    got = []
+    with pytest.raises(OSError, match="tile 2 does not decode"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+    early = prefetched(iter(range(1000)), depth=2)  # a consumer that stops (an error in the model)
+    assert next(early) == 0
+    early.close()
+    assert not any(t.name == "vismtl-reader" for t in threading.enumerate())

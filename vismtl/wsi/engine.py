@@ -1,7 +1,7 @@
 """Run a model over slides: tissue-masked tiles, batched inference, blending, chunked writes, resume.
 
-Per slide, loader worker processes read tiles (each opens its own slide handle), the main
-thread runs the model and blends its outputs into the chunk's canvas, and writer threads
+Per slide, loader worker processes (or one reading thread) read tiles, each with its own slide
+handle; the main thread runs the model and blends its outputs into the chunk's canvas, and writer threads
 finalise finished chunks (normalising, decisions, post-processing, instances) and write
 them, so reading, the model and writing overlap. Memory holds only the chunks in flight,
 whatever the slide's size. Every finished chunk is journaled; ``resume`` skips finished
@@ -12,13 +12,14 @@ goes on.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from queue import SimpleQueue
+from queue import Empty, Full, Queue, SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,11 @@ class ChunkTiles(Dataset):
         y0, x0 = corners.min(axis=0)
         y1, x1 = corners.max(axis=0) + self.size
         return corners, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+
+    def close(self) -> None:
+        if self._slide is not None:
+            self._slide.close()
+            self._slide = None
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
         if self._slide is None:
@@ -258,20 +264,20 @@ class SlideRunner:
     def _run_tiles(
         self, slide_input: SlideInput, scale: float, plan: SlidePlan, outputs: SlideOutputs
     ) -> dict[str, float]:
-        """Read (workers, chunk by chunk) -> model (here) -> finalise and write (threads).
+        """Read (worker processes, or a thread, chunk by chunk) -> model (here) -> finalise and write (threads).
 
         Returns the seconds the model was busy and those it waited for tiles and for the writers.
         """
         if not len(plan.positions):
             return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
         settings = self.settings
-        loader = DataLoader(
-            ChunkTiles(slide_input.path, scale, plan, settings),
-            batch_size=None,
-            num_workers=settings.workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=2 if settings.workers else None,
-        )
+        tiles = ChunkTiles(slide_input.path, scale, plan, settings)
+        if settings.workers:
+            loader: Iterable = DataLoader(
+                tiles, batch_size=None, num_workers=settings.workers, pin_memory=self.device.type == "cuda"
+            )
+        else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
+            loader = prefetched(tiles[i] for i in range(len(tiles)))
         threads = torch.get_num_threads()
         if settings.threads and self.device.type == "cpu":
             torch.set_num_threads(settings.threads)
@@ -279,9 +285,12 @@ class SlideRunner:
             return self._pipeline(loader, slide_input, plan, outputs, scale)
         finally:
             torch.set_num_threads(threads)
+            if not settings.workers:
+                loader.close()  # stops and joins the reading thread before its slide handle closes
+                tiles.close()
 
     def _pipeline(
-        self, loader: DataLoader, slide_input: SlideInput, plan: SlidePlan, outputs, scale: float
+        self, loader: Iterable, slide_input: SlideInput, plan: SlidePlan, outputs, scale: float
     ) -> dict[str, float]:
         settings, layout = self.settings, plan.layout
         channels = {n: t.num_outputs for n, t in self.dense.items()}
@@ -367,3 +376,44 @@ class SlideRunner:
             if future.done():
                 future.result()  # surface a writer's error now, not at the end of the slide
         return [f for f in pending if not f.done()]
+
+
+def prefetched(items: Iterable, depth: int = 2) -> Iterator:
+    """``items``, produced by a background thread up to ``depth`` ahead; its errors re-raised here."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((done, None))
+        except BaseException as err:  # noqa: BLE001 -- handed to the consumer
+            queue.put((done, err))
+
+    thread = threading.Thread(target=produce, name="vismtl-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        try:  # unblock a producer waiting on a full queue
+            while True:
+                queue.get_nowait()
+        except Empty:
+            pass
+        thread.join()

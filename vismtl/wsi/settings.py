@@ -21,7 +21,9 @@ class WSISettings:
             seen whole (larger than the largest object); 0 when there is no instance task.
         blend: window over overlapping tiles: ``"ones"`` or ``"hann"``.
         batch_size: tiles per model call.
-        workers: tile-reading processes (each opens its own slide handle).
+        workers: tile-reading processes (each opens its own slide handle); 0 reads in one thread of
+            the main process, which copies no tile between processes: the fastest choice for
+            light models on few cores (``benchmarks/wsi_throughput.py``).
         threads: CPU threads of the model (default: PyTorch's, one per core). With few cores,
             fewer threads than cores leaves room for the loader workers: a model thread
             sharing a core with a worker stalls every parallel operation it takes part in.
