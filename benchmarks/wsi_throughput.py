@@ -1,6 +1,6 @@
 """Whole-slide engine throughput: tissue megapixels per second and how busy the model is.
 
-    python benchmarks/wsi_throughput.py [--size 20000] [--workers 2] [--histology-checkpoint CKPT]
+    python benchmarks/wsi_throughput.py [--size 20000] [--workers 0 2] [--threads 0 1] [--histology-checkpoint CKPT]
 
 On a GPU (the model runs there when CUDA is available) give the loader and the writers the
 machine's cores, e.g. ``--workers 8 --writers 6 --histology-repeats 3 --amp``.
@@ -86,7 +86,10 @@ def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettin
     if entry["status"] != "done":
         raise SystemExit(f"the run failed: {entry}")
     summary = json.loads((out / "bench" / "summary.json").read_text())
-    return {"wall": wall, "tiles": summary["tiles"], **summary["timings"]}, out
+    timings = summary["timings"]
+    # one line per run as it ends, so that a run cut short by a time limit still reports
+    print(f"  {prefix}run: {timings}", file=sys.stderr, flush=True)
+    return {"wall": wall, "tiles": summary["tiles"], **timings}, out
 
 
 def report(name: str, results: list[dict], tile: int) -> None:
@@ -148,7 +151,7 @@ def check_trivial(model: nn.Module, slide: Path, out: Path) -> None:
         raise SystemExit("the engine's raster does not match the model on the slide: refusing to report speeds")
 
 
-def bench_settings(args: argparse.Namespace, threads: int, context: int) -> WSISettings:
+def bench_settings(args: argparse.Namespace, threads: int, context: int, workers: int | None = None) -> WSISettings:
     """0.5 um/px, 256 px tiles, 1024 px chunks (64 px margins where a task has instances)."""
     return WSISettings(
         mpp=0.5,
@@ -157,7 +160,7 @@ def bench_settings(args: argparse.Namespace, threads: int, context: int) -> WSIS
         chunk=1024,
         margin=64,
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=args.workers[0] if workers is None else workers,
         threads=threads or None,
         writers=args.writers,
         amp=args.amp,
@@ -167,7 +170,9 @@ def bench_settings(args: argparse.Namespace, threads: int, context: int) -> WSIS
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[2], help="reading processes to compare (0: a thread)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, nargs="+", default=[0], help="model CPU threads to compare (0: default)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
@@ -182,7 +187,7 @@ def main() -> None:
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     print(
         f"device: {device_description()}; slide {args.size}x{args.size} at 0.5 um/px, tiles 256x256; "
-        f"{args.workers} workers, {args.writers} writers, batch {args.batch_size}, amp {args.amp}"
+        f"{args.writers} writers, batch {args.batch_size}, amp {args.amp}"
     )
     reads = {fast: read_only(slide, bench_settings(args, 0, context=0), fast, args.repeats) for fast in (True, False)}
     for fast, (seconds, tiles) in reads.items():
@@ -191,15 +196,16 @@ def main() -> None:
     print(HEADER)
     trivial_tasks = build_tasks({"mask": dict(kind="saliency")})
     model = OneByOne()
-    for threads in args.threads:
-        settings = bench_settings(args, threads, context=0)
-        results = []
-        for _ in range(args.repeats):
-            result, out = run(model, trivial_tasks, slide, args.cache, "wsi_trivial_", settings)
-            check_trivial(model, slide, out)
-            shutil.rmtree(out)
-            results.append(result)
-        report(f"trivial (1x1 conv), threads {threads or 'default'}", results, settings.tile)
+    for workers in args.workers:
+        for threads in args.threads:
+            settings = bench_settings(args, threads, context=0, workers=workers)
+            results = []
+            for _ in range(args.repeats):
+                result, out = run(model, trivial_tasks, slide, args.cache, "wsi_trivial_", settings)
+                check_trivial(model, slide, out)
+                shutil.rmtree(out)
+                results.append(result)
+            report(f"trivial, workers {workers}, threads {threads or 'all'}", results, settings.tile)
     if args.skip_histology:
         return
     cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
@@ -207,14 +213,15 @@ def main() -> None:
     histology = build_model(cfg.model, tasks)
     if args.histology_checkpoint:
         ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
-    for threads in args.threads:
-        settings = bench_settings(args, threads, context=32)
-        results = []
-        for _ in range(args.histology_repeats):
-            result, out = run(histology, tasks, slide, args.cache, "wsi_histology_", settings)
-            shutil.rmtree(out)
-            results.append(result)
-        report(f"histology quickstart, threads {threads or 'default'}", results, settings.tile)
+    for workers in args.workers:
+        for threads in args.threads:
+            settings = bench_settings(args, threads, context=32, workers=workers)
+            results = []
+            for _ in range(args.histology_repeats):
+                result, out = run(histology, tasks, slide, args.cache, "wsi_histology_", settings)
+                shutil.rmtree(out)
+                results.append(result)
+            report(f"histology, workers {workers}, threads {threads or 'all'}", results, settings.tile)
 
 
 if __name__ == "__main__":

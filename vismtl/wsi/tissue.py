@@ -25,7 +25,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from vismtl.wsi.reader import SlideError
@@ -43,8 +42,10 @@ INK_MIN_AREA_FRACTION = 1e-3  # ink components smaller than this fraction of the
 
 def optical_density(rgb: np.ndarray) -> np.ndarray:
     """Mean optical density over the three channels, float32 [h, w]."""
-    intensity = np.maximum(rgb.astype(np.float32), 1.0) / 255.0
-    return -np.log10(intensity).mean(axis=-1)
+    return _OPTICAL_DENSITY[rgb].mean(axis=-1)  # a table of the 256 values: no log per pixel
+
+
+_OPTICAL_DENSITY = -np.log10(np.maximum(np.arange(256, dtype=np.float32), 1.0) / 255.0)
 
 
 def hue_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,7 +61,10 @@ def ink_mask(rgb: np.ndarray) -> np.ndarray:
     ink = (off_hue & (saturation >= INK_MIN_SATURATION)) | (value < BLACK_INK_MAX_VALUE)
     # Strokes are large; small off-hue or black specks are dark nuclei, blood cells or debris.
     ink = _drop_small_components(ink, INK_MIN_AREA_FRACTION * ink.size)
-    return ndimage.binary_dilation(ink, iterations=1)
+    return cv2.dilate(ink.astype(np.uint8), _CROSS).astype(bool)  # one step of 4-connected growth
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 def saturation_threshold(saturation: np.ndarray, candidates: np.ndarray) -> float:
@@ -82,16 +86,19 @@ def clean_mask(mask: np.ndarray, min_area_fraction: float) -> np.ndarray:
     radius = max(1, round(max(mask.shape) / 512))
     # Pad before closing so that tissue touching the border is not eroded by it.
     padded = np.pad(mask, radius, mode="edge")
-    closed = ndimage.binary_closing(padded, structure=_disk(radius))[radius:-radius, radius:-radius]
+    # OpenCV's closing: ~10x faster than scipy's; the padding keeps every kept pixel's
+    # neighbourhood inside the array, so the two libraries' border rules never apply.
+    closing = cv2.morphologyEx(padded.astype(np.uint8), cv2.MORPH_CLOSE, _disk(radius).astype(np.uint8))
+    closed = closing[radius:-radius, radius:-radius].astype(bool)
     filled = ~_drop_small_components(~closed, MAX_HOLE_FRACTION * area)
     return _drop_small_components(filled, min_area_fraction * area)
 
 
 def _drop_small_components(mask: np.ndarray, min_size: float) -> np.ndarray:
     """`mask` without its 4-connected components of fewer than `min_size` pixels."""
-    labels, _ = ndimage.label(mask)
-    keep = np.bincount(labels.ravel()) >= min_size
-    keep[0] = False
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_size
+    keep[0] = False  # OpenCV's label 0 is the background
     return keep[labels]
 
 
