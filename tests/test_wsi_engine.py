@@ -64,7 +64,16 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
     ]
     out = tmp_path / "out"
     result = infer(
-        TINY, tiny_checkpoint, *[SLIDES / s for s in slides], tmp_path / "missing.svs", "--out-dir", out, "--mpp", "0.5"
+        TINY,
+        tiny_checkpoint,
+        *[SLIDES / s for s in slides],
+        tmp_path / "missing.svs",
+        "--out-dir",
+        out,
+        "--mpp",
+        "0.5",
+        "--workers",
+        "1",  # reading processes here; the other tests read in a thread (the CPU default)
     )
     assert result.returncode == 1, result.stderr[-2000:]
     entries = manifest(out)

@@ -272,9 +272,10 @@ class SlideRunner:
             return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
         settings = self.settings
         tiles = ChunkTiles(slide_input.path, scale, plan, settings)
-        if settings.workers:
+        workers = settings.reading_workers(self.device.type)
+        if workers:
             loader: Iterable = DataLoader(
-                tiles, batch_size=None, num_workers=settings.workers, pin_memory=self.device.type == "cuda"
+                tiles, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda"
             )
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
             loader = prefetched(tiles[i] for i in range(len(tiles)))
@@ -285,7 +286,7 @@ class SlideRunner:
             return self._pipeline(loader, slide_input, plan, outputs, scale)
         finally:
             torch.set_num_threads(threads)
-            if not settings.workers:
+            if not workers:
                 loader.close()  # stops and joins the reading thread before its slide handle closes
                 tiles.close()
 

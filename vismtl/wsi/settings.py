@@ -22,8 +22,9 @@ class WSISettings:
         blend: window over overlapping tiles: ``"ones"`` or ``"hann"``.
         batch_size: tiles per model call.
         workers: tile-reading processes (each opens its own slide handle); 0 reads in one thread of
-            the main process, which copies no tile between processes: the fastest choice for
-            light models on few cores (``benchmarks/wsi_throughput.py``).
+            the main process, which copies no tile between processes. Default: 0 when the model
+            runs on the CPU (a thread decodes ~190 MP/s, far more than CPU models consume, and
+            is the fastest choice on few cores: ``benchmarks/wsi_throughput.py``), 4 on a GPU.
         threads: CPU threads of the model (default: PyTorch's, one per core). With few cores,
             fewer threads than cores leaves room for the loader workers: a model thread
             sharing a core with a worker stalls every parallel operation it takes part in.
@@ -47,7 +48,7 @@ class WSISettings:
     margin: int = 64
     blend: str = "ones"
     batch_size: int = 16
-    workers: int = 2
+    workers: int | None = None
     threads: int | None = None
     writers: int = 2
     amp: bool = False
@@ -66,12 +67,20 @@ class WSISettings:
             raise ValueError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"wsi.workers must be 0 (a reading thread) or more processes, not {self.workers}")
         if self.writers < 1:
             raise ValueError(f"wsi.writers must be at least 1, not {self.writers}")
 
     @property
     def step(self) -> int:
         return self.stride or self.tile
+
+    def reading_workers(self, device: str) -> int:
+        """``workers``, or its default for a model on ``device`` ("cpu", "cuda", ...)."""
+        if self.workers is not None:
+            return self.workers
+        return 0 if device == "cpu" else 4
 
     def fingerprint(self) -> dict[str, Any]:
         """What a finished or partial output depends on (a resume must match it)."""
