@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument(
-        "--workers", type=int, nargs="+", default=[2], help="reading processes to compare (0: a thread)"
+        "--workers", type=int, nargs="+", default=[0], help="reading processes to compare (0: a thread)"
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, nargs="+", default=[0], help="model CPU threads to compare (0: default)")
