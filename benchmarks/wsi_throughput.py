@@ -11,7 +11,10 @@ H&E-like tiles) is made once (cached in --cache). Two runs at 0.5 um/px with 256
 - a trivial model (one 1x1 convolution): the engine's own ceiling (reading, masking,
   stitching, writing), in megapixels of tissue tiles per second;
 - the histology quickstart model (configs/cerberus/quickstart_tissue.py, random weights
-  unless a checkpoint is given): the fraction of wall time the model is busy.
+  unless a checkpoint is given): the fraction of wall time the model is busy;
+- with ``--replay``, the histology tasks with the model's outputs on 16 real tiles handed
+  out again and again (a model that costs nothing): the tiles/s the rest of the engine
+  allows, i.e. the most any GPU could get out of it with this post-processing.
 
 Before timing, the trivial run's raster is checked against the model applied to the slide
 directly on a few tiles. First, the reads alone (one process, no model, no writing) of the
@@ -72,6 +75,30 @@ class OneByOne(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mask": self.conv(image.float())}
+
+
+class Replayed(nn.Module):
+    """A model that costs nothing but gives real outputs: ``outputs`` of a batch of real tiles,
+    handed out row by row in turn. The histology tasks' post-processing then runs on real
+    predictions at the rate the rest of the engine allows: the ceiling that a GPU fast enough
+    to make the model free would meet."""
+
+    def __init__(self, outputs: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = torch.arange(len(image)) % len(next(iter(self.outputs.values())))
+        return {name: value[rows.to(value.device)] for name, value in self.outputs.items()}
+
+
+def real_outputs(model: nn.Module, slide: Path, size: int, side: int) -> dict[str, torch.Tensor]:
+    """The model's outputs on 16 tiles of ``side`` pixels from the slide's first tissue block."""
+    with Slide.open(slide) as source:
+        y0 = x0 = size // 8 + 64
+        tiles = np.stack([source.read(x0 + side * i, y0, side, side, 1.0) for i in range(16)])
+    with torch.no_grad():
+        return model.eval().to(DEVICE)(torch.from_numpy(tiles).permute(0, 3, 1, 2).to(DEVICE))
 
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -180,8 +207,11 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=WSISettings.writers, help="chunk-finishing threads")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")
-    parser.add_argument("--histology-repeats", type=int, default=1, help="histology-model runs")
+    parser.add_argument("--histology-repeats", type=int, default=1, help="histology-model runs (0: none)")
     parser.add_argument("--skip-histology", action="store_true")
+    parser.add_argument(
+        "--replay", action="store_true", help="also the histology tasks with the model's outputs replayed (Replayed)"
+    )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
@@ -213,7 +243,7 @@ def main() -> None:
     histology = build_model(cfg.model, tasks)
     if args.histology_checkpoint:
         ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
-    for workers in args.workers:
+    for workers in args.workers if args.histology_repeats else []:
         for threads in args.threads:
             settings = bench_settings(args, threads, context=32, workers=workers)
             results = []
@@ -222,6 +252,13 @@ def main() -> None:
                 shutil.rmtree(out)
                 results.append(result)
             report(f"histology, workers {workers}, threads {threads or 'all'}", results, settings.tile)
+    if args.replay:
+        for workers in args.workers:
+            settings = bench_settings(args, args.threads[0], context=32, workers=workers)
+            replayed = Replayed(real_outputs(histology, slide, args.size, settings.tile + 2 * settings.context))
+            result, out = run(replayed, tasks, slide, args.cache, "wsi_replayed_", settings)
+            shutil.rmtree(out)
+            report(f"histology replayed, workers {workers}", [result], settings.tile)
 
 
 if __name__ == "__main__":
