@@ -1,6 +1,6 @@
 """Peak memory of whole-slide inference on a 100,000 x 100,000 slide against a 10,000 x 10,000 one.
 
-    python benchmarks/wsi_memory.py [--sizes 10000 100000] [--workers 2]
+    python benchmarks/wsi_memory.py [--sizes 10000 100000] [--workers 0]
 
 Both generated pyramidal TIFFs hold the same tissue (three regions of generated H&E tiles
 near the top-left corner) on otherwise blank glass, so the work is the same and only the
@@ -99,7 +99,7 @@ def measure(slide: Path, workers: int, out: Path) -> tuple[float, float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="reading processes (0: a thread, the CPU default)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ import json
 import shutil
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +108,7 @@ class SlideOutputs:
         for task, instances in result.instances.items():
             part = self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}.json"
             with atomic_open(part, "w") as handle:
-                json.dump([asdict(i) for i in instances], handle)
+                json.dump([vars(i) for i in instances], handle)  # flat fields: no deep copy as asdict makes
         with self._lock:
             self.journal.record({"chunk": list(chunk), **result.stats, "cut_objects": result.cut_objects})
 
