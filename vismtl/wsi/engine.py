@@ -1,12 +1,12 @@
 """Run a model over slides: tissue-masked tiles, batched inference, blending, chunked writes, resume.
 
-Per slide, loader worker processes (or one reading thread) read tiles, each with its own slide
-handle; the main thread runs the model and blends its outputs into the chunk's canvas, and writer threads
-finalise finished chunks (normalising, decisions, post-processing, instances) and write
-them, so reading, the model and writing overlap. Memory holds only the chunks in flight,
-whatever the slide's size. Every finished chunk is journaled; ``resume`` skips finished
-slides and finished chunks. One failing slide is recorded in the manifest and the batch
-goes on.
+Per slide, loader worker processes (or one reading thread) read tiles, each with its own
+slide handle; the main thread runs the model and blends its outputs into the chunk's canvas,
+and writer threads finalise finished chunks (normalising, decisions, post-processing,
+instances) and write them, so reading, the model and writing overlap. Memory holds only the
+chunks in flight, whatever the slide's size. Every finished chunk is journaled; ``resume``
+skips finished slides and finished chunks. One failing slide is recorded in the manifest and
+the batch goes on.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Backends:
   slide is several .dcm files in one folder; opening any one of them opens the whole slide
   (OpenSlide >= 4.0 finds the other instances of the series itself).
 - "openslide+tifffile": Aperio and generic-TIFF slides, opened and described by OpenSlide, their
-  pixels decoded by tifffile + imagecodecs (3-4x faster), after checking at open that both
-  decode a patch alike (see `_tiff_pixels`).
+  pixels decoded tile by tile by tifffile + imagecodecs (5-6x faster), after checking at open
+  that both decode a patch alike (see `_tiff_pixels`).
 - "image": plain PNG/JPEG (decoded once at open by cv2: such files are small by nature) and TIFFs
   OpenSlide refuses (e.g. stripped, non-tiled ones), read through tifffile's zarr store so that a
   region decodes only the strips/tiles it touches (a single-strip uncompressed TIFF is one chunk).
@@ -250,7 +250,7 @@ def _tiff_pixels(path: Path, slide: _OpenSlideSource) -> _ArraySource | None:
     """The same pixels as ``slide``'s through tifffile + imagecodecs, if they are the same.
 
     Aperio and generic-TIFF slides are plain TIFF pyramids; tifffile decodes their JPEG
-    tiles 3-4x faster than OpenSlide, which converts every tile to ARGB on one thread
+    tiles 5-6x faster than OpenSlide, which converts every tile to ARGB on one thread
     (``benchmarks/wsi_throughput.py``). Used only when tifffile sees the same levels as RGB
     uint8 and decodes a patch of the first and last level to OpenSlide's values; otherwise
     (other vendors, alpha, a tile that does not decode, ...) None: OpenSlide reads.
