@@ -26,8 +26,9 @@ class WSISettings:
             runs on the CPU (a thread decodes ~190 MP/s, far more than CPU models consume, and
             is the fastest choice on few cores: ``benchmarks/wsi_throughput.py``), 4 on a GPU.
         threads: CPU threads of the model (default: PyTorch's, one per core). With few cores,
-            fewer threads than cores leaves room for the loader workers: a model thread
-            sharing a core with a worker stalls every parallel operation it takes part in.
+            fewer threads than cores leaves room for reading and writing: a model thread
+            sharing a core with the reader stalls every parallel operation it takes part in
+            (``--threads 1`` is fastest for light models on 2 cores).
         writers: threads that finish chunks (decisions, post-processing, instances, writing)
             while the model runs on the next ones; raise it where the model outruns them (GPUs).
         amp: bfloat16 autocast on GPUs.
