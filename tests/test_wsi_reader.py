@@ -237,6 +237,29 @@ def test_tiled_tiff_tiles_decode_like_the_zarr_store_and_openslide(tmp_path):
     tiles.close(), store.close()
 
 
+def test_missing_tile_reads_as_glass_like_openslide(tmp_path):
+    """A sparse tile (byte count 0) is white through the fast path, as OpenSlide composites it."""
+    import struct
+
+    from vismtl.wsi.synthetic import tissue_boxes_content, write_slide
+
+    path = write_slide(
+        tmp_path / "s.tiff", 300, 300, tissue_boxes_content([(0, 0, 300, 300)]), tile=128, downsamples=(1,)
+    )
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["TileByteCounts"]
+        offset, size = tag.valueoffset, 8 if tag.dtype_name == "LONG8" else 4
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<Q" if size == 8 else "<I", data, offset, 0)  # tile 0 (top left) is now missing
+    path.write_bytes(bytes(data))
+    with Slide.open(path) as slide:
+        assert slide.backend == "openslide+tifffile"
+        region = slide.read(100, 100, 56, 56, 1.0)  # tiles 0, 1, 3 and 4
+    theirs = composited(openslide.OpenSlide(str(path)).read_region((100, 100), 0, (56, 56))).astype(int)
+    assert (region[:28, :28] == 255).all() and not (region[40:, 40:] == 255).all()
+    assert np.abs(region.astype(int) - theirs).max() <= 2
+
+
 def test_stripped_tiff_fallback_reads_regions(tmp_path):
     # OpenSlide only takes tiled TIFFs; a stripped one goes through tifffile's zarr store.
     rng = np.random.default_rng(0)

@@ -191,7 +191,8 @@ class _TiledLevel:
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         (y0, y1, _), (x0, x1, _) = key[0].indices(self.shape[0]), key[1].indices(self.shape[1])
         (th, tw), page = self.tile, self.page
-        out = np.zeros((y1 - y0, x1 - x0, *self.shape[2:]), self.dtype)  # missing tiles stay 0, as in tifffile
+        # a missing (sparse) tile is white: OpenSlide reads it as transparent, i.e. glass
+        out = np.full((y1 - y0, x1 - x0, *self.shape[2:]), np.iinfo(self.dtype).max, self.dtype)
         indices = [
             row * self.across + col
             for row in range(y0 // th, (y1 - 1) // th + 1)
