@@ -35,6 +35,9 @@ TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py t
 # (each histology run took about a minute on an H100 in 2026-11: the CPU-side finishing bounds it)
 step wsi_throughput 300 "$PY" benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
     --repeats 3 --histology-repeats 2 --replay $CHECKPOINT
+# the same with instance extraction in processes (wsi.instance_workers), which leaves the GIL to the model's thread
+step wsi_instance_workers 200 "$PY" benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
+    --repeats 1 --histology-repeats 1 --replay --instance-workers "$WRITERS" $CHECKPOINT
 step gating 90 "$PY" benchmarks/gating.py
 step tile_blend 60 "$PY" benchmarks/tile_blend.py
 TAIL=14 step train_throughput 90 "$PY" benchmarks/train_throughput.py --repeats 5 --steps 5

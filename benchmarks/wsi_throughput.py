@@ -190,6 +190,7 @@ def bench_settings(args: argparse.Namespace, threads: int, context: int, workers
         workers=args.workers[0] if workers is None else workers,
         threads=threads or None,
         writers=args.writers,
+        instance_workers=args.instance_workers,
         amp=args.amp,
     )
 
@@ -205,6 +206,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
     parser.add_argument("--writers", type=int, default=WSISettings.writers, help="chunk-finishing threads")
+    parser.add_argument(
+        "--instance-workers", type=int, default=0, help="processes extracting instances (0: the writer threads)"
+    )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")
     parser.add_argument("--histology-repeats", type=int, default=1, help="histology-model runs (0: none)")
@@ -217,7 +221,7 @@ def main() -> None:
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     print(
         f"device: {device_description()}; slide {args.size}x{args.size} at 0.5 um/px, tiles 256x256; "
-        f"{args.writers} writers, batch {args.batch_size}, amp {args.amp}"
+        f"{args.writers} writers, {args.instance_workers} instance workers, batch {args.batch_size}, amp {args.amp}"
     )
     reads = {fast: read_only(slide, bench_settings(args, 0, context=0), fast, args.repeats) for fast in (True, False)}
     for fast, (seconds, tiles) in reads.items():

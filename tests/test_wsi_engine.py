@@ -173,6 +173,27 @@ def test_instances_cut_by_tile_and_chunk_borders_come_out_once_and_whole(tmp_pat
     assert pq["dq"] == 1.0 and pq["sq"] > 0.99  # every object once; outlines exact up to polygon rasterisation
 
 
+def test_instances_extracted_in_worker_processes_are_the_same(tmp_path):
+    """wsi.instance_workers: the objects and rasters equal those the writer threads produce."""
+    gt = ellipses(480, 640, 60, seed=4, borders=96)
+    slide = write_label_slide(tmp_path / "labels.tiff", gt)
+    outputs = {}
+    for name, workers in (("threads", 0), ("processes", 2)):
+        assert oracle_run(slide, tmp_path / name, instance_workers=workers)["status"] == "done"
+        folder = tmp_path / name / "labels"
+        summary = json.loads((folder / "summary.json").read_text())
+        outputs[name] = (
+            (folder / "nuclei.geojson").read_text(),
+            zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:],
+            summary["counts"],
+            summary["area_um2"],
+        )
+    threads, processes = outputs["threads"], outputs["processes"]
+    assert len(json.loads(threads[0])["features"]) == 60
+    assert threads[0] == processes[0] and np.array_equal(threads[1], processes[1])
+    assert threads[2:] == processes[2:]
+
+
 RESUME_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})

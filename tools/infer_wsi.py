@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, help="CPU threads of the model (default: one per core)")
     parser.add_argument("--writers", type=int, help="threads finishing and writing chunks (default 2)")
+    parser.add_argument(
+        "--instance-workers", type=int, help="processes extracting instances (default 0: the writer threads)"
+    )
     parser.add_argument("--mask-dir", help="folder of tissue masks <slide name>.png overriding the automatic one")
     parser.add_argument("--tissue", choices=["auto", "all"], help="'all': run every tile, not only tissue")
     parser.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast")

@@ -11,12 +11,15 @@ the batch goes on.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import multiprocessing
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Full, Queue, SimpleQueue
@@ -299,7 +302,7 @@ class SlideRunner:
         spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
         disjoint = settings.step >= settings.tile
         seconds = {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
-        with ThreadPoolExecutor(max_workers=settings.writers) as writer, torch.inference_mode():
+        with ThreadPoolExecutor(settings.writers) as writer, self._outliner() as outliner, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)
             while True:
@@ -324,7 +327,7 @@ class SlideRunner:
                     canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
                     self._vote(canvas, activated, where, layout.core(*chunk))
                     bar.update(len(batch))
-                finish = self._finish_chunk
+                finish = functools.partial(self._finish_chunk, outliner=outliner)
                 pending.append(writer.submit(finish, canvas, chunk, layout, plan.mpp, scale, outputs, spare))
                 waited = time.perf_counter()
                 pending = self._drain(pending, keep=settings.writers + 1)
@@ -359,12 +362,28 @@ class SlideRunner:
             votes = canvas.patch_votes.setdefault(name, [0] * task.num_outputs)
             canvas.patch_votes[name] = [a + b for a, b in zip(votes, hist)]
 
+    def _outliner(self) -> contextlib.AbstractContextManager[Executor | None]:
+        """Processes that extract instances (``wsi.instance_workers``), or None: the writer threads do."""
+        if not self.settings.instance_workers or not any(t.kind == "instance" for t in self.tasks.values()):
+            return contextlib.nullcontext()
+        # spawn: the engine's threads make forking this process unsafe
+        context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(self.settings.instance_workers, mp_context=context)
+
     def _finish_chunk(
-        self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs, spare: SimpleQueue
+        self,
+        canvas,
+        chunk,
+        layout: TileLayout,
+        mpp: float,
+        scale: float,
+        outputs: SlideOutputs,
+        spare: SimpleQueue,
+        outliner: Executor | None = None,
     ) -> None:
         core = layout.core(*chunk)
         with torch.inference_mode():  # the canvas holds inference tensors; this thread is not in that mode
-            result = finalize_chunk(canvas, core, self.tasks, 1.0 / scale, mpp)
+            result = finalize_chunk(canvas, core, self.tasks, 1.0 / scale, mpp, outliner)
         spare.put((canvas.sums, canvas.weight_sum))  # for the next chunk's canvas
         outputs.write_chunk(chunk, core, result)
 

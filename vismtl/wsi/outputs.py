@@ -105,10 +105,9 @@ class SlideOutputs:
         y0, x0, y1, x1 = core
         for task, array in result.rasters.items():
             self._array(task, array)[y0:y1, x0:x1] = array
-        for task, instances in result.instances.items():
-            part = self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}.json"
-            with atomic_open(part, "w") as handle:
-                json.dump([vars(i) for i in instances], handle)  # flat fields: no deep copy as asdict makes
+        for task, part in result.parts.items():
+            with atomic_open(self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}.json", "w") as handle:
+                handle.write(part.text)
         with self._lock:
             self.journal.record({"chunk": list(chunk), **result.stats, "cut_objects": result.cut_objects})
 

@@ -31,6 +31,9 @@ class WSISettings:
             (``--threads 1`` is fastest for light models on 2 cores).
         writers: threads that finish chunks (decisions, post-processing, instances, writing)
             while the model runs on the next ones; raise it where the model outruns them (GPUs).
+        instance_workers: processes that extract the instances of finished chunks (outlines,
+            ownership, measurements); 0: the writer threads do. That per-object Python holds
+            the GIL, so on machines with cores to spare (GPUs) processes let it run in parallel.
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -52,6 +55,7 @@ class WSISettings:
     workers: int | None = None
     threads: int | None = None
     writers: int = 2
+    instance_workers: int = 0
     amp: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
@@ -70,6 +74,8 @@ class WSISettings:
             raise ValueError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"wsi.workers must be 0 (a reading thread) or more processes, not {self.workers}")
+        if self.instance_workers < 0:
+            raise ValueError(f"wsi.instance_workers must be 0 or more, not {self.instance_workers}")
         if self.writers < 1:
             raise ValueError(f"wsi.writers must be at least 1, not {self.writers}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from vismtl.ops.tile_blend import blend_tiles, blend_window, normalise_
 from vismtl.tasks import Task
 from vismtl.tasks import instance_targets as it
-from vismtl.wsi.instances import Instance, extract_chunk
+from vismtl.wsi.instances import ChunkPart, extract_chunk_part
 from vismtl.wsi.tiling import Box
 
 
@@ -103,7 +104,7 @@ def _window(tile: int, kind: str, device: torch.device) -> torch.Tensor:
 @dataclass
 class ChunkResult:
     rasters: dict[str, np.ndarray]  # task -> core raster (uint8 / uint16), [h, w] or [h, w, 3]
-    instances: dict[str, list[Instance]] = field(default_factory=dict)
+    parts: dict[str, ChunkPart] = field(default_factory=dict)  # instance task -> owned objects
     cut_objects: int = 0  # owned objects touching the region border: the margin is too small
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -122,11 +123,13 @@ def finalize_chunk(
     tasks: Mapping[str, Task],
     scale: float,
     mpp: float | None,
+    outliner: Executor | None = None,
 ) -> ChunkResult:
     """Decide every dense task on the blended region, crop the core, extract owned instances.
 
     ``scale`` is level-0 pixels per output pixel and ``mpp`` the level-0 microns per pixel
-    (for the instances' coordinates and areas).
+    (for the instances' coordinates and areas). ``outliner``: an executor (worker processes)
+    that extracts the instances, whose per-object Python would otherwise hold the GIL.
     """
     activated = canvas.result()
     dense = {n: t for n, t in tasks.items() if n in activated}
@@ -135,15 +138,20 @@ def finalize_chunk(
     y0, x0 = canvas.region[:2]
     crop = (slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0))
     result = ChunkResult(rasters={n: raster(t, activated[n], decided[n])[crop] for n, t in dense.items()})
+    local_core = (core[0] - y0, core[1] - x0, core[2] - y0, core[3] - x0)
+    pending = {}
     for name, task in dense.items():
         if task.kind != "instance":
             continue
         labels = decided[name][0].cpu().numpy()
         types, class_names = _instance_types(name, labels, tasks, decided)
-        local_core = (core[0] - y0, core[1] - x0, core[2] - y0, core[3] - x0)
-        extracted = extract_chunk(labels, local_core, (x0, y0), scale, mpp, name, types, class_names)
-        result.instances[name] = extracted.instances
-        result.cut_objects += extracted.cut
+        args = (labels, local_core, (x0, y0), scale, mpp, name, types, class_names)
+        if outliner is None:
+            result.parts[name] = extract_chunk_part(*args)
+        else:
+            pending[name] = outliner.submit(extract_chunk_part, *args)
+    result.parts.update({name: future.result() for name, future in pending.items()})
+    result.cut_objects = sum(part.cut for part in result.parts.values())
     result.stats = _stats(result, canvas)
     return result
 
@@ -159,12 +167,6 @@ def _instance_types(name: str, labels: np.ndarray, tasks: Mapping[str, Task], de
 
 def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
     """Counts and areas per task and class, and patch-class votes: what the summary adds up."""
-    counts: dict[str, dict[str, int]] = {}
-    areas: dict[str, float] = {}
-    for task, instances in result.instances.items():
-        per_class: dict[str, int] = {}
-        for inst in instances:
-            per_class[inst.class_name] = per_class.get(inst.class_name, 0) + 1
-        counts[task] = per_class
-        areas[task] = float(sum(inst.area_um2 or 0.0 for inst in instances))
+    counts = {task: part.counts for task, part in result.parts.items()}
+    areas = {task: part.area_um2 for task, part in result.parts.items()}
     return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": canvas.patch_votes}
