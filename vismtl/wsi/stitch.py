@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vismtl.ops.tile_blend import blend_tiles, blend_window, normalise_
+from vismtl.ops.tile_blend.reference import clipped_tiles
 from vismtl.tasks import Task
 from vismtl.tasks import instance_targets as it
 from vismtl.wsi.instances import ChunkPart, extract_chunk_part
@@ -88,12 +89,8 @@ class ChunkCanvas:
 
 def _copy_tiles(tiles: torch.Tensor, offsets: torch.Tensor, canvas: torch.Tensor) -> None:
     """Each tile ``[C, h, w]`` into ``canvas`` at its offset (clipped to the canvas)."""
-    height, width = canvas.shape[1:]
-    th, tw = tiles.shape[2:]
-    for tile, (y0, x0) in zip(tiles, offsets.tolist()):
-        ys, xs, ye, xe = max(y0, 0), max(x0, 0), min(y0 + th, height), min(x0 + tw, width)
-        if ye > ys and xe > xs:
-            canvas[:, ys:ye, xs:xe] = tile[:, ys - y0 : ye - y0, xs - x0 : xe - x0]
+    for k, inside, part in clipped_tiles(offsets, tiles.shape[2:], canvas.shape[1:]):
+        canvas[(slice(None), *inside)] = tiles[(k, slice(None), *part)]
 
 
 @functools.lru_cache(maxsize=8)

@@ -67,16 +67,20 @@ def blend_tiles_sliced(
     About 10x faster than the vectorised reference on CPUs for inference (each add is a
     contiguous block instead of a scatter); not differentiable.
     """
-    height, width = canvas.shape[1:]
-    th, tw = tiles.shape[2:]
-    for tile, (y0, x0) in zip(tiles, offsets.tolist()):
-        ys, xs = max(y0, 0), max(x0, 0)
-        ye, xe = min(y0 + th, height), min(x0 + tw, width)
-        if ye <= ys or xe <= xs:
-            continue
-        window = weight[ys - y0 : ye - y0, xs - x0 : xe - x0]
-        canvas[:, ys:ye, xs:xe].addcmul_(tile[:, ys - y0 : ye - y0, xs - x0 : xe - x0].float(), window)
-        weight_sum[ys:ye, xs:xe] += window
+    for k, inside, part in clipped_tiles(offsets, tiles.shape[2:], canvas.shape[1:]):
+        window = weight[part]
+        canvas[(slice(None), *inside)].addcmul_(tiles[(k, slice(None), *part)].float(), window)
+        weight_sum[inside] += window
+
+
+def clipped_tiles(offsets: torch.Tensor, tile_size, canvas_size):
+    """For each tile ``k`` at ``offsets[k]`` (y, x) that reaches the canvas: ``(k, inside, part)``,
+    the ``(rows, cols)`` slices of the canvas it covers and of the tile that covers them."""
+    (th, tw), (height, width) = tile_size, canvas_size
+    for k, (y0, x0) in enumerate(offsets.tolist()):
+        ys, xs, ye, xe = max(y0, 0), max(x0, 0), min(y0 + th, height), min(x0 + tw, width)
+        if ye > ys and xe > xs:
+            yield k, (slice(ys, ye), slice(xs, xe)), (slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))
 
 
 def _raised_cosine(length: int, margin: int) -> torch.Tensor:
