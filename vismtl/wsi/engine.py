@@ -303,6 +303,7 @@ class SlideRunner:
         disjoint = settings.step >= settings.tile
         seconds = {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
         with ThreadPoolExecutor(settings.writers) as writer, self._outliner() as outliner, torch.inference_mode():
+            finish = functools.partial(self._finish_chunk, outliner=outliner)
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)
             while True:
@@ -316,6 +317,7 @@ class SlideRunner:
                 canvas = ChunkCanvas(
                     layout.region(*chunk), channels, settings.tile, settings.blend, self.device, recycled, disjoint
                 )
+                core = layout.core(*chunk)
                 first = int(np.searchsorted(plan.owner, chunk_index))
                 positions = torch.from_numpy(plan.positions[first : first + len(images)]).to(self.device)
                 for start in range(0, len(images), settings.batch_size):
@@ -325,9 +327,8 @@ class SlideRunner:
                     seconds["model_s"] += time.perf_counter() - started
                     where = positions[start : start + len(batch)]
                     canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
-                    self._vote(canvas, activated, where, layout.core(*chunk))
+                    self._vote(canvas, activated, where, core)
                     bar.update(len(batch))
-                finish = functools.partial(self._finish_chunk, outliner=outliner)
                 pending.append(writer.submit(finish, canvas, chunk, layout, plan.mpp, scale, outputs, spare))
                 waited = time.perf_counter()
                 pending = self._drain(pending, keep=settings.writers + 1)

@@ -83,11 +83,9 @@ class SlideOutputs:
     # -- chunk by chunk ------------------------------------------------------------------
 
     def _array(self, task: str, sample: np.ndarray) -> zarr.Array:
-        with self._lock:
-            return self._open_array(task, sample)
-
-    def _open_array(self, task: str, sample: np.ndarray) -> zarr.Array:
-        if task not in self.arrays:
+        with self._lock:  # writer threads may open the same array at once
+            if task in self.arrays:
+                return self.arrays[task]
             shape = (self.layout.height, self.layout.width, *sample.shape[2:])
             chunks = (self.layout.chunk, self.layout.chunk, *sample.shape[2:])
             path = self.folder / f"{task}.zarr"

@@ -102,8 +102,12 @@ def _window(tile: int, kind: str, device: torch.device) -> torch.Tensor:
 class ChunkResult:
     rasters: dict[str, np.ndarray]  # task -> core raster (uint8 / uint16), [h, w] or [h, w, 3]
     parts: dict[str, ChunkPart] = field(default_factory=dict)  # instance task -> owned objects
-    cut_objects: int = 0  # owned objects touching the region border: the margin is too small
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cut_objects(self) -> int:
+        """Owned objects touching the region border: the margin is too small."""
+        return sum(part.cut for part in self.parts.values())
 
 
 def raster(task: Task, activated: torch.Tensor, decided: torch.Tensor) -> np.ndarray:
@@ -148,7 +152,6 @@ def finalize_chunk(
         else:
             pending[name] = outliner.submit(extract_chunk_part, *args)
     result.parts.update({name: future.result() for name, future in pending.items()})
-    result.cut_objects = sum(part.cut for part in result.parts.values())
     result.stats = _stats(result, canvas)
     return result
 
