@@ -18,6 +18,8 @@ torch.set_num_threads(1)
 # Triton kernels run on the CPU in the interpreter; it must be chosen before any kernel is defined.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Where the kernel tests put their tensors: the GPU when there is one, so they check the compiled kernels.
+KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import KERNEL_DEVICE as DEVICE
 from vismtl.ops.expert_gating import expert_gating, expert_gating_naive, expert_gating_reference, triton_kernels
 
 # (rows, experts N, tasks T, channels D): D = 130 spans three 64-wide tiles; T = 5 pads to 8.
 SHAPES = [(37, 5, 3, 21), (63, 3, 5, 130), (5, 7, 1, 64), (1, 1, 2, 3)]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def inputs(rows, num_experts, tasks, channels, dtype, seed=0):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import KERNEL_DEVICE as DEVICE
 from vismtl.ops.tile_blend import (
     blend_tiles,
     blend_tiles_reference,
@@ -26,7 +27,6 @@ SHAPES = [(5, 3, 37, 29, 61, 83), (4, 2, 1, 70, 3, 50)]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}
 IMPLS = ["triton", "reference"]
 GUARD = 64
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def make_offsets(num_tiles, h, w, height, width, gen):
