@@ -284,3 +284,22 @@ def test_prefetched_keeps_order_reraises_and_stops_its_thread():
     assert next(early) == 0
     early.close()
     assert not any(t.name == "vismtl-reader" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--writers", "0"], "wsi.writers must be at least 1, not 0"),
+        (["--instance-workers", "-1"], "wsi.instance_workers must be 0 or more, not -1"),
+        (["--workers", "-2"], "wsi.workers must be 0 (a reading thread) or more processes, not -2"),
+        (["--threads", "0"], "wsi.threads must be at least 1 (or None for PyTorch's default), not 0"),
+    ],
+)
+def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, option, message):
+    """Checked before the checkpoint is read: exit status 2 and one "error:" line, no traceback."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import infer_wsi
+
+    status = infer_wsi.main([str(TINY), str(tmp_path / "none.pth"), str(tmp_path), "--out-dir", str(tmp_path), *option])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]

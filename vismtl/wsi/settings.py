@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from vismtl.config import ConfigError
+
 
 @dataclass(frozen=True)
 class WSISettings:
@@ -65,19 +67,19 @@ class WSISettings:
 
     def __post_init__(self) -> None:
         if self.tissue not in ("auto", "all"):
-            raise ValueError(f"wsi.tissue must be 'auto' or 'all', not '{self.tissue}'")
+            raise ConfigError(f"wsi.tissue must be 'auto' or 'all', not '{self.tissue}'")
         if self.blend not in ("ones", "hann"):
-            raise ValueError(f"wsi.blend must be 'ones' or 'hann', not '{self.blend}'")
+            raise ConfigError(f"wsi.blend must be 'ones' or 'hann', not '{self.blend}'")
         if self.tile <= 0 or self.context < 0 or self.mpp <= 0:
-            raise ValueError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
+            raise ConfigError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
+            raise ConfigError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
         if self.workers is not None and self.workers < 0:
-            raise ValueError(f"wsi.workers must be 0 (a reading thread) or more processes, not {self.workers}")
+            raise ConfigError(f"wsi.workers must be 0 (a reading thread) or more processes, not {self.workers}")
         if self.instance_workers < 0:
-            raise ValueError(f"wsi.instance_workers must be 0 or more, not {self.instance_workers}")
+            raise ConfigError(f"wsi.instance_workers must be 0 or more, not {self.instance_workers}")
         if self.writers < 1:
-            raise ValueError(f"wsi.writers must be at least 1, not {self.writers}")
+            raise ConfigError(f"wsi.writers must be at least 1, not {self.writers}")
 
     @property
     def step(self) -> int:
