@@ -25,6 +25,7 @@ how much of the budget decoding takes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
@@ -104,7 +105,8 @@ def real_outputs(model: nn.Module, slide: Path, size: int, side: int) -> dict[st
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettings) -> tuple[dict, Path]:
+def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettings, check=None) -> dict:
+    """One run of the engine: its timings; ``check(out_dir)`` looks at the outputs before they go."""
     runner = SlideRunner(model.to(DEVICE), tasks, settings, DEVICE)
     out = Path(tempfile.mkdtemp(prefix=prefix, dir=cache))
     started = time.perf_counter()
@@ -113,10 +115,22 @@ def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettin
     if entry["status"] != "done":
         raise SystemExit(f"the run failed: {entry}")
     summary = json.loads((out / "bench" / "summary.json").read_text())
+    if check is not None:
+        check(out)
+    shutil.rmtree(out)
     timings = summary["timings"]
     # one line per run as it ends, so that a run cut short by a time limit still reports
     print(f"  {prefix}run: {timings}", file=sys.stderr, flush=True)
-    return {"wall": wall, "tiles": summary["tiles"], **timings}, out
+    return {"wall": wall, "tiles": summary["tiles"], **timings}
+
+
+def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
+    """One row per ``--workers`` x ``--threads`` setting: medians of ``repeats`` runs."""
+    for workers in args.workers:
+        for threads in args.threads:
+            settings = bench_settings(args, threads, context, workers)
+            results = [run(model, tasks, slide, args.cache, f"wsi_{label}_", settings, check) for _ in range(repeats)]
+            report(f"{label}, workers {workers}, threads {threads or 'all'}", results, settings.tile)
 
 
 def report(name: str, results: list[dict], tile: int) -> None:
@@ -228,18 +242,9 @@ def main() -> None:
         name = "tifffile (default)" if fast else "OpenSlide"
         print(f"reading alone, one process, {name}: {tiles * 256**2 / 1e6 / seconds:.1f} MP/s of tiles")
     print(HEADER)
-    trivial_tasks = build_tasks({"mask": dict(kind="saliency")})
     model = OneByOne()
-    for workers in args.workers:
-        for threads in args.threads:
-            settings = bench_settings(args, threads, context=0, workers=workers)
-            results = []
-            for _ in range(args.repeats):
-                result, out = run(model, trivial_tasks, slide, args.cache, "wsi_trivial_", settings)
-                check_trivial(model, slide, out)
-                shutil.rmtree(out)
-                results.append(result)
-            report(f"trivial, workers {workers}, threads {threads or 'all'}", results, settings.tile)
+    check = functools.partial(check_trivial, model, slide)
+    compare(args, "trivial", model, build_tasks({"mask": dict(kind="saliency")}), slide, 0, args.repeats, check)
     if args.skip_histology:
         return
     cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
@@ -247,21 +252,13 @@ def main() -> None:
     histology = build_model(cfg.model, tasks)
     if args.histology_checkpoint:
         ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
-    for workers in args.workers if args.histology_repeats else []:
-        for threads in args.threads:
-            settings = bench_settings(args, threads, context=32, workers=workers)
-            results = []
-            for _ in range(args.histology_repeats):
-                result, out = run(histology, tasks, slide, args.cache, "wsi_histology_", settings)
-                shutil.rmtree(out)
-                results.append(result)
-            report(f"histology, workers {workers}, threads {threads or 'all'}", results, settings.tile)
+    if args.histology_repeats:
+        compare(args, "histology", histology, tasks, slide, 32, args.histology_repeats)
     if args.replay:
         for workers in args.workers:
             settings = bench_settings(args, args.threads[0], context=32, workers=workers)
             replayed = Replayed(real_outputs(histology, slide, args.size, settings.tile + 2 * settings.context))
-            result, out = run(replayed, tasks, slide, args.cache, "wsi_replayed_", settings)
-            shutil.rmtree(out)
+            result = run(replayed, tasks, slide, args.cache, "wsi_replayed_", settings)
             report(f"histology replayed, workers {workers}", [result], settings.tile)
 
 
