@@ -15,8 +15,7 @@ mkdir -p "$LOGS"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 PY=${PYTHON:-python3}
 CORES=$(nproc)
-WORKERS=$(( CORES / 2 > 1 ? CORES / 2 : 1 ))
-WRITERS=$(( CORES - WORKERS - 1 > 1 ? CORES - WORKERS - 1 : 1 ))
+FINISHERS=$(( CORES - 6 > 1 ? CORES - 6 : 1 ))  # the engine's default on a GPU: all but 4 readers, the model, 1
 CHECKPOINT=${HISTOLOGY_CHECKPOINT:+--histology-checkpoint $HISTOLOGY_CHECKPOINT}
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's end
@@ -32,14 +31,13 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
 TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py
-# (each histology run took about a minute on an H100 in 2026-11: the CPU-side finishing bounds it)
-step wsi_throughput 300 "$PY" benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
-    --repeats 3 --histology-repeats 2 --replay $CHECKPOINT
-# the same with instance extraction in processes (wsi.instance_workers), which leaves the GIL to the model's thread
-step wsi_instance_workers 200 "$PY" benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
-    --repeats 1 --histology-repeats 1 --replay --instance-workers "$WRITERS" $CHECKPOINT
+# histology: chunks finished in processes (the GPU default), then in the writer threads (the
+# 2026-11 path: about a minute per run on an H100, bounded by the GIL); --replay: a model that
+# costs nothing, i.e. the engine's own ceiling
+step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 3 --histology-repeats 1 --replay \
+    --finish-workers "$FINISHERS" 0 $CHECKPOINT
 step gating 90 "$PY" benchmarks/gating.py
 step tile_blend 60 "$PY" benchmarks/tile_blend.py
 TAIL=14 step train_throughput 90 "$PY" benchmarks/train_throughput.py --repeats 5 --steps 5
-TAIL=6 step wsi_throughput_amp 90 "$PY" benchmarks/wsi_throughput.py --workers "$WORKERS" --writers "$WRITERS" \
-    --repeats 1 --histology-repeats 1 --amp $CHECKPOINT
+TAIL=6 step wsi_throughput_amp 120 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 1 --histology-repeats 1 \
+    --amp $CHECKPOINT

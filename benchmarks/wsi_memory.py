@@ -42,8 +42,8 @@ tasks = build_tasks(cfg.tasks)
 torch.manual_seed(0)
 model = build_model(cfg.model, tasks)
 settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64, batch_size=8, workers={workers})
-runner = SlideRunner(model, tasks, settings, torch.device("cpu"))
-entry = runner.run(SlideInput(Path({slide!r}), "slide"), Path({out!r}), False)
+with SlideRunner(model, tasks, settings, torch.device("cpu")) as runner:
+    entry = runner.run(SlideInput(Path({slide!r}), "slide"), Path({out!r}), False)
 print("ENTRY", entry)
 """
 

@@ -2,8 +2,9 @@
 
     python benchmarks/wsi_throughput.py [--size 20000] [--workers 0 2] [--threads 0 1] [--histology-checkpoint CKPT]
 
-On a GPU (the model runs there when CUDA is available) give the loader and the writers the
-machine's cores, e.g. ``--workers 8 --writers 6 --histology-repeats 3 --amp``.
+On a GPU (the model runs there when CUDA is available) the engine's defaults give the
+machine's cores to reading (4 processes) and to finishing chunks (processes on the rest);
+``--workers``, ``--finish-workers`` and ``--writers`` override them.
 
 A 20,000 x 20,000 tiled-JPEG pyramidal TIFF at 0.5 um/px with about 10 % tissue (generated
 H&E-like tiles) is made once (cached in --cache). Two runs at 0.5 um/px with 256 x 256 tiles:
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -107,11 +109,11 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettings, check=None) -> dict:
     """One run of the engine: its timings; ``check(out_dir)`` looks at the outputs before they go."""
-    runner = SlideRunner(model.to(DEVICE), tasks, settings, DEVICE)
     out = Path(tempfile.mkdtemp(prefix=prefix, dir=cache))
-    started = time.perf_counter()
-    entry = runner.run(SlideInput(slide, "bench"), out, resume=False)
-    wall = time.perf_counter() - started
+    with SlideRunner(model.to(DEVICE), tasks, settings, DEVICE) as runner:
+        started = time.perf_counter()
+        entry = runner.run(SlideInput(slide, "bench"), out, resume=False)
+        wall = time.perf_counter() - started
     if entry["status"] != "done":
         raise SystemExit(f"the run failed: {entry}")
     summary = json.loads((out / "bench" / "summary.json").read_text())
@@ -125,12 +127,15 @@ def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettin
 
 
 def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
-    """One row per ``--workers`` x ``--threads`` setting: medians of ``repeats`` runs."""
+    """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` setting: medians of ``repeats`` runs."""
     for workers in args.workers:
         for threads in args.threads:
-            settings = bench_settings(args, threads, context, workers)
-            results = [run(model, tasks, slide, args.cache, f"wsi_{label}_", settings, check) for _ in range(repeats)]
-            report(f"{label}, workers {workers}, threads {threads or 'all'}", results, settings.tile)
+            for finishers in args.finish_workers if context else [None]:  # the trivial model has no instances
+                settings = bench_settings(args, threads, context, workers, finishers)
+                runs = [run(model, tasks, slide, args.cache, f"wsi_{label}_", settings, check) for _ in range(repeats)]
+                processes = settings.finishing_processes(DEVICE.type, instances=bool(context))
+                name = f"{label}, workers {workers}, threads {threads or 'all'}, finish workers {processes}"
+                report(name, runs, settings.tile)
 
 
 def report(name: str, results: list[dict], tile: int) -> None:
@@ -145,14 +150,14 @@ def report(name: str, results: list[dict], tile: int) -> None:
     busy_wall = statistics.median(r["model_s"] / r["wall"] for r in results)
     waits = [100 * statistics.median(r[k] / r["tiles_s"] for r in results) for k in ("input_wait_s", "output_wait_s")]
     print(
-        f"{name:36s} {len(results):>3d} {tiles:6d} {pipe:8.2f} {wall:8.2f} {tiles / pipe:8.1f} "
+        f"{name:56s} {len(results):>3d} {tiles:6d} {pipe:8.2f} {wall:8.2f} {tiles / pipe:8.1f} "
         f"{mp / pipe:8.1f} {mp / wall:8.1f} {100 * busy_pipe:8.1f}% {100 * busy_wall:8.1f}% "
         f"{waits[0]:6.1f}% {waits[1]:6.1f}%"
     )
 
 
 HEADER = (
-    f"{'run':36s} {'n':>3s} {'tiles':>6s} {'pipe s':>8s} {'slide s':>8s} {'tiles/s':>8s} "
+    f"{'run':56s} {'n':>3s} {'tiles':>6s} {'pipe s':>8s} {'slide s':>8s} {'tiles/s':>8s} "
     f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s}\n"
     "(tiles/s, MP/s, busy and waits over the tile pipeline; * over the whole slide call; medians of n runs)"
 )
@@ -192,7 +197,9 @@ def check_trivial(model: nn.Module, slide: Path, out: Path) -> None:
         raise SystemExit("the engine's raster does not match the model on the slide: refusing to report speeds")
 
 
-def bench_settings(args: argparse.Namespace, threads: int, context: int, workers: int | None = None) -> WSISettings:
+def bench_settings(
+    args: argparse.Namespace, threads: int, context: int, workers: int | None = None, finishers: int | None = None
+) -> WSISettings:
     """0.5 um/px, 256 px tiles, 1024 px chunks (64 px margins where a task has instances)."""
     return WSISettings(
         mpp=0.5,
@@ -204,7 +211,7 @@ def bench_settings(args: argparse.Namespace, threads: int, context: int, workers
         workers=args.workers[0] if workers is None else workers,
         threads=threads or None,
         writers=args.writers,
-        instance_workers=args.instance_workers,
+        finish_workers=finishers,
         amp=args.amp,
     )
 
@@ -219,9 +226,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[0], help="model CPU threads to compare (0: default)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
-    parser.add_argument("--writers", type=int, default=WSISettings.writers, help="chunk-finishing threads")
+    parser.add_argument("--writers", type=int, help="chunk-finishing threads (default: the engine's)")
     parser.add_argument(
-        "--instance-workers", type=int, default=0, help="processes extracting instances (0: the writer threads)"
+        "--finish-workers",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="processes finishing chunks to compare (0: the writer threads; default: the engine's)",
     )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")
@@ -234,8 +245,8 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     print(
-        f"device: {device_description()}; slide {args.size}x{args.size} at 0.5 um/px, tiles 256x256; "
-        f"{args.writers} writers, {args.instance_workers} instance workers, batch {args.batch_size}, amp {args.amp}"
+        f"device: {device_description()}, {len(os.sched_getaffinity(0))} cores; slide {args.size}x{args.size} "
+        f"at 0.5 um/px, tiles 256x256; batch {args.batch_size}, amp {args.amp}"
     )
     reads = {fast: read_only(slide, bench_settings(args, 0, context=0), fast, args.repeats) for fast in (True, False)}
     for fast, (seconds, tiles) in reads.items():
@@ -255,11 +266,8 @@ def main() -> None:
     if args.histology_repeats:
         compare(args, "histology", histology, tasks, slide, 32, args.histology_repeats)
     if args.replay:
-        for workers in args.workers:
-            settings = bench_settings(args, args.threads[0], context=32, workers=workers)
-            replayed = Replayed(real_outputs(histology, slide, args.size, settings.tile + 2 * settings.context))
-            result = run(replayed, tasks, slide, args.cache, "wsi_replayed_", settings)
-            report(f"histology replayed, workers {workers}", [result], settings.tile)
+        replayed = Replayed(real_outputs(histology, slide, args.size, 256 + 2 * 32))
+        compare(args, "histology replayed", replayed, tasks, slide, 32, args.histology_repeats or 1)
 
 
 if __name__ == "__main__":

@@ -132,10 +132,10 @@ def oracle_run(slide, out, resume=False, **settings):
     defaults = dict(
         tile=96, context=16, chunk=192, margin=48, batch_size=8, workers=0, thumbnail_size=256, tissue="all"
     )
-    runner = SlideRunner(
+    with SlideRunner(
         GreyOracle(), build_tasks(task_cfg), WSISettings(**{**defaults, **settings}), torch.device("cpu")
-    )
-    return runner.run(SlideInput(slide, slide.stem), out, resume=resume)
+    ) as runner:
+        return runner.run(SlideInput(slide, slide.stem), out, resume=resume)
 
 
 def rasterise(features, shape) -> list[np.ndarray]:
@@ -173,13 +173,13 @@ def test_instances_cut_by_tile_and_chunk_borders_come_out_once_and_whole(tmp_pat
     assert pq["dq"] == 1.0 and pq["sq"] > 0.99  # every object once; outlines exact up to polygon rasterisation
 
 
-def test_instances_extracted_in_worker_processes_are_the_same(tmp_path):
-    """wsi.instance_workers: the objects and rasters equal those the writer threads produce."""
+def test_chunks_finished_in_worker_processes_are_the_same(tmp_path):
+    """wsi.finish_workers: the objects and rasters equal those the writer threads produce."""
     gt = ellipses(480, 640, 60, seed=4, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
     outputs = {}
     for name, workers in (("threads", 0), ("processes", 2)):
-        assert oracle_run(slide, tmp_path / name, instance_workers=workers)["status"] == "done"
+        assert oracle_run(slide, tmp_path / name, finish_workers=workers)["status"] == "done"
         folder = tmp_path / name / "labels"
         summary = json.loads((folder / "summary.json").read_text())
         outputs[name] = (
@@ -290,7 +290,7 @@ def test_prefetched_keeps_order_reraises_and_stops_its_thread():
     "option, message",
     [
         (["--writers", "0"], "wsi.writers must be at least 1, not 0"),
-        (["--instance-workers", "-1"], "wsi.instance_workers must be 0 or more, not -1"),
+        (["--finish-workers", "-1"], "wsi.finish_workers must be 0 or more, not -1"),
         (["--workers", "-2"], "wsi.workers must be 0 (a reading thread) or more processes, not -2"),
         (["--threads", "0"], "wsi.threads must be at least 1 (or None for PyTorch's default), not 0"),
     ],

@@ -41,9 +41,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--workers", type=int, help="tile-reading processes (0: one thread; default 0 on the CPU, 4 on a GPU)"
     )
     parser.add_argument("--threads", type=int, help="CPU threads of the model (default: one per core)")
-    parser.add_argument("--writers", type=int, help="threads finishing and writing chunks (default 2)")
     parser.add_argument(
-        "--instance-workers", type=int, help="processes extracting instances (default 0: the writer threads)"
+        "--writers", type=int, help="threads finishing and writing chunks (default 2, or finish workers + 1)"
+    )
+    parser.add_argument(
+        "--finish-workers",
+        type=int,
+        help="processes finishing chunks (watershed, outlines, ...; default 0 on the CPU, the free cores on a GPU)",
     )
     parser.add_argument("--mask-dir", help="folder of tissue masks <slide name>.png overriding the automatic one")
     parser.add_argument("--tissue", choices=["auto", "all"], help="'all': run every tile, not only tissue")

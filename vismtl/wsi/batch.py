@@ -63,16 +63,16 @@ def infer_slides(
         model = build_model(cfg["model"], tasks)
         ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
         model.to(info.device)
-        runner = SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint))
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         slides = expand_inputs(inputs)[info.rank :: world_size()]
         entries: list[dict[str, Any]] = []
         part = out_dir / (f".manifest.rank{info.rank}.json" if world_size() > 1 else "manifest.json")
-        for slide in slides:
-            entries.append(runner.run(slide, out_dir, resume, mpp))
-            write_json(part, {"slides": entries})
-            log.info("%s: %s", slide.name, entries[-1]["status"])
+        with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
+            for slide in slides:
+                entries.append(runner.run(slide, out_dir, resume, mpp))
+                write_json(part, {"slides": entries})
+                log.info("%s: %s", slide.name, entries[-1]["status"])
         if not slides:
             write_json(part, {"slides": []})
         barrier()

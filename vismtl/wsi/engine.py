@@ -3,7 +3,8 @@
 Per slide, loader worker processes (or one reading thread) read tiles, each with its own
 slide handle; the main thread runs the model and blends its outputs into the chunk's canvas,
 and writer threads finalise finished chunks (normalising, decisions, post-processing,
-instances) and write them, so reading, the model and writing overlap. Memory holds only the
+instances: inline or in finishing processes) and write them, so reading, the model and
+writing overlap. Memory holds only the
 chunks in flight, whatever the slide's size. Every finished chunk is journaled; ``resume``
 skips finished slides and finished chunks. One failing slide is recorded in the manifest and
 the batch goes on.
@@ -11,15 +12,12 @@ the batch goes on.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import multiprocessing
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Full, Queue, SimpleQueue
@@ -31,11 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vismtl.tasks import Task
+from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.settings import WSISettings
-from vismtl.wsi.stitch import ChunkCanvas, finalize_chunk
+from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_mask, tissue_mask
 
@@ -123,6 +122,8 @@ def plan_slide(layout: TileLayout, tissue: TissueIndex, finished: Mapping, mpp: 
 class SlideRunner:
     """Runs one model over slides with fixed settings (the Python API of tools/infer_wsi.py).
 
+    Close it (or use it as a context manager) to stop its finishing processes, if any.
+
     Args:
         model: returns ``{task: logits}`` for uint8 images ``[B, 3, S, S]`` (a MultiTaskModel).
         tasks: the tasks to write (dense ones as rasters, instance ones also as GeoJSON,
@@ -146,6 +147,16 @@ class SlideRunner:
         self.patch = {n: t for n, t in tasks.items() if not t.dense}
         has_instances = any(t.kind == "instance" for t in tasks.values())
         self.margin = settings.margin if has_instances else 0
+        self.finisher = ChunkFinisher(tasks, settings.finishing_processes(device.type, has_instances))
+
+    def close(self) -> None:
+        self.finisher.close()
+
+    def __enter__(self) -> SlideRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- one slide -------------------------------------------------------------------------
 
@@ -168,6 +179,7 @@ class SlideRunner:
 
     def _run(self, slide_input: SlideInput, folder: Path, resume: bool, mpp: float | None) -> dict[str, Any]:
         timings = {"start": time.perf_counter()}
+        self.finisher.start()  # its processes start while the tissue mask is made
         with Slide.open(slide_input.path) as slide:
             # --mpp only fills in for slides whose metadata has none
             slide_mpp = slide.mpp if slide.mpp is not None else mpp
@@ -302,8 +314,8 @@ class SlideRunner:
         spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
         disjoint = settings.step >= settings.tile
         seconds = {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
-        with ThreadPoolExecutor(settings.writers) as writer, self._outliner() as outliner, torch.inference_mode():
-            finish = functools.partial(self._finish_chunk, outliner=outliner)
+        writers = settings.writer_threads(self.finisher.processes)
+        with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)
             while True:
@@ -329,9 +341,11 @@ class SlideRunner:
                     canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
                     self._vote(canvas, activated, where, core)
                     bar.update(len(batch))
-                pending.append(writer.submit(finish, canvas, chunk, layout, plan.mpp, scale, outputs, spare))
+                pending.append(
+                    writer.submit(self._finish_chunk, canvas, chunk, layout, plan.mpp, scale, outputs, spare)
+                )
                 waited = time.perf_counter()
-                pending = self._drain(pending, keep=settings.writers + 1)
+                pending = self._drain(pending, keep=writers + 1)
                 seconds["output_wait_s"] += time.perf_counter() - waited
             waited = time.perf_counter()
             self._drain(pending, keep=0)
@@ -363,30 +377,14 @@ class SlideRunner:
             votes = canvas.patch_votes.setdefault(name, [0] * task.num_outputs)
             canvas.patch_votes[name] = [a + b for a, b in zip(votes, hist)]
 
-    def _outliner(self) -> contextlib.AbstractContextManager[Executor | None]:
-        """Processes that extract instances (``wsi.instance_workers``), or None: the writer threads do."""
-        if not self.settings.instance_workers or not any(t.kind == "instance" for t in self.tasks.values()):
-            return contextlib.nullcontext()
-        # spawn: the engine's threads make forking this process unsafe
-        context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.settings.instance_workers, mp_context=context)
-
     def _finish_chunk(
-        self,
-        canvas,
-        chunk,
-        layout: TileLayout,
-        mpp: float,
-        scale: float,
-        outputs: SlideOutputs,
-        spare: SimpleQueue,
-        outliner: Executor | None = None,
+        self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs, spare: SimpleQueue
     ) -> None:
-        core = layout.core(*chunk)
+        job = ChunkJob(canvas.region, layout.core(*chunk), 1.0 / scale, mpp)
         with torch.inference_mode():  # the canvas holds inference tensors; this thread is not in that mode
-            result = finalize_chunk(canvas, core, self.tasks, 1.0 / scale, mpp, outliner)
+            result = finalize_chunk(canvas, job, self.tasks, self.finisher)
         spare.put((canvas.sums, canvas.weight_sum))  # for the next chunk's canvas
-        outputs.write_chunk(chunk, core, result)
+        outputs.write_chunk(chunk, job.core, result)
 
     @staticmethod
     def _drain(pending: list[Future], keep: int) -> list[Future]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,11 +32,12 @@ class WSISettings:
             fewer threads than cores leaves room for reading and writing: a model thread
             sharing a core with the reader stalls every parallel operation it takes part in
             (``--threads 1`` is fastest for light models on 2 cores).
-        writers: threads that finish chunks (decisions, post-processing, instances, writing)
-            while the model runs on the next ones; raise it where the model outruns them (GPUs).
-        instance_workers: processes that extract the instances of finished chunks (outlines,
-            ownership, measurements); 0: the writer threads do. That per-object Python holds
-            the GIL, so on machines with cores to spare (GPUs) processes let it run in parallel.
+        writers: threads that finish and write chunks while the model runs on the next ones
+            (default: 2, or one more than ``finish_workers``, whose jobs they wait on).
+        finish_workers: processes that finish chunks (instance decisions such as watershed,
+            outlines, measurements: Python that holds the GIL); 0: the writer threads do it.
+            Default: 0 on the CPU (its cores run the model) and for models without instance
+            tasks; on a GPU the cores not reading tiles (all but ``workers`` + 2).
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -56,8 +58,8 @@ class WSISettings:
     batch_size: int = 16
     workers: int | None = None
     threads: int | None = None
-    writers: int = 2
-    instance_workers: int = 0
+    writers: int | None = None
+    finish_workers: int | None = None
     amp: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
@@ -76,9 +78,9 @@ class WSISettings:
             raise ConfigError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"wsi.workers must be 0 (a reading thread) or more processes, not {self.workers}")
-        if self.instance_workers < 0:
-            raise ConfigError(f"wsi.instance_workers must be 0 or more, not {self.instance_workers}")
-        if self.writers < 1:
+        if self.finish_workers is not None and self.finish_workers < 0:
+            raise ConfigError(f"wsi.finish_workers must be 0 or more, not {self.finish_workers}")
+        if self.writers is not None and self.writers < 1:
             raise ConfigError(f"wsi.writers must be at least 1, not {self.writers}")
 
     @property
@@ -91,7 +93,24 @@ class WSISettings:
             return self.workers
         return 0 if device == "cpu" else 4
 
+    def finishing_processes(self, device: str, instances: bool) -> int:
+        """``finish_workers``, or its default for a model on ``device`` with or without instance tasks."""
+        if self.finish_workers is not None:
+            return self.finish_workers
+        if device == "cpu" or not instances:
+            return 0
+        return max(1, _cores() - self.reading_workers(device) - 2)
+
+    def writer_threads(self, processes: int) -> int:
+        """``writers``, or enough threads to keep ``processes`` finishing workers busy."""
+        return self.writers if self.writers is not None else max(2, processes + 1)
+
     def fingerprint(self) -> dict[str, Any]:
         """What a finished or partial output depends on (a resume must match it)."""
         keys = ("mpp", "tile", "stride", "context", "chunk", "margin", "blend")
         return {k: v for k, v in asdict(self).items() if k in keys}
+
+
+def _cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,40 +117,58 @@ def raster(task: Task, activated: torch.Tensor, decided: torch.Tensor) -> np.nda
     return task.export(decided[0])
 
 
-def finalize_chunk(
-    canvas: ChunkCanvas,
-    core: Box,
-    tasks: Mapping[str, Task],
-    scale: float,
-    mpp: float | None,
-    outliner: Executor | None = None,
-) -> ChunkResult:
-    """Decide every dense task on the blended region, crop the core, extract owned instances.
+ChunkMaps = dict[str, torch.Tensor]  # task -> [1, C, H, W] probabilities (instance tasks) or [1, ...] decisions
 
-    ``scale`` is level-0 pixels per output pixel and ``mpp`` the level-0 microns per pixel
-    (for the instances' coordinates and areas). ``outliner``: an executor (worker processes)
-    that extracts the instances, whose per-object Python would otherwise hold the GIL.
-    """
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """Where a chunk lies, for its finishing: the blended region's and the core's boxes on the
+    output grid, level-0 pixels per output pixel and level-0 microns per pixel."""
+
+    region: Box
+    core: Box
+    scale: float
+    mpp: float | None
+
+
+def chunk_maps(canvas: ChunkCanvas, tasks: Mapping[str, Task]) -> ChunkMaps:
+    """What finishing needs of a blended chunk, on the canvas's device: the probabilities of
+    instance tasks (their decisions are post-processing) and the decisions of the others
+    (argmax and the like: cheap where the canvas is, and smaller to move)."""
     activated = canvas.result()
-    dense = {n: t for n, t in tasks.items() if n in activated}
-    decided = {n: t.decide(activated[n]) for n, t in dense.items()}
+    return {n: a if tasks[n].kind == "instance" else tasks[n].decide(a) for n, a in activated.items()}
+
+
+def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tuple[dict, dict[str, ChunkPart]]:
+    """Decide the instance tasks, refine every task, crop the core: ``(rasters, parts)``.
+
+    ``maps`` from :func:`chunk_maps`, on the CPU. Runs in a writer thread or in a worker
+    process (:mod:`vismtl.wsi.finishing`); the result is small and plain.
+    """
+    dense = {n: tasks[n] for n in maps}
+    decided = {n: t.decide(maps[n]) if t.kind == "instance" else maps[n] for n, t in dense.items()}
     decided = {n: t.refine(decided[n], decided) for n, t in dense.items()}
-    y0, x0 = canvas.region[:2]
+    (y0, x0), core = job.region[:2], job.core
     crop = (slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0))
-    result = ChunkResult(rasters={n: raster(t, activated[n], decided[n])[crop] for n, t in dense.items()})
+    rasters = {n: raster(t, maps[n], decided[n])[crop] for n, t in dense.items()}
     local_core = (core[0] - y0, core[1] - x0, core[2] - y0, core[3] - x0)
-    pending = {}
+    parts = {}
     for name, task in dense.items():
-        if task.kind != "instance":
-            continue
-        labels = decided[name][0].cpu().numpy()
-        types, class_names = _instance_types(name, labels, tasks, decided)
-        args = (labels, local_core, (x0, y0), scale, mpp, name, types, class_names)
-        if outliner is None:
-            result.parts[name] = extract_chunk_part(*args)
-        else:
-            pending[name] = outliner.submit(extract_chunk_part, *args)
-    result.parts.update({name: future.result() for name, future in pending.items()})
+        if task.kind == "instance":
+            labels = decided[name][0].numpy()
+            types, class_names = _instance_types(name, labels, tasks, decided)
+            parts[name] = extract_chunk_part(labels, local_core, (x0, y0), job.scale, job.mpp, name, types, class_names)
+    return rasters, parts
+
+
+def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish) -> ChunkResult:
+    """The blended chunk -> rasters of its core, the instances it owns and its statistics.
+
+    ``finish(maps, job) -> (rasters, parts)``: :func:`finish_maps` here or in worker
+    processes (a :class:`vismtl.wsi.finishing.ChunkFinisher`).
+    """
+    rasters, parts = finish(chunk_maps(canvas, tasks), job)
+    result = ChunkResult(rasters, parts)
     result.stats = _stats(result, canvas)
     return result
 

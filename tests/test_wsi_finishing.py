@@ -1,0 +1,112 @@
+"""Finishing chunks in worker processes: the maps cross intact, the results equal the inline ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from vismtl.config import load_config
+from vismtl.tasks import build_tasks
+from vismtl.wsi.finishing import ChunkFinisher, pack, unpack
+from vismtl.wsi.stitch import ChunkJob
+
+ROOT = Path(__file__).resolve().parents[1]
+HISTOLOGY_TASKS = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)
+
+
+def shared_blocks() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def test_pack_round_trip_narrows_integer_maps():
+    rng = np.random.default_rng(0)
+    maps = {
+        "probabilities": torch.from_numpy(rng.random((1, 3, 37, 41), dtype=np.float32)),
+        "classes": torch.from_numpy(rng.integers(0, 7, (1, 37, 41))),  # int64, fits uint8
+        "depth": torch.from_numpy(rng.random((1, 37, 41))),  # float64 kept
+        "signed": torch.from_numpy(rng.integers(-5, 300, (1, 5, 3))),  # int64 -> int32
+        "empty": torch.zeros((1, 0, 4), dtype=torch.int64),
+    }
+    block, spec = pack(maps)
+    try:
+        back = unpack(block, spec)
+    finally:
+        block.close()
+        block.unlink()
+    assert back["classes"].dtype == torch.uint8 and back["signed"].dtype == torch.int32
+    assert back["probabilities"].dtype == torch.float32 and back["depth"].dtype == torch.float64
+    for name, value in maps.items():
+        assert back[name].shape == value.shape
+        assert torch.equal(back[name].to(value.dtype), value), name
+
+
+def histology_maps(seed: int, height: int = 160, width: int = 176) -> dict[str, torch.Tensor]:
+    """Blobby probabilities for the instance tasks, class decisions for the type tasks."""
+    rng = np.random.default_rng(seed)
+
+    def smooth(sigma: float, channels: int) -> np.ndarray:
+        noise = ndimage.gaussian_filter(rng.normal(size=(channels, height, width)), (0, sigma, sigma))
+        return noise / noise.std()
+
+    maps = {}
+    for name, sigma in (("nuclei", 2.5), ("gland", 9.0), ("lumen", 5.0)):
+        logits = torch.from_numpy(3.0 * smooth(sigma, 3)).float()
+        maps[name] = torch.softmax(logits, dim=0)[None]
+    for name in ("gland_type", "nuclei_type"):
+        classes = HISTOLOGY_TASKS[name].num_outputs
+        maps[name] = torch.from_numpy(smooth(4.0, classes - 1).argmax(axis=0) + 1)[None]
+    return maps
+
+
+def test_processes_finish_chunks_like_the_writer_threads():
+    job = ChunkJob(region=(64, 128, 224, 304), core=(80, 144, 208, 288), scale=2.0, mpp=0.25)
+    before = shared_blocks()
+    with ChunkFinisher(HISTOLOGY_TASKS, processes=2) as finisher:
+        for seed in range(3):
+            maps = histology_maps(seed)
+            rasters, parts = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)  # inline
+            rasters_p, parts_p = finisher(maps, job)
+            assert rasters.keys() == rasters_p.keys() == {"nuclei", "gland", "lumen", "gland_type", "nuclei_type"}
+            for name, value in rasters.items():
+                assert value.shape == (128, 144) and np.array_equal(value, rasters_p[name]), name
+            assert sum(parts["nuclei"].counts.values()) > 20 and sum(parts["gland"].counts.values()) > 0
+            assert parts == parts_p
+    assert shared_blocks() <= before  # every block unlinked
+
+
+def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():
+    job = ChunkJob(region=(0, 0, 160, 176), core=(0, 0, 160, 176), scale=1.0, mpp=None)
+    maps = histology_maps(5)
+    with ChunkFinisher(HISTOLOGY_TASKS, processes=1) as finisher:
+        expected = finisher(maps, job)
+        (worker,) = finisher._pool._processes.values()
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(timeout=30)
+        time.sleep(0.2)
+        with pytest.raises(BrokenProcessPool):
+            finisher(maps, job)
+        again = finisher(maps, job)
+    assert again[1] == expected[1]
+    assert all(np.array_equal(again[0][n], expected[0][n]) for n in expected[0])
+
+
+def test_finishing_defaults_give_a_gpu_machine_cores_to_finish_and_the_cpu_none(monkeypatch):
+    from vismtl.wsi import settings as wsi_settings
+
+    monkeypatch.setattr(wsi_settings, "_cores", lambda: 16)
+    default = wsi_settings.WSISettings()
+    assert default.finishing_processes("cpu", instances=True) == 0
+    assert default.finishing_processes("cuda", instances=False) == 0
+    assert default.finishing_processes("cuda", instances=True) == 16 - 4 - 2  # minus readers, model, spare
+    assert default.writer_threads(0) == 2 and default.writer_threads(10) == 11
+    explicit = wsi_settings.WSISettings(finish_workers=3, writers=5, workers=8)
+    assert explicit.finishing_processes("cpu", instances=True) == 3 and explicit.writer_threads(3) == 5
+    assert wsi_settings.WSISettings(workers=14).finishing_processes("cuda", instances=True) == 1

@@ -1,0 +1,152 @@
+"""Finishing chunks in worker processes: decisions, post-processing and instances off the GIL.
+
+A chunk's finishing (watershed and components of every instance task, the objects' outlines,
+ownership and measurements, per-object JSON) is mostly Python and numpy holding the GIL for
+~0.7 s per 1024 x 1024 chunk on one core. In threads of the process that runs the model it
+cannot use more than about one core, and on a GPU it starves the model's thread, which needs
+the GIL to launch every kernel. :class:`ChunkFinisher` runs it either inline (the calling
+writer thread; the default on the CPU, where every core is already busy) or in a pool of
+spawned worker processes that scales with the machine's cores.
+
+The blended maps travel through one shared-memory block per chunk (a single copy, no
+pickling of the arrays); the results come back pickled (the core's uint8 rasters and the
+part files' text: a few MB). Integer maps (type decisions) are narrowed to the smallest
+dtype that holds them before the copy.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import shared_memory
+
+import numpy as np
+import torch
+
+from vismtl.tasks import Task
+from vismtl.wsi.stitch import ChunkJob, ChunkMaps, finish_maps
+
+Spec = list[tuple[str, str, tuple[int, ...], int]]  # (task, dtype, shape, byte offset) per map
+
+_WORKER_TASKS: dict[str, Task] = {}  # set once per worker process by _start_worker
+
+
+class ChunkFinisher:
+    """Finishes chunks inline (``processes == 0``) or in ``processes`` spawned workers.
+
+    Calls block until the chunk is finished (the caller is a writer thread), so as many
+    chunks are finished at once as there are writer threads. Close it (or use it as a
+    context manager) to stop the workers; a broken pool (a worker killed) fails the
+    current chunk and is replaced on the next call.
+    """
+
+    def __init__(self, tasks: Mapping[str, Task], processes: int = 0) -> None:
+        self.tasks, self.processes = dict(tasks), processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Spawn the workers now (they import torch: seconds), so that they are ready by the first chunk."""
+        if self.processes and self._pool is None:
+            # spawn: the engine's threads (and CUDA) make forking this process unsafe
+            self._pool = ProcessPoolExecutor(
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self.tasks,),
+            )
+            for _ in range(self.processes):  # each submit with no idle worker spawns one
+                self._pool.submit(int)
+
+    def __call__(self, maps: ChunkMaps, job: ChunkJob):
+        """``finish_maps(maps, tasks, job)``, here or in a worker process."""
+        if not self.processes:
+            return finish_maps({n: m.cpu() for n, m in maps.items()}, self.tasks, job)
+        self.start()
+        block, spec = pack(maps)
+        try:
+            return self._pool.submit(_finish_packed, block.name, spec, job).result()
+        except BrokenProcessPool:
+            self.close()  # a new pool on the next call
+            raise
+        finally:
+            block.close()
+            block.unlink()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ChunkFinisher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pack(maps: ChunkMaps) -> tuple[shared_memory.SharedMemory, Spec]:
+    """Copy ``maps`` (any device) into one new shared-memory block; integer maps narrowed."""
+    tensors = {name: _narrow(value).contiguous() for name, value in maps.items()}
+    spec, offset = [], 0
+    for name, value in tensors.items():
+        spec.append((name, str(_np_dtype(value)), tuple(value.shape), offset))
+        offset += _aligned(value.numel() * value.element_size())
+    block = shared_memory.SharedMemory(create=True, size=max(offset, 1))
+    try:
+        for (_, dtype, shape, start), value in zip(spec, tensors.values()):
+            view = np.ndarray(shape, dtype, buffer=block.buf, offset=start)
+            torch.from_numpy(view).copy_(value)  # straight from the device into the block
+            del view
+    except BaseException:
+        block.close()
+        block.unlink()
+        raise
+    return block, spec
+
+
+def unpack(block: shared_memory.SharedMemory, spec: Spec) -> dict[str, torch.Tensor]:
+    """Private copies of the maps in ``block`` (so the block can be closed at once)."""
+    return {
+        name: torch.from_numpy(np.ndarray(shape, dtype, buffer=block.buf, offset=start).copy())
+        for name, dtype, shape, start in spec
+    }
+
+
+def _narrow(value: torch.Tensor) -> torch.Tensor:
+    """Integer maps in the smallest unsigned dtype that holds them (class ids: uint8)."""
+    if value.is_floating_point() or value.dtype == torch.bool or not value.numel():
+        return value
+    low, high = int(value.min()), int(value.max())
+    if low >= 0 and high <= 255:
+        return value.to(torch.uint8)
+    if low >= -(2**31) and high < 2**31:
+        return value.to(torch.int32)
+    return value
+
+
+def _np_dtype(value: torch.Tensor) -> np.dtype:
+    return torch.empty((), dtype=value.dtype).numpy().dtype
+
+
+def _aligned(nbytes: int, alignment: int = 64) -> int:
+    return -(-nbytes // alignment) * alignment
+
+
+def _start_worker(tasks: Mapping[str, Task]) -> None:
+    """Per worker process: the tasks, and one thread per library (the pool is the parallelism)."""
+    import cv2
+
+    _WORKER_TASKS.update(tasks)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def _finish_packed(name: str, spec: Spec, job: ChunkJob):
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        maps = unpack(block, spec)
+    finally:
+        block.close()
+    return finish_maps(maps, _WORKER_TASKS, job)
