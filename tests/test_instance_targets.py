@@ -12,12 +12,14 @@ from scipy import ndimage as ndi
 from vismtl.tasks.instance_targets import (
     band_radii,
     boundary_weight_map,
+    chessboard_reach,
     drop_outside,
     instance_to_classes,
     majority_type,
     postprocess_interior_minus_contour,
     postprocess_watershed,
     relabel,
+    remove_small,
     type_map_from_instances,
     unique_ids,
 )
@@ -245,6 +247,36 @@ def test_majority_type_and_type_map() -> None:
 def test_relabel() -> None:
     np.testing.assert_array_equal(relabel(np.array([[0, 10, 10], [3, 0, 99]])), [[0, 2, 2], [1, 0, 3]])
     np.testing.assert_array_equal(relabel(np.array([[5, 2]])), [[2, 1]])
+
+
+@pytest.mark.parametrize("high", [1, 9, 10**9])  # 10**9: sparse ids, compacted first
+def test_remove_small_equals_relabel_drop_relabel(high: int) -> None:
+    rng = np.random.default_rng(high)
+    for shape in [(1, 1), (13, 17), (64, 48)]:
+        inst = rng.integers(0, high, shape) * (rng.random(shape) < 0.7)
+        for offset, min_size in ((0, 0), (0, 3), (2, 1), (5, 6)):  # offset: no background at all
+            labels = relabel(inst + offset)
+            small = np.bincount(labels.ravel()) < min_size
+            small[0] = False
+            expected = relabel(np.where(small[labels], 0, labels))
+            got = remove_small(inst + offset, min_size)
+            np.testing.assert_array_equal(got, expected)
+            assert got.dtype == np.int32
+    with pytest.raises(ValueError, match=">= 0"):
+        remove_small(np.array([[1, -2]]), 1)
+
+
+def test_chessboard_reach_is_the_capped_distance_transform() -> None:
+    rng = np.random.default_rng(3)
+    for shape, density in [((1, 9), 0.2), ((31, 23), 0.02), ((40, 40), 0.0), ((64, 50), 0.001)]:
+        markers = (rng.random(shape) < density) * rng.integers(1, 5, shape)
+        for reach in (0, 1, 5):
+            got = chessboard_reach(markers, reach)
+            if markers.any():
+                exact = ndi.distance_transform_cdt(markers == 0, metric="chessboard")
+                np.testing.assert_array_equal(got, np.minimum(exact, reach + 1))
+            else:
+                assert (got == reach + 1).all()
 
 
 @pytest.mark.parametrize("high", [1, 7, 5000, 10**9])  # 10**9: sparse ids, the np.unique fallback
