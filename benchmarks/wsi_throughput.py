@@ -107,6 +107,22 @@ def real_outputs(model: nn.Module, slide: Path, size: int, side: int) -> dict[st
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def model_alone(model: nn.Module, tasks, batch: int, amp: bool, repeats: int = 5) -> float:
+    """Tiles/s of the model and its activations on random uint8 batches: what the engine must keep up with."""
+    model = model.eval().to(DEVICE)
+    images = torch.randint(0, 256, (batch, 3, 320, 320), dtype=torch.uint8, device=DEVICE)
+    times = []
+    with torch.inference_mode(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=amp):
+        for _ in range(repeats + 1):  # the first call warms up (cuDNN autotuning, allocations)
+            started = time.perf_counter()
+            outputs = model(images)
+            _ = [tasks[name].activate(value) for name, value in outputs.items()]
+            if DEVICE.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    return batch / statistics.median(times[1:])
+
+
 def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettings, check=None) -> dict:
     """One run of the engine: its timings; ``check(out_dir)`` looks at the outputs before they go."""
     out = Path(tempfile.mkdtemp(prefix=prefix, dir=cache))
@@ -141,7 +157,9 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
 def report(name: str, results: list[dict], tile: int) -> None:
     """Medians over repeats. "pipeline": reading, model, blending, post-processing and writing
     of the tiles; "slide": the whole call (adds tissue mask, GeoJSON, thumbnail, summary).
-    "wait in/out": the share of the pipeline the model thread waited for tiles / for writers."""
+    "wait in/out": the share of the pipeline the model thread waited for tiles / for writers.
+    "finish/s": tiles per second of chunk finishing (post-processing) on one core, i.e. how
+    many tiles/s each finishing process or writer thread can absorb."""
     tiles = results[0]["tiles"]
     mp = tiles * tile**2 / 1e6
     pipe = statistics.median(r["tiles_s"] for r in results)
@@ -149,16 +167,17 @@ def report(name: str, results: list[dict], tile: int) -> None:
     busy_pipe = statistics.median(r["model_s"] / r["tiles_s"] for r in results)
     busy_wall = statistics.median(r["model_s"] / r["wall"] for r in results)
     waits = [100 * statistics.median(r[k] / r["tiles_s"] for r in results) for k in ("input_wait_s", "output_wait_s")]
+    finish = statistics.median(r["tiles"] / max(r["finish_s"], 1e-9) for r in results)
     print(
         f"{name:56s} {len(results):>3d} {tiles:6d} {pipe:8.2f} {wall:8.2f} {tiles / pipe:8.1f} "
         f"{mp / pipe:8.1f} {mp / wall:8.1f} {100 * busy_pipe:8.1f}% {100 * busy_wall:8.1f}% "
-        f"{waits[0]:6.1f}% {waits[1]:6.1f}%"
+        f"{waits[0]:6.1f}% {waits[1]:6.1f}% {finish:8.1f}"
     )
 
 
 HEADER = (
     f"{'run':56s} {'n':>3s} {'tiles':>6s} {'pipe s':>8s} {'slide s':>8s} {'tiles/s':>8s} "
-    f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s}\n"
+    f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s} {'finish/s':>8s}\n"
     "(tiles/s, MP/s, busy and waits over the tile pipeline; * over the whole slide call; medians of n runs)"
 )
 
@@ -263,6 +282,8 @@ def main() -> None:
     histology = build_model(cfg.model, tasks)
     if args.histology_checkpoint:
         ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
+    alone = model_alone(histology, tasks, args.batch_size, args.amp)
+    print(f"histology model alone (batch {args.batch_size} of 320 x 320, activations included): {alone:.1f} tiles/s")
     if args.histology_repeats:
         compare(args, "histology", histology, tasks, slide, 32, args.histology_repeats)
     if args.replay:

@@ -72,8 +72,9 @@ def test_processes_finish_chunks_like_the_writer_threads():
     with ChunkFinisher(HISTOLOGY_TASKS, processes=2) as finisher:
         for seed in range(3):
             maps = histology_maps(seed)
-            rasters, parts = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)  # inline
-            rasters_p, parts_p = finisher(maps, job)
+            rasters, parts, seconds = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)  # inline
+            rasters_p, parts_p, seconds_p = finisher(maps, job)
+            assert seconds > 0 and seconds_p > 0
             assert rasters.keys() == rasters_p.keys() == {"nuclei", "gland", "lumen", "gland_type", "nuclei_type"}
             for name, value in rasters.items():
                 assert value.shape == (128, 144) and np.array_equal(value, rasters_p[name]), name

@@ -239,9 +239,11 @@ class SlideRunner:
             tissue_classes=self._proportions(summary["patch_votes"]),
             # tiles_s: the read -> model -> write pipeline alone (wall_s adds the tissue mask,
             # GeoJSON and pictures); the model thread's time split into model_s, waiting for
-            # tiles (input_wait_s) and waiting for the writers (output_wait_s)
+            # tiles (input_wait_s) and waiting for the writers (output_wait_s); finish_s: the
+            # chunks' post-processing, added up over the threads or processes that ran it
             timings={"wall_s": round(wall, 3), "tiles_s": round(timings["tiles"], 3)}
-            | {k: round(v, 3) for k, v in busy.items()},
+            | {k: round(v, 3) for k, v in busy.items()}
+            | {"finish_s": summary.pop("finish_s")},
             settings=self.settings.fingerprint(),
         )
         if summary["cut_objects"]:

@@ -17,6 +17,7 @@ dtype that holds them before the copy.
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -59,10 +60,10 @@ class ChunkFinisher:
             for _ in range(self.processes):  # each submit with no idle worker spawns one
                 self._pool.submit(int)
 
-    def __call__(self, maps: ChunkMaps, job: ChunkJob):
-        """``finish_maps(maps, tasks, job)``, here or in a worker process."""
+    def __call__(self, maps: ChunkMaps, job: ChunkJob) -> tuple[dict, dict, float]:
+        """``(*finish_maps(maps, tasks, job), seconds it took)``, here or in a worker process."""
         if not self.processes:
-            return finish_maps({n: m.cpu() for n, m in maps.items()}, self.tasks, job)
+            return _timed_finish({n: m.cpu() for n, m in maps.items()}, self.tasks, job)
         self.start()
         block, spec = pack(maps)
         try:
@@ -143,10 +144,16 @@ def _start_worker(tasks: Mapping[str, Task]) -> None:
     cv2.setNumThreads(1)
 
 
-def _finish_packed(name: str, spec: Spec, job: ChunkJob):
+def _finish_packed(name: str, spec: Spec, job: ChunkJob) -> tuple[dict, dict, float]:
     block = shared_memory.SharedMemory(name=name)
     try:
         maps = unpack(block, spec)
     finally:
         block.close()
-    return finish_maps(maps, _WORKER_TASKS, job)
+    return _timed_finish(maps, _WORKER_TASKS, job)
+
+
+def _timed_finish(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tuple[dict, dict, float]:
+    started = time.perf_counter()
+    rasters, parts = finish_maps(maps, tasks, job)
+    return rasters, parts, time.perf_counter() - started

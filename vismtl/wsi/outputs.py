@@ -170,9 +170,10 @@ def merge_summaries(entries: Mapping[tuple[int, int], Mapping[str, Any]]) -> dic
     counts: dict[str, dict[str, int]] = {}
     areas: dict[str, float] = {}
     votes: dict[str, list[int]] = {}
-    tiles = cut = 0
+    tiles = cut = finish_s = 0
     for entry in entries.values():
         tiles += entry.get("tiles", 0)
+        finish_s += entry.get("finish_s", 0.0)
         cut += entry.get("cut_objects", 0)
         for task, per_class in entry.get("counts", {}).items():
             merged = counts.setdefault(task, {})
@@ -183,4 +184,5 @@ def merge_summaries(entries: Mapping[tuple[int, int], Mapping[str, Any]]) -> dic
         for task, hist in entry.get("patch_votes", {}).items():
             total = votes.setdefault(task, [0] * len(hist))
             votes[task] = [a + b for a, b in zip(total, hist)]
-    return {"tiles": tiles, "cut_objects": cut, "counts": counts, "area_um2": areas, "patch_votes": votes}
+    summary = {"tiles": tiles, "cut_objects": cut, "counts": counts, "area_um2": areas, "patch_votes": votes}
+    return summary | {"finish_s": round(finish_s, 3)}

@@ -164,12 +164,12 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
 def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish) -> ChunkResult:
     """The blended chunk -> rasters of its core, the instances it owns and its statistics.
 
-    ``finish(maps, job) -> (rasters, parts)``: :func:`finish_maps` here or in worker
-    processes (a :class:`vismtl.wsi.finishing.ChunkFinisher`).
+    ``finish(maps, job) -> (rasters, parts, seconds)``: :func:`finish_maps` here or in worker
+    processes, timed (a :class:`vismtl.wsi.finishing.ChunkFinisher`).
     """
-    rasters, parts = finish(chunk_maps(canvas, tasks), job)
+    rasters, parts, seconds = finish(chunk_maps(canvas, tasks), job)
     result = ChunkResult(rasters, parts)
-    result.stats = _stats(result, canvas)
+    result.stats = {**_stats(result, canvas), "finish_s": round(seconds, 4)}
     return result
 
 
