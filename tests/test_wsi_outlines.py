@@ -1,4 +1,5 @@
-"""label_outlines / label_stats: every object's outline at once, the same as polygon_from_mask's one by one."""
+"""label_outlines / label_stats: every object's outline at once, the same as the OpenCV oracle's one by one
+(tests/outline_reference.py: the former per-object implementation, imported here as polygon_from_mask)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 from skimage.draw import ellipse
 
-from vismtl.wsi.instances import _drop_collinear, _restore_concave_corners, polygon_from_mask
+from outline_reference import _drop_collinear, _restore_concave_corners
+from outline_reference import reference_polygon as polygon_from_mask
 from vismtl.wsi.outlines import label_outlines, label_stats
 
 SHAPES = [(1, 1), (1, 7), (7, 1), (5, 3), (17, 23), (64, 64)]

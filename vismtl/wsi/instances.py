@@ -24,12 +24,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-import shapely
-from scipy import ndimage
-from shapely.geometry import Polygon
-from shapely.geometry.polygon import orient
+
+from vismtl.wsi.outlines import label_outlines, label_stats
 
 __all__ = [
     "ChunkInstances",
@@ -86,22 +83,40 @@ def extract_chunk(
     of ``labels[0, 0]`` in output-grid pixels (integers, for stable ids); ``scale``: level-0 pixels
     per output pixel; ``mpp``: microns per level-0 pixel; ``types``: label -> class id;
     ``class_names[class_id]`` names a class (default: the task name for 0, ``"{task} {id}"`` else).
+
+    Outlines, areas, centroids and first pixels of all objects come from whole-array operations
+    (:mod:`vismtl.wsi.outlines`); only the owned objects' records are built one by one.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
+    ids, offsets, vertices = label_outlines(labels)
+    area, centroid, first = label_stats(labels, ids)
+    y0, x0, y1, x1 = core
+    owned = np.flatnonzero((first[:, 0] >= y0) & (first[:, 0] < y1) & (first[:, 1] >= x0) & (first[:, 1] < x1))
     touching = _labels_on_margin_sides(labels, core)
+    origin_xy = np.asarray(origin, np.float64)
+    rings = (vertices + origin_xy) * scale
+    centres = (centroid + origin_xy) * scale
     instances, cut = [], 0
-    for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        first = _first_pixel(labels, label, box)
-        if not _inside(first, core):
-            continue
+    for k in owned.tolist():
+        label = int(ids[k])
         cut += label in touching
         class_id = int(types.get(label, 0)) if types else 0
-        name = _class_name(class_id, task, class_names)
-        instances.append(_instance(labels[box] == label, box, first, origin, scale, mpp, task, class_id, name))
+        gy, gx = round(origin[1] + first[k, 0]), round(origin[0] + first[k, 1])
+        instances.append(
+            Instance(
+                polygon=[tuple(p) for p in rings[offsets[k] : offsets[k + 1]].tolist()],
+                centroid=(float(centres[k, 0]), float(centres[k, 1])),
+                area_px=float(area[k]),
+                area_um2=None if mpp is None else float(area[k]) * (scale * mpp) ** 2,
+                class_id=class_id,
+                class_name=_class_name(class_id, task, class_names),
+                task=task,
+                id=str(uuid.uuid5(_ID_NAMESPACE, f"{task}/{gy}/{gx}")),
+                mpp=mpp,
+            )
+        )
     return ChunkInstances(instances, cut)
 
 
@@ -130,16 +145,14 @@ def polygon_from_mask(mask: np.ndarray) -> list[tuple[float, float]]:
     """Outer boundary of a binary mask as a closed, valid ring in pixel-corner coordinates.
 
     Pixel ``(r, c)`` is the square ``[c, c + 1] x [r, r + 1]``; the ring follows the pixel edges
-    exactly (a one-pixel object is the unit square), holes are ignored, and only the largest
-    component is kept (also when pixels touch only at a corner, which would make the ring
-    self-touching).
+    exactly (a one-pixel object is the unit square), holes are ignored, and of several pieces
+    only the largest is kept (see :func:`vismtl.wsi.outlines.label_outlines`).
     """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise ValueError("empty mask has no polygon")
-    ring = _crack_ring(mask)
-    polygon = _largest_valid(Polygon(ring))
-    return [(float(x), float(y)) for x, y in orient(polygon, sign=1.0).exterior.coords]
+    _, _, vertices = label_outlines(mask.astype(np.uint8))
+    return [(float(x), float(y)) for x, y in vertices.tolist()]
 
 
 def _labels_on_margin_sides(labels: np.ndarray, core: Core) -> set[int]:
@@ -155,101 +168,7 @@ def _labels_on_margin_sides(labels: np.ndarray, core: Core) -> set[int]:
     return found
 
 
-def _first_pixel(labels: np.ndarray, label: int, box: tuple[slice, slice]) -> tuple[int, int]:
-    """(row, col) of the label's first pixel in raster order; it lies in the box's first row."""
-    row = box[0].start
-    col = box[1].start + int(np.argmax(labels[row, box[1]] == label))
-    return row, col
-
-
-def _inside(point: tuple[int, int], core: Core) -> bool:
-    y0, x0, y1, x1 = core
-    return y0 <= point[0] < y1 and x0 <= point[1] < x1
-
-
 def _class_name(class_id: int, task: str, class_names: Sequence[str]) -> str:
     if 0 <= class_id < len(class_names):
         return class_names[class_id]
     return task if class_id == 0 else f"{task} {class_id}"
-
-
-def _instance(
-    mask: np.ndarray,
-    box: tuple[slice, slice],
-    first: tuple[int, int],
-    origin: tuple[float, float],
-    scale: float,
-    mpp: float | None,
-    task: str,
-    class_id: int,
-    class_name: str,
-) -> Instance:
-    """Convert one object's mask (cropped to ``box``) to slide level-0 coordinates."""
-    off_x, off_y = origin[0] + box[1].start, origin[1] + box[0].start
-    ring = [((x + off_x) * scale, (y + off_y) * scale) for x, y in polygon_from_mask(mask)]
-    rows, cols = np.nonzero(mask)
-    centroid = ((cols.mean() + 0.5 + off_x) * scale, (rows.mean() + 0.5 + off_y) * scale)
-    area = float(rows.size)
-    gy, gx = round(origin[1] + first[0]), round(origin[0] + first[1])
-    return Instance(
-        polygon=ring,
-        centroid=(float(centroid[0]), float(centroid[1])),
-        area_px=area,
-        area_um2=None if mpp is None else area * (scale * mpp) ** 2,
-        class_id=class_id,
-        class_name=class_name,
-        task=task,
-        id=str(uuid.uuid5(_ID_NAMESPACE, f"{task}/{gy}/{gx}")),
-        mpp=mpp,
-    )
-
-
-def _crack_ring(mask: np.ndarray) -> np.ndarray:
-    """Vertices ``[N, 2]`` (x, y) of the largest outer boundary along pixel edges.
-
-    Contours are traced on a doubled lattice where each pixel becomes a 3x3 block whose outer
-    lattice points are its corners and edge midpoints, so OpenCV's pixel-centre tracing runs along
-    pixel edges; the corners OpenCV cuts diagonally at concave turns are put back.
-    """
-    h, w = mask.shape
-    lattice = np.zeros((2 * h + 3, 2 * w + 3), np.uint8)  # one lattice point of padding per side
-    lattice[2:-2:2, 2:-2:2] = mask
-    lattice = cv2.dilate(lattice, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(lattice, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    points = max(contours, key=cv2.contourArea)[:, 0, :]
-    points = _restore_concave_corners(points, lattice)
-    return (_drop_collinear(points) - 1) / 2.0
-
-
-def _restore_concave_corners(points: np.ndarray, lattice: np.ndarray) -> np.ndarray:
-    """Replace each diagonal step p -> q by p -> corner -> q, the corner being the foreground one."""
-    nxt = np.roll(points, -1, axis=0)
-    step = nxt - points
-    diagonal = np.flatnonzero((np.abs(step[:, 0]) == 1) & (np.abs(step[:, 1]) == 1))
-    if diagonal.size == 0:
-        return points
-    p, q = points[diagonal], nxt[diagonal]
-    corner_a = np.stack([q[:, 0], p[:, 1]], axis=1)  # move along x first
-    corner_b = np.stack([p[:, 0], q[:, 1]], axis=1)  # move along y first
-    use_a = lattice[corner_a[:, 1], corner_a[:, 0]] > 0
-    corners = np.where(use_a[:, None], corner_a, corner_b)
-    return np.insert(points, diagonal + 1, corners, axis=0)
-
-
-def _drop_collinear(points: np.ndarray) -> np.ndarray:
-    """Keep only the vertices where the boundary turns (or reverses)."""
-    before = points - np.roll(points, 1, axis=0)
-    after = np.roll(points, -1, axis=0) - points
-    cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
-    dot = (before * after).sum(axis=1)
-    return points[(cross != 0) | (dot < 0)].astype(float)
-
-
-def _largest_valid(polygon: Polygon) -> Polygon:
-    """The polygon itself if valid, else the exterior of the largest piece of its repair."""
-    if polygon.is_valid:
-        return polygon
-    parts = [g for g in shapely.get_parts(shapely.make_valid(polygon)) if isinstance(g, Polygon) and g.area > 0]
-    if not parts:
-        raise ValueError("mask outline has no area")
-    return Polygon(max(parts, key=lambda g: g.area).exterior)
