@@ -303,3 +303,16 @@ def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, opti
     status = infer_wsi.main([str(TINY), str(tmp_path / "none.pth"), str(tmp_path), "--out-dir", str(tmp_path), *option])
     assert status == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+
+
+def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
+    tasks = build_tasks(dict(tissue=dict(kind="patch_class", num_classes=4)))
+    runner = SlideRunner(GreyOracle(), tasks, WSISettings(workers=0), torch.device("cpu"))
+    canvas = type("Canvas", (), {"patch_votes": {}})()
+    core = (0, 0, 512, 512)
+    positions = torch.tensor([[0, 0], [0, 256], [256, 512], [512, 0], [256, 256]])  # 3rd and 4th outside
+    logits = torch.full((5, 4), -5.0)
+    logits[torch.arange(5), torch.tensor([2, 2, 1, 3, 0])] = 5.0
+    runner._vote(canvas, {"tissue": logits}, positions, core)
+    runner._vote(canvas, {"tissue": logits[:2]}, positions[:2], core)
+    assert canvas.patch_votes["tissue"].tolist() == [1, 0, 4, 0]

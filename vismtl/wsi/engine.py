@@ -316,6 +316,7 @@ class SlideRunner:
         spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
         disjoint = settings.step >= settings.tile
         seconds = {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
+        clock = ModelClock(self.device)
         writers = settings.writer_threads(self.finisher.processes)
         with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
@@ -333,12 +334,12 @@ class SlideRunner:
                 )
                 core = layout.core(*chunk)
                 first = int(np.searchsorted(plan.owner, chunk_index))
-                positions = torch.from_numpy(plan.positions[first : first + len(images)]).to(self.device)
+                # positions stay on the CPU: reading them back from a GPU would wait for its queue
+                positions = torch.from_numpy(plan.positions[first : first + len(images)])
                 for start in range(0, len(images), settings.batch_size):
                     batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
-                    started = time.perf_counter()
-                    activated = self._activated(batch)
-                    seconds["model_s"] += time.perf_counter() - started
+                    with clock:
+                        activated = self._activated(batch)
                     where = positions[start : start + len(batch)]
                     canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
                     self._vote(canvas, activated, where, core)
@@ -353,15 +354,12 @@ class SlideRunner:
             self._drain(pending, keep=0)
             seconds["output_wait_s"] += time.perf_counter() - waited
             bar.close()
-        return seconds
+        return seconds | {"model_s": clock.seconds()}
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
             logits = self.model(images)
-        activated = {n: t.activate(logits[n]) for n, t in self.tasks.items()}
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()  # so that the busy time is the model's, not the queue's
-        return activated
+        return {n: t.activate(logits[n]) for n, t in self.tasks.items()}
 
     def _kept(self, activated: torch.Tensor) -> torch.Tensor:
         ctx, tile = self.settings.context, self.settings.tile
@@ -372,12 +370,13 @@ class SlideRunner:
         if not self.patch:
             return
         y, x = positions[:, 0], positions[:, 1]
-        inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).cpu()
+        inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).long()
+        inside = inside.to(self.device, non_blocking=True)
         for name, task in self.patch.items():
-            classes = activated[name].argmax(dim=1).cpu()[inside]
-            hist = torch.bincount(classes, minlength=task.num_outputs).tolist()
-            votes = canvas.patch_votes.setdefault(name, [0] * task.num_outputs)
-            canvas.patch_votes[name] = [a + b for a, b in zip(votes, hist)]
+            # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
+            classes = activated[name].argmax(dim=1)
+            empty = torch.zeros(task.num_outputs, dtype=torch.long, device=self.device)
+            canvas.patch_votes.setdefault(name, empty).scatter_add_(0, classes, inside)
 
     def _finish_chunk(
         self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs, spare: SimpleQueue
@@ -397,6 +396,39 @@ class SlideRunner:
             if future.done():
                 future.result()  # surface a writer's error now, not at the end of the slide
         return [f for f in pending if not f.done()]
+
+
+class ModelClock:
+    """Seconds the model computed. On the CPU, wall time around each call; on a GPU, CUDA events
+    around the model's kernels, read at the end, so that the model's thread queues the next
+    batch while the GPU computes this one instead of waiting for it (the busy time is the GPU's,
+    not that of the queue or of a thread waiting on it)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._events: list[tuple[Any, Any]] = []
+        self._seconds = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        if self.cuda:
+            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._events[-1][0].record()
+        else:
+            self._started = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self._events[-1][1].record()
+        else:
+            self._seconds += time.perf_counter() - self._started
+
+    def seconds(self) -> float:
+        if self._events:
+            self._events[-1][1].synchronize()
+            self._seconds += sum(start.elapsed_time(end) for start, end in self._events) / 1000.0
+            self._events.clear()
+        return self._seconds
 
 
 def prefetched(items: Iterable, depth: int = 2) -> Iterator:

@@ -66,17 +66,18 @@ class ChunkCanvas:
         if not self.copy:
             self.weight_sum = weights.zero_() if weights is not None else torch.zeros((height, width), device=device)
             self.window = _window(tile, window, torch.device(device))
-        self.patch_votes: dict[str, list[int]] = {}
+        self.patch_votes: dict[str, torch.Tensor] = {}  # task -> [classes] counts, on the device
         self.tiles = 0
 
     def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> None:
         """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``."""
         offsets = positions - torch.tensor(self.region[:2], device=positions.device)
-        if self.copy:
+        if self.copy:  # slices from offsets on the CPU (on a GPU, reading them would wait for its queue)
             for task, channels in self.slices.items():
-                _copy_tiles(outputs[task], offsets, self.sums[channels])
+                _copy_tiles(outputs[task], offsets.cpu(), self.sums[channels])
         elif self.slices:
             tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
+            offsets = offsets.to(self.sums.device, non_blocking=True)
             blend_tiles(tiles, offsets, self.window, self.sums, self.weight_sum)
         self.tiles += int(positions.shape[0])
 
@@ -186,4 +187,5 @@ def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
     """Counts and areas per task and class, and patch-class votes: what the summary adds up."""
     counts = {task: part.counts for task, part in result.parts.items()}
     areas = {task: part.area_um2 for task, part in result.parts.items()}
-    return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": canvas.patch_votes}
+    votes = {task: hist.tolist() for task, hist in canvas.patch_votes.items()}
+    return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": votes}
