@@ -1,0 +1,159 @@
+"""Chunk finishing (post-processing) of the whole-slide engine, alone: what one core absorbs, and
+how it scales over finishing processes.
+
+    python benchmarks/wsi_finishing.py [--chunks 6] [--histology-checkpoint CKPT] [--repeats 3]
+
+The histology quickstart model (configs/cerberus/quickstart_tissue.py; random weights unless a
+checkpoint is given) runs on the first chunks of tissue of the generated 20,000 x 20,000 slide of
+``wsi_throughput.py`` (1024 px chunks with 64 px margins, 256 px tiles with 32 px of context), and
+its blended maps are kept. Then, timed on those maps:
+
+- finishing every chunk in this thread (``finish_maps``: watershed and components of the instance
+  tasks, type votes, rasters, outlines, JSON): tiles per second of one core;
+- the outlines of every nucleus: the former per-object OpenCV tracer (``tests/outline_reference.py``)
+  against ``label_outlines`` (all objects at once);
+- ``ChunkFinisher`` with 1, 2, ... worker processes (as many as the machine's cores), fed by as
+  many threads: how the engine's finishing scales where cores are free (GPU machines).
+
+Before timing, the processes' results are checked equal to this thread's and the outlines' areas
+equal to the per-object tracer's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness import Row, measure, print_table  # noqa: E402
+from outline_reference import reference_polygon  # noqa: E402
+from vismtl.config import load_config  # noqa: E402
+from vismtl.engine import checkpoint as ckpt  # noqa: E402
+from vismtl.models import build_model  # noqa: E402
+from vismtl.tasks import build_tasks  # noqa: E402
+from vismtl.wsi import Slide, WSISettings  # noqa: E402
+from vismtl.wsi.engine import ChunkTiles, plan_slide  # noqa: E402
+from vismtl.wsi.finishing import ChunkFinisher  # noqa: E402
+from vismtl.wsi.outlines import label_outlines  # noqa: E402
+from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, chunk_maps, finish_maps  # noqa: E402
+from vismtl.wsi.tiling import TileLayout, TissueIndex  # noqa: E402
+from vismtl.wsi.tissue import tissue_mask  # noqa: E402
+from wsi_throughput import ROOT, make_slide  # noqa: E402
+
+
+def blended_chunks(model, tasks, slide_path: Path, count: int) -> list[tuple[dict, ChunkJob, int]]:
+    """``(maps, job, tiles)`` of the slide's first ``count`` chunks with tissue, as the engine blends them."""
+    settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64, workers=0)
+    with Slide.open(slide_path) as slide:
+        thumbnail, thumb_scale = slide.thumbnail(int(slide.width * 0.5 / settings.mask_mpp))
+        layout = TileLayout(
+            slide.height, slide.width, settings.tile, settings.step, settings.context, settings.chunk, settings.margin
+        )
+    plan = plan_slide(layout, TissueIndex(tissue_mask(thumbnail), thumb_scale), {}, 0.5)
+    reader = ChunkTiles(slide_path, 1.0, plan, settings)
+    dense = {n: t.num_outputs for n, t in tasks.items() if t.dense}
+    chunks = []
+    with torch.inference_mode():
+        for index in range(min(count, len(plan.chunks))):
+            _, images = reader[index]
+            first = int(np.searchsorted(plan.owner, index))
+            canvas = ChunkCanvas(layout.region(*plan.chunks[index]), dense, 256, "ones", "cpu", disjoint=True)
+            for start in range(0, len(images), 16):
+                logits = model(images[start : start + 16])
+                kept = {n: tasks[n].activate(logits[n])[:, :, 32:288, 32:288] for n in dense}
+                canvas.add(kept, torch.from_numpy(plan.positions[first + start : first + start + len(kept["nuclei"])]))
+            maps = {n: m.clone() for n, m in chunk_maps(canvas, tasks).items()}
+            chunks.append((maps, ChunkJob(canvas.region, layout.core(*plan.chunks[index]), 1.0, 0.5), len(images)))
+    reader.close()
+    return chunks
+
+
+def outlines_one_by_one(labels: np.ndarray) -> list:
+    return [reference_polygon(labels[box] == k) for k, box in enumerate(ndimage.find_objects(labels), 1) if box]
+
+
+def ring_areas(rings) -> np.ndarray:
+    areas = []
+    for ring in rings:
+        x, y = np.asarray(ring, np.float64).T
+        areas.append(0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])))
+    return np.asarray(areas)
+
+
+def finish_in_processes(finisher: ChunkFinisher, chunks) -> None:
+    with ThreadPoolExecutor(finisher.processes) as threads:
+        list(threads.map(lambda c: finisher(c[0], c[1]), chunks))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # one core per finishing job, as in a finishing process
+    cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
+    tasks = build_tasks(cfg.tasks)
+    model = build_model(cfg.model, tasks).eval()
+    if args.histology_checkpoint:
+        ckpt.load_model_weights(model, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
+    chunks = blended_chunks(model, tasks, make_slide(args.cache / "tissue_20000.tiff", 20_000), args.chunks)
+    tiles = sum(c[2] for c in chunks)
+    inline = [finish_maps(maps, tasks, job) for maps, job, _ in chunks]
+    labels = [tasks["nuclei"].decide(maps["nuclei"])[0].numpy() for maps, _, _ in chunks]
+    objects = sum(int(ids.max()) for ids in labels)
+    print(f"{len(chunks)} chunks, {tiles} model tiles, {objects} nuclei")
+    for ids in labels:  # the same outlines (equal areas: ties between equal pieces aside, the same rings)
+        _, offsets, vertices = label_outlines(ids)
+        vectorised = [vertices[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        assert np.array_equal(ring_areas(vectorised), ring_areas(outlines_one_by_one(ids)))
+
+    rows = [
+        Row(
+            "finish chunks, this thread",
+            measure(lambda: [finish_maps(m, tasks, j) for m, j, _ in chunks], args.repeats),
+            tiles,
+            "finish",
+        )
+    ]
+    rows.append(
+        Row(
+            "nuclei outlines, one object at a time",
+            measure(lambda: [outlines_one_by_one(x) for x in labels], args.repeats),
+            objects,
+            "outlines",
+        )
+    )
+    rows.append(
+        Row(
+            "nuclei outlines, label_outlines",
+            measure(lambda: [label_outlines(x) for x in labels], args.repeats),
+            objects,
+            "outlines",
+        )
+    )
+    cores = len(os.sched_getaffinity(0))
+    for processes in sorted({1, 2, cores // 2, cores} - {0}):
+        with ChunkFinisher(tasks, processes) as finisher:
+            finisher.start()
+            results = [finisher(maps, job)[:2] for maps, job, _ in chunks]  # warm-up and check
+            for (rasters, parts), (rasters_here, parts_here) in zip(results, inline):
+                assert parts == parts_here and all(np.array_equal(rasters[n], rasters_here[n]) for n in rasters)
+            seconds = measure(lambda f=finisher: finish_in_processes(f, chunks), args.repeats, warmup=0)
+            rows.append(Row(f"finish chunks, {processes} processes", seconds, tiles, "processes"))
+    print_table(rows, unit="items/s")  # items: model tiles, or nuclei in the outline rows
+
+
+if __name__ == "__main__":
+    main()
