@@ -111,3 +111,11 @@ def test_finishing_defaults_give_a_gpu_machine_cores_to_finish_and_the_cpu_none(
     explicit = wsi_settings.WSISettings(finish_workers=3, writers=5, workers=8)
     assert explicit.finishing_processes("cpu", instances=True) == 3 and explicit.writer_threads(3) == 5
     assert wsi_settings.WSISettings(workers=14).finishing_processes("cuda", instances=True) == 1
+
+
+def test_ranks_on_one_machine_share_its_cores(monkeypatch):
+    from vismtl.wsi import settings as wsi_settings
+
+    monkeypatch.setattr(wsi_settings.os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert wsi_settings.WSISettings().finishing_processes("cuda", instances=True) == 64 // 4 - 4 - 2

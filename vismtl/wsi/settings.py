@@ -37,7 +37,8 @@ class WSISettings:
         finish_workers: processes that finish chunks (instance decisions such as watershed,
             outlines, measurements: Python that holds the GIL); 0: the writer threads do it.
             Default: 0 on the CPU (its cores run the model) and for models without instance
-            tasks; on a GPU the cores not reading tiles (all but ``workers`` + 2).
+            tasks; on a GPU the cores not reading tiles (all but ``workers`` + 2, of this
+            process's share of the machine under torchrun).
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -112,5 +113,6 @@ class WSISettings:
 
 
 def _cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """CPU cores this process may use: its share where torchrun started several on the machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
