@@ -34,6 +34,7 @@ def test_pack_round_trip_narrows_integer_maps():
         "depth": torch.from_numpy(rng.random((1, 37, 41))),  # float64 kept
         "signed": torch.from_numpy(rng.integers(-5, 300, (1, 5, 3))),  # int64 -> int32
         "empty": torch.zeros((1, 0, 4), dtype=torch.int64),
+        "autocast": torch.from_numpy(rng.random((1, 2, 3, 4), dtype=np.float32)).bfloat16(),  # -> float32
     }
     block, spec = pack(maps)
     try:
@@ -43,6 +44,7 @@ def test_pack_round_trip_narrows_integer_maps():
         block.unlink()
     assert back["classes"].dtype == torch.uint8 and back["signed"].dtype == torch.int32
     assert back["probabilities"].dtype == torch.float32 and back["depth"].dtype == torch.float64
+    assert back["autocast"].dtype == torch.float32
     for name, value in maps.items():
         assert back[name].shape == value.shape
         assert torch.equal(back[name].to(value.dtype), value), name

@@ -116,7 +116,10 @@ def unpack(block: shared_memory.SharedMemory, spec: Spec) -> dict[str, torch.Ten
 
 
 def _narrow(value: torch.Tensor) -> torch.Tensor:
-    """Integer maps in the smallest unsigned dtype that holds them (class ids: uint8)."""
+    """Integer maps in the smallest unsigned dtype that holds them (class ids: uint8); half
+    precision as float32 (numpy has no bfloat16)."""
+    if value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
     if value.is_floating_point() or value.dtype == torch.bool or not value.numel():
         return value
     low, high = int(value.min()), int(value.max())
