@@ -4,10 +4,9 @@ Per slide, loader worker processes (or one reading thread) read tiles, each with
 slide handle; the main thread runs the model and blends its outputs into the chunk's canvas,
 and writer threads finalise finished chunks (normalising, decisions, post-processing,
 instances: inline or in finishing processes) and write them, so reading, the model and
-writing overlap. Memory holds only the
-chunks in flight, whatever the slide's size. Every finished chunk is journaled; ``resume``
-skips finished slides and finished chunks. One failing slide is recorded in the manifest and
-the batch goes on.
+writing overlap. Memory holds only the chunks in flight, whatever the slide's size. Every
+finished chunk is journaled; ``resume`` skips finished slides and finished chunks. One
+failing slide is recorded in the manifest and the batch goes on.
 """
 
 from __future__ import annotations
