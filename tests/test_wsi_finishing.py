@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from conftest import subprocess_env
 from vismtl.config import load_config
 from vismtl.tasks import build_tasks
 from vismtl.wsi.finishing import ChunkFinisher, pack, unpack
@@ -121,3 +124,47 @@ def test_ranks_on_one_machine_share_its_cores(monkeypatch):
     monkeypatch.setattr(wsi_settings.os, "sched_getaffinity", lambda pid: set(range(64)))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert wsi_settings.WSISettings().finishing_processes("cuda", instances=True) == 64 // 4 - 4 - 2
+
+
+ORPHAN_SCRIPT = """
+import sys, time
+from vismtl.config import load_config
+from vismtl.tasks import build_tasks
+from vismtl.wsi.finishing import ChunkFinisher
+if __name__ == "__main__":
+    finisher = ChunkFinisher(build_tasks(load_config(sys.argv[1]).tasks), processes=2)
+    finisher.start()
+    while len(finisher._pool._processes) < 2 or not all(p.pid for p in finisher._pool._processes.values()):
+        time.sleep(0.1)
+    time.sleep(3)  # let them import and start their watchdogs
+    print(*[p.pid for p in finisher._pool._processes.values()], flush=True)
+    time.sleep(600)
+"""
+
+
+def test_finishing_workers_exit_when_the_engine_is_killed(tmp_path):
+    script = tmp_path / "engine.py"
+    script.write_text(ORPHAN_SCRIPT)
+    config = ROOT / "configs/_base_/datasets/histology_tasks.py"
+    engine = subprocess.Popen(
+        [sys.executable, str(script), str(config)], stdout=subprocess.PIPE, text=True, env=subprocess_env()
+    )
+    try:
+        workers = [int(pid) for pid in engine.stdout.readline().split()]
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    finally:
+        engine.kill()  # SIGKILL: no cleanup runs in the engine
+        engine.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers), "finishing workers outlived the engine"
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie is dead: its parent, the engine, is gone and init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -17,6 +17,9 @@ dtype that holds them before the copy.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -139,12 +142,20 @@ def _aligned(nbytes: int, alignment: int = 64) -> int:
 
 
 def _start_worker(tasks: Mapping[str, Task]) -> None:
-    """Per worker process: the tasks, and one thread per library (the pool is the parallelism)."""
+    """Per worker process: the tasks, one thread per library (the pool is the parallelism), and
+    a watchdog: a worker whose engine was killed (SIGKILL, out of memory) exits instead of
+    waiting for work forever."""
     import cv2
 
     _WORKER_TASKS.update(tasks)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    threading.Thread(target=_exit_with_parent, name="vismtl-watchdog", daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(1)
 
 
 def _finish_packed(name: str, spec: Spec, job: ChunkJob) -> tuple[dict, dict, float]:
