@@ -38,7 +38,8 @@ class WSISettings:
             outlines, measurements: Python that holds the GIL); 0: the writer threads do it.
             Default: 0 on the CPU (its cores run the model) and for models without instance
             tasks; on a GPU the cores not reading tiles (all but ``workers`` + 2, of this
-            process's share of the machine under torchrun).
+            process's share of the machine under torchrun). They are spawned: a script that
+            runs the engine with them needs the ``if __name__ == "__main__":`` guard.
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
