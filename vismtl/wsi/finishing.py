@@ -49,39 +49,47 @@ class ChunkFinisher:
     def __init__(self, tasks: Mapping[str, Task], processes: int = 0) -> None:
         self.tasks, self.processes = dict(tasks), processes
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()  # writer threads call concurrently
 
-    def start(self) -> None:
+    def start(self) -> ProcessPoolExecutor | None:
         """Spawn the workers now (they import torch: seconds), so that they are ready by the first chunk."""
-        if self.processes and self._pool is None:
-            # spawn: the engine's threads (and CUDA) make forking this process unsafe
-            self._pool = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(self.tasks,),
-            )
-            for _ in range(self.processes):  # each submit with no idle worker spawns one
-                self._pool.submit(int)
+        with self._lock:
+            if self.processes and self._pool is None:
+                # spawn: the engine's threads (and CUDA) make forking this process unsafe
+                self._pool = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(self.tasks,),
+                )
+                for _ in range(self.processes):  # each submit with no idle worker spawns one
+                    self._pool.submit(int)
+            return self._pool
 
     def __call__(self, maps: ChunkMaps, job: ChunkJob) -> tuple[dict, dict, float]:
         """``(*finish_maps(maps, tasks, job), seconds it took)``, here or in a worker process."""
         if not self.processes:
             return _timed_finish({n: m.cpu() for n, m in maps.items()}, self.tasks, job)
-        self.start()
+        pool = self.start()
         block, spec = pack(maps)
         try:
-            return self._pool.submit(_finish_packed, block.name, spec, job).result()
+            return pool.submit(_finish_packed, block.name, spec, job).result()
         except BrokenProcessPool:
-            self.close()  # a new pool on the next call
+            self._discard(pool)  # a new pool on the next call
             raise
         finally:
             block.close()
             block.unlink()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+        self._discard(self._pool)
+
+    def _discard(self, pool: ProcessPoolExecutor | None) -> None:
+        with self._lock:
+            if pool is None or pool is not self._pool:
+                return  # already replaced by another thread
             self._pool = None
+        pool.shutdown(cancel_futures=True)
 
     def __enter__(self) -> ChunkFinisher:
         return self
