@@ -96,6 +96,11 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
     assert abs(summary["mpp_level0"] - 0.499) < 1e-3
     assert array.dtype == np.uint8 and array.shape == (round(2967 * scale), round(2220 * scale))
     assert array.chunks == (256, 256)
+    # no object probability where no tile ran: farther than a tile from the tissue mask
+    mask = cv2.imread(str(done / "tissue_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    near = cv2.resize(mask.astype(np.uint8), array.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    near = cv2.dilate(near, np.ones((2 * 160 + 1, 2 * 160 + 1), np.uint8)) > 0  # tile + context + rounding
+    assert (~near).any() and (array[:][~near] == 0).all()
     assert cv2.imread(str(done / "thumbnail.png")).shape[2] == 3 and (done / "tissue_mask.png").is_file()
     for task in ("nuclei", "gland", "lumen"):
         assert validate_feature_collection(json.loads((done / f"{task}.geojson").read_text())) == []

@@ -113,7 +113,8 @@ class ChunkResult:
 def raster(task: Task, activated: torch.Tensor, decided: torch.Tensor) -> np.ndarray:
     """What is stored for a dense task: the object probability for instance tasks, else its export."""
     if task.kind == "instance":
-        foreground = 1.0 - activated[0, 0]
+        # interior + contour, not 1 - background: pixels no tile covered are 0 in every channel
+        foreground = activated[0, 1:].sum(dim=0)
         return np.round(foreground.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
     return task.export(decided[0])
 
