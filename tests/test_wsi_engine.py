@@ -321,3 +321,29 @@ def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
     runner._vote(canvas, {"tissue": logits}, positions, core)
     runner._vote(canvas, {"tissue": logits[:2]}, positions[:2], core)
     assert canvas.patch_votes["tissue"].tolist() == [1, 0, 4, 0]
+
+
+def test_chunks_with_tissue_only_in_their_margin_are_skipped():
+    from vismtl.wsi.engine import plan_slide
+    from vismtl.wsi.tiling import TileLayout, TissueIndex
+
+    layout = TileLayout(height=2048, width=2048, tile=256, stride=256, context=0, chunk=1024, margin=64)
+    mask = np.zeros((256, 256), bool)  # 1 mask pixel = 8 output pixels
+    mask[12:25, 129:137] = True  # output rows 96-200, columns 1032-1096: chunk (0, 1), by its left edge
+    plan = plan_slide(layout, TissueIndex(mask, 1 / 8), {}, 0.5)
+    # chunk (0, 0) sees that tissue in its right margin only: it is skipped, not computed for nothing
+    assert plan.chunks == [(0, 1)] and plan.skipped == 3
+    assert plan.positions.tolist() == [[0, 1024]]  # the one tile with tissue, in its core
+
+
+def test_objects_never_grow_into_pixels_no_tile_ran_on():
+    from vismtl.wsi.stitch import _decide_where_run
+
+    gland = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)["gland"]
+    probabilities = torch.zeros((1, 3, 40, 60))
+    probabilities[0, 0, :, :30] = 1.0  # tiles ran on the left half only: background there...
+    probabilities[0, :, 10:30, 18:30] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]  # ...and a gland seed at its edge
+    grown = gland.decide(probabilities)[0]
+    assert grown[:, 30:].any()  # the band's growth alone would reach into the uncomputed half
+    cut = _decide_where_run(gland, probabilities)[0]
+    assert not cut[:, 30:].any() and torch.equal(cut[:, :30], grown[:, :30])

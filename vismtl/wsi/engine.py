@@ -94,22 +94,28 @@ class SlidePlan:
     owner: np.ndarray  # [N] index into ``chunks``
     counts: list[int]  # tiles per chunk
     mpp: float  # level-0 microns per pixel
-    skipped: int = 0  # chunks without tissue
+    skipped: int = 0  # chunks without tissue in their core
 
 
 def plan_slide(layout: TileLayout, tissue: TissueIndex, finished: Mapping, mpp: float) -> SlidePlan:
+    """The tiles of every unfinished chunk whose core some tissue tile covers.
+
+    A chunk whose core no tile covers is skipped even when tiles run in its margin: nothing
+    there is written (its rasters stay the arrays' 0) and it owns no object, since objects
+    never reach pixels no tile ran on (:func:`vismtl.wsi.stitch.finish_maps`).
+    """
     chunks, positions, owner, counts, skipped = [], [], [], [], 0
+
+    def with_tissue(box):
+        return [t for t in layout.tiles(box) if tissue.touches((*t, t[0] + layout.tile, t[1] + layout.tile))]
+
     for chunk in layout.chunks():
         if chunk in finished:
             continue
-        tiles = [
-            t
-            for t in layout.tiles(layout.region(*chunk))
-            if tissue.touches((*t, t[0] + layout.tile, t[1] + layout.tile))
-        ]
-        if not tiles:
+        if not with_tissue(layout.core(*chunk)):
             skipped += 1
             continue
+        tiles = with_tissue(layout.region(*chunk))
         owner += [len(chunks)] * len(tiles)
         chunks.append(chunk)
         positions += tiles

@@ -148,7 +148,7 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     process (:mod:`vismtl.wsi.finishing`); the result is small and plain.
     """
     dense = {n: tasks[n] for n in maps}
-    decided = {n: t.decide(maps[n]) if t.kind == "instance" else maps[n] for n, t in dense.items()}
+    decided = {n: _decide_where_run(t, maps[n]) if t.kind == "instance" else maps[n] for n, t in dense.items()}
     decided = {n: t.refine(decided[n], decided) for n, t in dense.items()}
     (y0, x0), core = job.region[:2], job.core
     crop = (slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0))
@@ -161,6 +161,15 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
             types, class_names = _instance_types(name, labels, tasks, decided)
             parts[name] = extract_chunk_part(labels, local_core, (x0, y0), job.scale, job.mpp, name, types, class_names)
     return rasters, parts
+
+
+def _decide_where_run(task: Task, probabilities: torch.Tensor) -> torch.Tensor:
+    """The task's instances, cut to the pixels some tile ran on (the others are 0 in every
+    channel): growth steps (glands grow their seeds by the band) must not carry an object into
+    a chunk that is not computed, which would then own it and drop it."""
+    labels = task.decide(probabilities)
+    ran = probabilities.sum(dim=1) > 0
+    return torch.where(ran, labels, torch.zeros((), dtype=labels.dtype))
 
 
 def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish) -> ChunkResult:
