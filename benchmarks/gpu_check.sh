@@ -36,6 +36,8 @@ TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py t
 # costs nothing, i.e. the engine's own ceiling
 step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 3 --histology-repeats 1 --replay \
     --finish-workers "$FINISHERS" 0 $CHECKPOINT
+# chunk finishing alone: per core, and how the finishing processes scale over this machine's cores
+TAIL=10 step wsi_finishing 150 "$PY" benchmarks/wsi_finishing.py $CHECKPOINT
 step gating 90 "$PY" benchmarks/gating.py
 step tile_blend 60 "$PY" benchmarks/tile_blend.py
 TAIL=14 step train_throughput 90 "$PY" benchmarks/train_throughput.py --repeats 5 --steps 5
