@@ -28,19 +28,29 @@ def reference_polygon(mask: np.ndarray) -> list[tuple[float, float]]:
 
 
 def _crack_ring(mask: np.ndarray) -> np.ndarray:
-    """Vertices ``[N, 2]`` (x, y) of the largest outer boundary along pixel edges.
+    """Vertices ``[N, 2]`` (x, y) of the largest outer boundary along pixel edges."""
+    contours, lattice = lattice_contours(mask)
+    return ring_of(max(contours, key=cv2.contourArea), lattice)
 
-    Contours are traced on a doubled lattice where each pixel becomes a 3x3 block whose outer
-    lattice points are its corners and edge midpoints, so OpenCV's pixel-centre tracing runs along
-    pixel edges; the corners OpenCV cuts diagonally at concave turns are put back.
+
+def lattice_contours(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """OpenCV's outer contours of ``mask`` on a doubled lattice, and the lattice.
+
+    Each pixel becomes a 3x3 block whose outer lattice points are its corners and edge
+    midpoints, so OpenCV's pixel-centre tracing runs along pixel edges.
     """
     h, w = mask.shape
     lattice = np.zeros((2 * h + 3, 2 * w + 3), np.uint8)  # one lattice point of padding per side
     lattice[2:-2:2, 2:-2:2] = mask
     lattice = cv2.dilate(lattice, np.ones((3, 3), np.uint8))
     contours, _ = cv2.findContours(lattice, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    points = max(contours, key=cv2.contourArea)[:, 0, :]
-    points = _restore_concave_corners(points, lattice)
+    return list(contours), lattice
+
+
+def ring_of(contour: np.ndarray, lattice: np.ndarray) -> np.ndarray:
+    """A lattice contour as pixel-corner vertices ``[N, 2]`` (x, y), turning points only; the
+    corners OpenCV cuts diagonally at concave turns are put back."""
+    points = _restore_concave_corners(contour[:, 0, :], lattice)
     return (_drop_collinear(points) - 1) / 2.0
 
 

@@ -12,7 +12,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 from skimage.draw import ellipse
 
-from outline_reference import _drop_collinear, _restore_concave_corners
+from outline_reference import lattice_contours, ring_of
 from outline_reference import reference_polygon as polygon_from_mask
 from vismtl.wsi.outlines import label_outlines, label_stats
 
@@ -36,14 +36,11 @@ def _rings(labels: np.ndarray) -> dict[int, np.ndarray]:
 def _choices(mask: np.ndarray) -> list[list[tuple[float, float]]]:
     """Every ring polygon_from_mask could return had its ties gone another way: all contours of the
     largest OpenCV area, and of each, all pieces of the largest area (polygon_from_mask's own steps)."""
-    lattice = np.zeros((2 * mask.shape[0] + 3, 2 * mask.shape[1] + 3), np.uint8)
-    lattice[2:-2:2, 2:-2:2] = mask
-    lattice = cv2.dilate(lattice, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(lattice, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contours, lattice = lattice_contours(mask)
     top = max(cv2.contourArea(c) for c in contours)
     choices = []
     for contour in [c for c in contours if cv2.contourArea(c) == top]:
-        polygon = Polygon((_drop_collinear(_restore_concave_corners(contour[:, 0, :], lattice)) - 1) / 2.0)
+        polygon = Polygon(ring_of(contour, lattice))
         parts = [polygon] if polygon.is_valid else list(shapely.get_parts(shapely.make_valid(polygon)))
         parts = [p for p in parts if isinstance(p, Polygon) and p.area > 0]
         largest = max(p.area for p in parts)
