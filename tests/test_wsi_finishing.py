@@ -168,3 +168,18 @@ def alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_objects_get_the_majority_type_of_their_pixels():
+    from collections import Counter
+
+    from vismtl.tasks import instance_targets as it
+
+    maps = histology_maps(7)
+    job = ChunkJob(region=(0, 0, 160, 176), core=(0, 0, 160, 176), scale=1.0, mpp=None)  # every object owned
+    _, parts, _ = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)
+    labels = HISTOLOGY_TASKS["nuclei"].decide(maps["nuclei"])[0].numpy()
+    votes = it.majority_type(labels, maps["nuclei_type"][0].numpy(), 7)  # voted over the raw type decisions
+    names = HISTOLOGY_TASKS["nuclei_type"].class_names
+    expected = Counter(names[votes[k]] for k in np.unique(labels) if k)
+    assert len(expected) >= 3 and parts["nuclei"].counts == dict(expected)

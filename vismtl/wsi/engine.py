@@ -320,7 +320,7 @@ class SlideRunner:
         pending: list[Future] = []
         spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
         disjoint = settings.step >= settings.tile
-        seconds = {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
+        seconds = {"input_wait_s": 0.0, "output_wait_s": 0.0}
         clock = ModelClock(self.device)
         writers = settings.writer_threads(self.finisher.processes)
         with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
@@ -359,7 +359,7 @@ class SlideRunner:
             self._drain(pending, keep=0)
             seconds["output_wait_s"] += time.perf_counter() - waited
             bar.close()
-        return seconds | {"model_s": clock.seconds()}
+        return {"model_s": clock.seconds(), **seconds}
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
@@ -379,9 +379,9 @@ class SlideRunner:
         inside = inside.to(self.device, non_blocking=True)
         for name, task in self.patch.items():
             # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
-            classes = activated[name].argmax(dim=1)
-            empty = torch.zeros(task.num_outputs, dtype=torch.long, device=self.device)
-            canvas.patch_votes.setdefault(name, empty).scatter_add_(0, classes, inside)
+            if name not in canvas.patch_votes:
+                canvas.patch_votes[name] = torch.zeros(task.num_outputs, dtype=torch.long, device=self.device)
+            canvas.patch_votes[name].scatter_add_(0, activated[name].argmax(dim=1), inside)
 
     def _finish_chunk(
         self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs, spare: SimpleQueue

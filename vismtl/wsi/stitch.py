@@ -19,7 +19,6 @@ import torch
 from vismtl.ops.tile_blend import blend_tiles, blend_window, normalise_
 from vismtl.ops.tile_blend.reference import clipped_tiles
 from vismtl.tasks import Task
-from vismtl.tasks import instance_targets as it
 from vismtl.wsi.instances import ChunkPart, extract_chunk_part
 from vismtl.wsi.tiling import Box
 
@@ -185,11 +184,17 @@ def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task]
 
 
 def _instance_types(name: str, labels: np.ndarray, tasks: Mapping[str, Task], decided) -> tuple[dict | None, tuple]:
-    """Per-instance majority type from the type task that votes over this instance task, if any."""
+    """Per-instance majority type from the type task that votes over this instance task, if any.
+
+    That task's refine has already painted every object with its majority type, so any pixel
+    of an object gives it: one scatter instead of a second vote.
+    """
     for type_name, type_task in tasks.items():
         if type_task.kind == "type" and getattr(type_task, "instances_from", None) == name and type_name in decided:
-            type_map = decided[type_name][0].cpu().numpy()
-            return it.majority_type(labels, type_map, type_task.num_outputs), type_task.class_names or ()
+            painted = decided[type_name][0].numpy()
+            per_label = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
+            per_label[labels.ravel()] = painted.ravel()  # equal values for every pixel of a label
+            return dict(enumerate(per_label.tolist())), type_task.class_names or ()
     return None, ()
 
 
