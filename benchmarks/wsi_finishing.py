@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from shapely.geometry import Polygon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -40,25 +41,19 @@ from vismtl.config import load_config  # noqa: E402
 from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
-from vismtl.wsi import Slide, WSISettings  # noqa: E402
-from vismtl.wsi.engine import ChunkTiles, plan_slide  # noqa: E402
+from vismtl.wsi import WSISettings  # noqa: E402
+from vismtl.wsi.engine import ChunkTiles  # noqa: E402
 from vismtl.wsi.finishing import ChunkFinisher  # noqa: E402
 from vismtl.wsi.outlines import label_outlines  # noqa: E402
 from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, chunk_maps, finish_maps  # noqa: E402
-from vismtl.wsi.tiling import TileLayout, TissueIndex  # noqa: E402
-from vismtl.wsi.tissue import tissue_mask  # noqa: E402
-from wsi_throughput import ROOT, make_slide  # noqa: E402
+from wsi_throughput import ROOT, bench_plan, make_slide  # noqa: E402
 
 
 def blended_chunks(model, tasks, slide_path: Path, count: int) -> list[tuple[dict, ChunkJob, int]]:
     """``(maps, job, tiles)`` of the slide's first ``count`` chunks with tissue, as the engine blends them."""
     settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64, workers=0)
-    with Slide.open(slide_path) as slide:
-        thumbnail, thumb_scale = slide.thumbnail(int(slide.width * 0.5 / settings.mask_mpp))
-        layout = TileLayout(
-            slide.height, slide.width, settings.tile, settings.step, settings.context, settings.chunk, settings.margin
-        )
-    plan = plan_slide(layout, TissueIndex(tissue_mask(thumbnail), thumb_scale), {}, 0.5)
+    plan = bench_plan(slide_path, settings, settings.margin)
+    layout = plan.layout
     reader = ChunkTiles(slide_path, 1.0, plan, settings)
     dense = {n: t.num_outputs for n, t in tasks.items() if t.dense}
     chunks = []
@@ -82,11 +77,7 @@ def outlines_one_by_one(labels: np.ndarray) -> list:
 
 
 def ring_areas(rings) -> np.ndarray:
-    areas = []
-    for ring in rings:
-        x, y = np.asarray(ring, np.float64).T
-        areas.append(0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])))
-    return np.asarray(areas)
+    return np.array([Polygon(ring).area for ring in rings])
 
 
 def finish_in_processes(finisher: ChunkFinisher, chunks) -> None:

@@ -48,7 +48,7 @@ from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
 from vismtl.wsi import Slide, SlideRunner, WSISettings  # noqa: E402
-from vismtl.wsi.engine import ChunkTiles, plan_slide  # noqa: E402
+from vismtl.wsi.engine import ChunkTiles, SlidePlan, plan_slide  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
 from vismtl.wsi.synthetic import tissue_boxes_content, write_slide  # noqa: E402
 from vismtl.wsi.tiling import TileLayout, TissueIndex  # noqa: E402
@@ -182,15 +182,19 @@ HEADER = (
 )
 
 
-def read_only(slide_path: Path, settings: WSISettings, fast_tiff: bool, repeats: int) -> tuple[float, int]:
-    """(median seconds, tiles) of reading every chunk the engine reads, in this process.
-
-    The same plan as the engine's at scale 1 (the slide is at the target 0.5 um/px).
-    """
+def bench_plan(slide_path: Path, settings: WSISettings, margin: int = 0) -> SlidePlan:
+    """The engine's plan of the bench slide at scale 1 (the slide is at the target 0.5 um/px)."""
     with Slide.open(slide_path) as slide:
         thumbnail, thumb_scale = slide.thumbnail(int(slide.width * 0.5 / settings.mask_mpp))
-        layout = TileLayout(slide.height, slide.width, settings.tile, settings.step, settings.context, settings.chunk)
-    plan = plan_slide(layout, TissueIndex(tissue_mask(thumbnail), thumb_scale), {}, 0.5)
+        layout = TileLayout(
+            slide.height, slide.width, settings.tile, settings.step, settings.context, settings.chunk, margin
+        )
+    return plan_slide(layout, TissueIndex(tissue_mask(thumbnail), thumb_scale), {}, 0.5)
+
+
+def read_only(slide_path: Path, settings: WSISettings, fast_tiff: bool, repeats: int) -> tuple[float, int]:
+    """(median seconds, tiles) of reading every chunk the engine reads (no margins), in this process."""
+    plan = bench_plan(slide_path, settings)
     chunks = ChunkTiles(slide_path, 1.0, plan, settings)
     seconds = []
     for _ in range(repeats):
