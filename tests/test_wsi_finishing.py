@@ -97,7 +97,7 @@ def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():
         os.kill(worker.pid, signal.SIGKILL)
         worker.join(timeout=30)
         time.sleep(0.2)
-        with pytest.raises(BrokenProcessPool):
+        with pytest.raises(BrokenProcessPool, match="chunk-finishing process died .* --finish-workers"):
             finisher(maps, job)
         again = finisher(maps, job)
     assert again[1] == expected[1]

@@ -74,9 +74,12 @@ class ChunkFinisher:
         block, spec = pack(maps)
         try:
             return pool.submit(_finish_packed, block.name, spec, job).result()
-        except BrokenProcessPool:
+        except BrokenProcessPool as err:
             self._discard(pool)  # a new pool on the next call
-            raise
+            raise BrokenProcessPool(
+                f"a chunk-finishing process died while finishing the chunk at {job.core} (killed, or out of "
+                "memory: lower wsi.finish_workers / --finish-workers)"
+            ) from err
         finally:
             block.close()
             block.unlink()
