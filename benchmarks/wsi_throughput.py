@@ -48,8 +48,9 @@ from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
 from vismtl.wsi import Slide, SlideRunner, WSISettings  # noqa: E402
-from vismtl.wsi.engine import ChunkTiles, SlidePlan, plan_slide  # noqa: E402
+from vismtl.wsi.engine import ChunkTiles  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
+from vismtl.wsi.plan import SlidePlan, plan_slide  # noqa: E402
 from vismtl.wsi.synthetic import tissue_boxes_content, write_slide  # noqa: E402
 from vismtl.wsi.tiling import TileLayout, TissueIndex  # noqa: E402
 from vismtl.wsi.tissue import tissue_mask  # noqa: E402

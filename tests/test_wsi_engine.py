@@ -199,6 +199,27 @@ def test_chunks_finished_in_worker_processes_are_the_same(tmp_path):
     assert threads[2:] == processes[2:]
 
 
+def test_margins_taken_from_neighbours_give_the_same_outputs(tmp_path):
+    """wsi.margin_cache_mb: outputs equal those of computing every margin, with any budget."""
+    gt = ellipses(480, 640, 60, seed=6, borders=96)
+    slide = write_label_slide(tmp_path / "labels.tiff", gt)
+    outputs, shared = {}, {}
+    # 0: every margin computed; 0.25 MB: the bands of one chunk (the left neighbour); 512: all
+    for budget in (0, 0.25, 512):
+        assert oracle_run(slide, tmp_path / str(budget), margin_cache_mb=budget)["status"] == "done"
+        folder = tmp_path / str(budget) / "labels"
+        summary = json.loads((folder / "summary.json").read_text())
+        shared[budget] = (summary["margin_tiles_shared"], summary["tiles"])
+        geojson = json.loads((folder / "nuclei.geojson").read_text())
+        outputs[budget] = (geojson["features"], zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:])
+    assert len(outputs[0][0]) == 60
+    for budget in (0.25, 512):
+        assert outputs[budget][0] == outputs[0][0] and np.array_equal(outputs[budget][1], outputs[0][1])
+    # 3 x 4 chunks of (at most) 2 x 2 tiles with one-tile margins: 117 tiles without sharing
+    assert shared[0] == (0, 117) and 0 < shared[0.25][0] < shared[512][0] == 41
+    assert all(computed + lent == 117 for lent, computed in shared.values())
+
+
 RESUME_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
@@ -324,7 +345,7 @@ def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
 
 
 def test_chunks_with_tissue_only_in_their_margin_are_skipped():
-    from vismtl.wsi.engine import plan_slide
+    from vismtl.wsi.plan import plan_slide
     from vismtl.wsi.tiling import TileLayout, TissueIndex
 
     layout = TileLayout(height=2048, width=2048, tile=256, stride=256, context=0, chunk=1024, margin=64)

@@ -17,7 +17,6 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Full, Queue, SimpleQueue
 from typing import Any
@@ -30,7 +29,9 @@ from tqdm import tqdm
 from vismtl.tasks import Task
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.inputs import SlideInput
+from vismtl.wsi.margins import MarginBands, bands_kept
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
+from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk
@@ -82,46 +83,6 @@ class ChunkTiles(Dataset):
         # [n, 3, S, S] as a view of the [n, S, S, 3] pixels: channels-last, no copy; CPU
         # convolutions are also several times faster on it than on a planar copy.
         return index, torch.from_numpy(tiles).permute(0, 3, 1, 2)
-
-
-@dataclass
-class SlidePlan:
-    """Which tiles feed which chunk, in the order they will be computed."""
-
-    layout: TileLayout
-    chunks: list[tuple[int, int]]  # unfinished chunks with tissue, in raster order
-    positions: np.ndarray  # [N, 2] tile kept-region corners, chunk after chunk
-    owner: np.ndarray  # [N] index into ``chunks``
-    counts: list[int]  # tiles per chunk
-    mpp: float  # level-0 microns per pixel
-    skipped: int = 0  # chunks without tissue in their core
-
-
-def plan_slide(layout: TileLayout, tissue: TissueIndex, finished: Mapping, mpp: float) -> SlidePlan:
-    """The tiles of every unfinished chunk whose core some tissue tile covers.
-
-    A chunk whose core no tile covers is skipped even when tiles run in its margin: nothing
-    there is written (its rasters stay the arrays' 0) and it owns no object, since objects
-    never reach pixels no tile ran on (:func:`vismtl.wsi.stitch.finish_maps`).
-    """
-    chunks, positions, owner, counts, skipped = [], [], [], [], 0
-
-    def with_tissue(box):
-        return [t for t in layout.tiles(box) if tissue.touches((*t, t[0] + layout.tile, t[1] + layout.tile))]
-
-    for chunk in layout.chunks():
-        if chunk in finished:
-            continue
-        if not with_tissue(layout.core(*chunk)):
-            skipped += 1
-            continue
-        tiles = with_tissue(layout.region(*chunk))
-        owner += [len(chunks)] * len(tiles)
-        chunks.append(chunk)
-        positions += tiles
-        counts.append(len(tiles))
-    positions_array = np.asarray(positions, np.int64).reshape(-1, 2)
-    return SlidePlan(layout, chunks, positions_array, np.asarray(owner, np.int64), counts, mpp, skipped)
 
 
 class SlideRunner:
@@ -222,7 +183,7 @@ class SlideRunner:
                 f"wsi.min_tissue_um2 = {self.settings.min_tissue_um2:.0f}; blank slide or too faint)"
             )
         tissue = TissueIndex(mask, thumb_scale / scale)
-        plan = plan_slide(layout, tissue, finished, slide_mpp)
+        plan = plan_slide(layout, tissue, finished, slide_mpp, self._bands_kept(layout))
         timings["tiles"] = time.perf_counter()
         busy = self._run_tiles(slide_input, scale, plan, outputs)
         timings["tiles"] = time.perf_counter() - timings["tiles"]
@@ -241,6 +202,7 @@ class SlideRunner:
             chunks={"total": len(layout.chunks()), "with_tissue": len(entries), "resumed": len(finished)},
             tissue_fraction=float(mask.mean()),
             instances_written=written,
+            margin_tiles_shared=plan.shared,  # this run's margin tiles taken from neighbours, not computed
             tissue_classes=self._proportions(summary["patch_votes"]),
             # tiles_s: the read -> model -> write pipeline alone (wall_s adds the tissue mask,
             # GeoJSON and pictures); the model thread's time split into model_s, waiting for
@@ -257,6 +219,14 @@ class SlideRunner:
             )
         outputs.write_summary(summary)
         return {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": len(finished)}
+
+    def _bands_kept(self, layout: TileLayout) -> int:
+        """How many chunks back a margin may be taken from (0: margins are computed; see vismtl.wsi.plan)."""
+        settings = self.settings
+        if not layout.margin or settings.step < settings.tile or settings.blend != "ones":
+            return 0
+        channels = sum(t.num_outputs for t in self.dense.values())
+        return bands_kept(layout, channels, settings.margin_cache_mb)
 
     def _mask(self, slide_input: SlideInput, thumbnail: np.ndarray) -> np.ndarray:
         if self.settings.tissue == "all":
@@ -323,6 +293,7 @@ class SlideRunner:
         seconds = {"input_wait_s": 0.0, "output_wait_s": 0.0}
         clock = ModelClock(self.device)
         writers = settings.writer_threads(self.finisher.processes)
+        bands = MarginBands(layout, plan.keep)
         with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)
@@ -337,18 +308,20 @@ class SlideRunner:
                 canvas = ChunkCanvas(
                     layout.region(*chunk), channels, settings.tile, settings.blend, self.device, recycled, disjoint
                 )
+                bands.lend(canvas, plan.lenders[chunk_index])
                 core = layout.core(*chunk)
                 first = int(np.searchsorted(plan.owner, chunk_index))
                 # positions stay on the CPU: reading them back from a GPU would wait for its queue
                 positions = torch.from_numpy(plan.positions[first : first + len(images)])
-                for start in range(0, len(images), settings.batch_size):
-                    batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
+                for batch_slice in self._batches(plan.core_counts[chunk_index], len(images)):
+                    batch = images[batch_slice].to(self.device, non_blocking=True)
                     with clock:
                         activated = self._activated(batch)
-                    where = positions[start : start + len(batch)]
+                    where = positions[batch_slice]
                     canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
                     self._vote(canvas, activated, where, core)
                     bar.update(len(batch))
+                bands.keep(chunk_index, chunk, canvas)
                 pending.append(
                     writer.submit(self._finish_chunk, canvas, chunk, layout, plan.mpp, scale, outputs, spare)
                 )
@@ -360,6 +333,14 @@ class SlideRunner:
             seconds["output_wait_s"] += time.perf_counter() - waited
             bar.close()
         return {"model_s": clock.seconds(), **seconds}
+
+    def _batches(self, own: int, count: int) -> Iterator[slice]:
+        """Batches of a chunk's tiles: its own ``own`` first, apart from the margins' (which
+        neighbours may lend instead), so that its own tiles are batched the same either way."""
+        size = self.settings.batch_size
+        for begin, end in ((0, own), (own, count)):
+            for start in range(begin, end, size):
+                yield slice(start, min(start + size, end))
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):

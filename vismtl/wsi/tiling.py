@@ -4,9 +4,9 @@ Coordinates are output-grid pixels (the slide at the target microns per pixel), 
 columns. A tile *keeps* ``tile x tile`` output pixels; the model sees ``context`` more on
 every side, which is discarded. Tiles sit at multiples of ``stride`` (= ``tile`` for no
 overlap). Each chunk is computed from the tiles that cover its *region*, the chunk grown
-by ``margin`` on every side so that objects cut by the chunk border are seen whole; tiles
-that cover two regions are computed for each (chunks stay independent, so memory and
-resuming are per chunk).
+by ``margin`` on every side so that objects cut by the chunk border are seen whole; a
+margin's tiles are computed once more, or taken from the neighbour that computed them
+(:mod:`vismtl.wsi.plan`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,14 @@ class TileLayout:
         """The chunk's own pixels, clipped to the grid."""
         y0, x0 = cy * self.chunk, cx * self.chunk
         return y0, x0, min(y0 + self.chunk, self.height), min(x0 + self.chunk, self.width)
+
+    def cell(self, cy: int, cx: int) -> Box:
+        """The chunk's square of the chunk grid, not clipped: the tiles starting in it are its own."""
+        return cy * self.chunk, cx * self.chunk, (cy + 1) * self.chunk, (cx + 1) * self.chunk
+
+    def cell_of(self, y: int, x: int) -> tuple[int, int]:
+        """The chunk whose cell holds output pixel ``(y, x)`` (negative outside the grid's start)."""
+        return y // self.chunk, x // self.chunk
 
     def region(self, cy: int, cx: int) -> Box:
         """The pixels computed for a chunk: its core grown by ``margin``."""
