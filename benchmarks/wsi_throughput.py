@@ -4,9 +4,10 @@
 
 On a GPU (the model runs there when CUDA is available) the engine's defaults give the
 machine's cores to reading (4 processes) and to finishing chunks (processes on the rest);
-``--workers``, ``--finish-workers`` and ``--writers`` override them. ``--margin-cache-mb 0 512``
-compares computing every chunk margin with taking them from the neighbours (the default);
-the "tiles" column counts the tiles the model ran, so compare those rows by their seconds.
+``--workers``, ``--finish-workers`` and ``--writers`` override them. ``--tile-cache-mb 0 512``
+compares computing every chunk's margin tiles again with keeping the tiles for the chunks that
+need them next (the default); the "tiles" column counts the tiles the model ran, so compare
+those rows by their seconds.
 
 A 20,000 x 20,000 tiled-JPEG pyramidal TIFF at 0.5 um/px with about 10 % tissue (generated
 H&E-like tiles) is made once (cached in --cache). Two runs at 0.5 um/px with 256 x 256 tiles:
@@ -147,21 +148,21 @@ def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettin
 
 
 def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
-    """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` x ``--margin-cache-mb``
+    """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` x ``--tile-cache-mb``
     setting: medians of ``repeats`` runs."""
     instances = bool(context)  # the trivial model has no instances, so no margins
     for workers, threads, finishers, cache_mb in itertools.product(
         args.workers,
         args.threads,
         args.finish_workers if instances else [None],
-        args.margin_cache_mb if instances else [None],
+        args.tile_cache_mb if instances else [None],
     ):
         settings = bench_settings(args, threads, context, workers, finishers, cache_mb)
         runs = [run(model, tasks, slide, args.cache, f"wsi_{label}_", settings, check) for _ in range(repeats)]
         processes = settings.finishing_processes(DEVICE.type, instances)
         name = f"{label}, workers {workers}, threads {threads or 'all'}, finish workers {processes}"
         if instances:
-            name += f", margin cache {settings.margin_cache_mb:g} MB"
+            name += f", tile cache {settings.tile_cache_mb:g} MB"
         report(name, runs, settings.tile)
 
 
@@ -241,7 +242,7 @@ def bench_settings(
 ) -> WSISettings:
     """0.5 um/px, 256 px tiles, 1024 px chunks (64 px margins where a task has instances)."""
     return WSISettings(
-        margin_cache_mb=WSISettings.margin_cache_mb if cache_mb is None else cache_mb,
+        tile_cache_mb=WSISettings.tile_cache_mb if cache_mb is None else cache_mb,
         mpp=0.5,
         tile=256,
         context=context,
@@ -275,11 +276,11 @@ def main() -> None:
         help="processes finishing chunks to compare (0: the writer threads; default: the engine's)",
     )
     parser.add_argument(
-        "--margin-cache-mb",
+        "--tile-cache-mb",
         type=float,
         nargs="+",
         default=[None],
-        help="budgets for margins taken from neighbouring chunks to compare (0: every margin computed)",
+        help="tile cache budgets to compare (0: every chunk computes its margin tiles again)",
     )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")

@@ -199,25 +199,26 @@ def test_chunks_finished_in_worker_processes_are_the_same(tmp_path):
     assert threads[2:] == processes[2:]
 
 
-def test_margins_taken_from_neighbours_give_the_same_outputs(tmp_path):
-    """wsi.margin_cache_mb: outputs equal those of computing every margin, with any budget."""
+def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path):
+    """wsi.tile_cache_mb: outputs equal those of computing every chunk's tiles, with any budget."""
     gt = ellipses(480, 640, 60, seed=6, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
-    outputs, shared = {}, {}
-    # 0: every margin computed; 0.25 MB: the bands of one chunk (the left neighbour); 512: all
-    for budget in (0, 0.25, 512):
-        assert oracle_run(slide, tmp_path / str(budget), margin_cache_mb=budget)["status"] == "done"
+    outputs, tiles = {}, {}
+    # 0: every chunk computes its margin tiles again; 0.1 MB: a few tiles kept; 512: all
+    for budget in (0, 0.1, 512):
+        assert oracle_run(slide, tmp_path / str(budget), tile_cache_mb=budget)["status"] == "done"
         folder = tmp_path / str(budget) / "labels"
         summary = json.loads((folder / "summary.json").read_text())
-        shared[budget] = (summary["margin_tiles_shared"], summary["tiles"])
+        tiles[budget] = (summary["tiles"], summary["tiles_shared"])
         geojson = json.loads((folder / "nuclei.geojson").read_text())
         outputs[budget] = (geojson["features"], zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:])
     assert len(outputs[0][0]) == 60
-    for budget in (0.25, 512):
+    for budget in (0.1, 512):
         assert outputs[budget][0] == outputs[0][0] and np.array_equal(outputs[budget][1], outputs[0][1])
-    # 3 x 4 chunks of (at most) 2 x 2 tiles with one-tile margins: 117 tiles without sharing
-    assert shared[0] == (0, 117) and 0 < shared[0.25][0] < shared[512][0] == 41
-    assert all(computed + lent == 117 for lent, computed in shared.values())
+    # 3 x 4 chunks of (at most) 2 x 2 tiles with one-tile margins: 117 tiles without the cache,
+    # 35 (5 x 7, the slide's tiles) with it
+    assert tiles[0] == (117, 0) and tiles[512] == (35, 117 - 35) and 35 < tiles[0.1][0] < 117
+    assert all(computed + shared == 117 for computed, shared in tiles.values())
 
 
 RESUME_SCRIPT = """

@@ -1,4 +1,4 @@
-"""The slide plan: which tiles each chunk computes, and which margins its neighbours lend."""
+"""The slide plan and the tile cache: which tiles each chunk computes, and which it takes from earlier chunks."""
 
 from __future__ import annotations
 
@@ -8,70 +8,94 @@ import numpy as np
 import pytest
 import torch
 
-from vismtl.wsi.margins import MarginBands
 from vismtl.wsi.plan import plan_slide
 from vismtl.wsi.stitch import ChunkCanvas
+from vismtl.wsi.tile_cache import TileCache
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 
 # 3 x 3 chunks of 4 x 4 tiles, all tissue; 64 px margins reach one tile into each neighbour
 LAYOUT = TileLayout(height=3072, width=3072, tile=256, stride=256, context=0, chunk=1024, margin=64)
 ALL = TissueIndex(np.ones((8, 8), bool), 8 / 3072)
+CHANNELS = 2
+PIXEL_BYTES = 4 * CHANNELS
+WITHOUT_CACHE = [25, 30, 25, 30, 36, 30, 25, 30, 25]  # the region's tiles: own 16 and the ring's
 
 
-def tiles_of(plan, index):
+def computed(plan, index):
     first = sum(plan.counts[:index])
     return [tuple(t) for t in plan.positions[first : first + plan.counts[index]].tolist()]
 
 
-def test_without_sharing_every_chunk_computes_its_whole_region():
-    plan = plan_slide(LAYOUT, ALL, {}, 0.5, keep=0)
-    assert plan.counts == [25, 30, 25, 30, 36, 30, 25, 30, 25] and plan.shared == 0
-    own = tiles_of(plan, 4)[: plan.core_counts[4]]
-    assert plan.core_counts[4] == 16 and {LAYOUT.cell_of(*t) for t in own} == {(1, 1)}  # its own tiles first
+def test_without_a_cache_every_chunk_computes_its_whole_region():
+    plan = plan_slide(LAYOUT, ALL, {}, 0.5)
+    assert plan.counts == WITHOUT_CACHE and plan.shared == 0 and not plan.kept
 
 
-def test_neighbours_above_and_left_lend_their_margins():
-    plan = plan_slide(LAYOUT, ALL, {}, 0.5, keep=8)
-    centre = tiles_of(plan, 4)
-    # the centre chunk computes its 16 tiles, then the right column and the bottom row (one
-    # tile into each later neighbour); the 10 tiles above and to the left are lent
-    assert len(centre) == 26 and plan.lenders[4] == (0, 1, 2, 3)
-    assert {LAYOUT.cell_of(*t) for t in centre[16:]} == {(1, 2), (2, 0), (2, 1), (2, 2)}
-    assert sum(plan.counts) == 200 and plan.shared == 256 - 200  # 256: the counts without sharing
-    # every tile of the slide is still computed by its own chunk, exactly once
-    computed = Counter(t for i in range(9) for t in tiles_of(plan, i)[: plan.core_counts[i]])
-    assert len(computed) == 144 and set(computed.values()) == {1}
+def test_with_a_cache_every_tile_is_computed_once():
+    plan = plan_slide(LAYOUT, ALL, {}, 0.5, cache_bytes=2**30, pixel_bytes=PIXEL_BYTES)
+    everything = Counter(tuple(t) for t in plan.positions.tolist())
+    assert len(everything) == 144 and set(everything.values()) == {1}  # the 12 x 12 tiles, once each
+    assert plan.shared == sum(WITHOUT_CACHE) - 144
+    for i, chunk in enumerate(plan.chunks):  # each chunk still gets its whole region: computed + taken
+        region = {t for t in LAYOUT.tiles(LAYOUT.region(*chunk)) if min(t) >= 0 and max(t) < 3072}
+        got = computed(plan, i) + [corner for corner, _ in plan.taken[i]]
+        assert len(got) == len(region) and set(got) == region
+    # the cache holds about one row of chunks' worth of parts, not the slide
+    assert 0 < plan.peak_bytes < 3 * 12 * 256 * 256 * PIXEL_BYTES
+    # each kept tile is released by the last chunk that takes it
+    last = Counter(corner for taken in plan.taken for corner, is_last in taken if is_last)
+    assert set(last.values()) == {1} and len(last) == len(plan.kept)
 
 
-def test_a_small_budget_lends_only_from_the_chunks_just_before():
-    plan = plan_slide(LAYOUT, ALL, {}, 0.5, keep=1)
-    assert plan.lenders[4] == (3,) and plan.lenders[3] == ()  # chunk 3 (left) is one back; 0-2 are too far
-    finished = plan_slide(LAYOUT, ALL, {(1, 0): True}, 0.5, keep=8)  # resumed: chunk (1, 0) is not recomputed
-    assert (1, 0) not in finished.chunks and all(finished.chunks[j] != (1, 0) for j in finished.lenders[3])
+def test_a_small_cache_computes_again_what_does_not_fit():
+    budget = 10 * 256 * 256 * PIXEL_BYTES  # the whole slide's peak is 23 tiles
+    plan = plan_slide(LAYOUT, ALL, {}, 0.5, cache_bytes=budget, pixel_bytes=PIXEL_BYTES)
+    assert 144 < sum(plan.counts) < sum(WITHOUT_CACHE) and plan.peak_bytes <= budget
+    # a resumed run: the finished chunk's tiles that its neighbours need are computed by one of them, once
+    resumed = plan_slide(LAYOUT, ALL, {(1, 1): True}, 0.5, cache_bytes=2**30, pixel_bytes=PIXEL_BYTES)
+    counted = Counter(tuple(t) for t in resumed.positions.tolist())
+    assert (1, 1) not in resumed.chunks and set(counted.values()) == {1}
+    assert (1024, 1024) in counted and (1280, 1280) not in counted  # the centre's ring tile; its inner tile
     with pytest.raises(ValueError, match="disjoint"):
-        plan_slide(TileLayout(3072, 3072, 256, 128, 0, 1024, 64), ALL, {}, 0.5, keep=8)
+        plan_slide(TileLayout(3072, 3072, 256, 128, 0, 1024, 64), ALL, {}, 0.5, cache_bytes=1, pixel_bytes=1)
 
 
-def test_bands_give_a_canvas_the_values_its_margin_tiles_would():
-    """A canvas filled from its lenders' bands plus its own tiles equals one that ran every tile."""
-    plan = plan_slide(LAYOUT, ALL, {}, 0.5, keep=8)
-    full = plan_slide(LAYOUT, ALL, {}, 0.5, keep=0)
+def run_plan(plan, values, classes):
+    """The engine's loop with a "model" whose tiles are ``values``' pixels and whose class is ``classes``'."""
+    cache, canvases, votes = TileCache(256), [], []
+    for index, chunk in enumerate(plan.chunks):
+        canvas = ChunkCanvas(LAYOUT.region(*chunk), {"x": CHANNELS}, 256, "ones", "cpu", disjoint=True)
+        core = LAYOUT.core(*chunk)
+        counted = Counter()
+        for corner, last in plan.taken[index]:
+            patch = cache.take(canvas, corner, last)
+            if LAYOUT.cell_of(*corner) == chunk:
+                counted[int(patch["tissue"])] += 1
+        first = sum(plan.counts[:index])
+        for k, (y, x) in enumerate(computed(plan, index)):
+            output = values[:, y + 256 : y + 512, x + 256 : x + 512]
+            canvas.add({"x": output[None]}, torch.tensor([[y, x]]))
+            label = classes[(y + 256) // 256, (x + 256) // 256]
+            if core[0] <= y < core[2] and core[1] <= x < core[3]:
+                counted[int(label)] += 1
+            if first + k in plan.kept:
+                cache.keep((y, x), plan.kept[first + k], [output], {"tissue": label})
+        canvases.append(canvas.result()["x"].clone())
+        votes.append(counted)
+    assert len(cache) == 0  # everything kept was taken
+    return canvases, votes
+
+
+def test_tiles_taken_from_the_cache_give_what_computing_them_would():
+    """Canvases (margins included) and the tissue-class votes equal those of computing every tile."""
     generator = torch.Generator().manual_seed(0)
-    values = torch.rand((2, 3072 + 512, 3072 + 512), generator=generator)  # a "model": tile = its pixels
-
-    def run(p, bands):
-        canvases = []
-        for index, chunk in enumerate(p.chunks):
-            canvas = ChunkCanvas(LAYOUT.region(*chunk), {"x": 2}, 256, "ones", "cpu", disjoint=True)
-            bands.lend(canvas, p.lenders[index])
-            tiles = torch.tensor(tiles_of(p, index))
-            outputs = torch.stack([values[:, y + 256 : y + 512, x + 256 : x + 512] for y, x in tiles.tolist()])
-            canvas.add({"x": outputs}, tiles)
-            bands.keep(index, chunk, canvas)
-            canvases.append(canvas.result()["x"].clone())
-        return canvases
-
-    shared = run(plan, MarginBands(LAYOUT, 8))
-    computed = run(full, MarginBands(LAYOUT, 0))
-    assert all(torch.equal(a, b) for a, b in zip(shared, computed))
-    assert (shared[4] > 0).all()  # the centre's whole region holds values, margins included
+    values = torch.rand((CHANNELS, 3072 + 512, 3072 + 512), generator=generator)
+    classes = torch.randint(0, 4, (14, 14), generator=generator)
+    full = run_plan(plan_slide(LAYOUT, ALL, {}, 0.5), values, classes)
+    for budget in (2**30, 10 * 256 * 256 * PIXEL_BYTES):
+        cached = run_plan(
+            plan_slide(LAYOUT, ALL, {}, 0.5, cache_bytes=budget, pixel_bytes=PIXEL_BYTES), values, classes
+        )
+        assert all(torch.equal(a, b) for a, b in zip(cached[0], full[0]))
+        assert cached[1] == full[1] and sum(sum(v.values()) for v in full[1]) == 144  # each tile voted once
+    assert all((canvas > 0).all() for canvas in full[0][4:5])  # the centre's whole region holds values

@@ -38,9 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--margin", type=int, help="pixels around a chunk for instances cut by its border")
     parser.add_argument("--batch-size", type=int, help="tiles per model call")
     parser.add_argument(
-        "--margin-cache-mb",
+        "--tile-cache-mb",
         type=float,
-        help="memory for margins taken from neighbouring chunks instead of recomputed (default 512; 0: off)",
+        help="memory for tiles kept for the neighbouring chunks whose margins they cover (default 512; 0: none)",
     )
     parser.add_argument(
         "--workers", type=int, help="tile-reading processes (0: one thread; default 0 on the CPU, 4 on a GPU)"

@@ -29,12 +29,12 @@ from tqdm import tqdm
 from vismtl.tasks import Task
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.inputs import SlideInput
-from vismtl.wsi.margins import MarginBands, bands_kept
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk
+from vismtl.wsi.tile_cache import TileCache
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_mask, tissue_mask
 
@@ -74,11 +74,13 @@ class ChunkTiles(Dataset):
             self._slide = None
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        size = self.size
+        if self.bounds[index] == self.bounds[index + 1]:  # every tile of it comes from the tile cache
+            return index, torch.zeros((0, size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
         if self._slide is None:
             self._slide = Slide.open(self.path)
         corners, (x0, y0, width, height) = self.box(index)
         block = self._slide.read(x0, y0, width, height, self.scale)
-        size = self.size
         tiles = np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
         # [n, 3, S, S] as a view of the [n, S, S, 3] pixels: channels-last, no copy; CPU
         # convolutions are also several times faster on it than on a planar copy.
@@ -183,7 +185,7 @@ class SlideRunner:
                 f"wsi.min_tissue_um2 = {self.settings.min_tissue_um2:.0f}; blank slide or too faint)"
             )
         tissue = TissueIndex(mask, thumb_scale / scale)
-        plan = plan_slide(layout, tissue, finished, slide_mpp, self._bands_kept(layout))
+        plan = plan_slide(layout, tissue, finished, slide_mpp, *self._tile_cache_budget())
         timings["tiles"] = time.perf_counter()
         busy = self._run_tiles(slide_input, scale, plan, outputs)
         timings["tiles"] = time.perf_counter() - timings["tiles"]
@@ -202,7 +204,9 @@ class SlideRunner:
             chunks={"total": len(layout.chunks()), "with_tissue": len(entries), "resumed": len(finished)},
             tissue_fraction=float(mask.mean()),
             instances_written=written,
-            margin_tiles_shared=plan.shared,  # this run's margin tiles taken from neighbours, not computed
+            # this run's tiles taken from the cache instead of computed again, and the cache's peak
+            tiles_shared=plan.shared,
+            tile_cache_mb=round(plan.peak_bytes / 2**20, 1),
             tissue_classes=self._proportions(summary["patch_votes"]),
             # tiles_s: the read -> model -> write pipeline alone (wall_s adds the tissue mask,
             # GeoJSON and pictures); the model thread's time split into model_s, waiting for
@@ -220,13 +224,14 @@ class SlideRunner:
         outputs.write_summary(summary)
         return {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": len(finished)}
 
-    def _bands_kept(self, layout: TileLayout) -> int:
-        """How many chunks back a margin may be taken from (0: margins are computed; see vismtl.wsi.plan)."""
+    def _tile_cache_budget(self) -> tuple[int, int]:
+        """(bytes for tiles kept between chunks, bytes per output pixel of a tile); (0, 0): none
+        (overlapping or weighted tiles, where a pixel is a blend of several; vismtl.wsi.plan)."""
         settings = self.settings
-        if not layout.margin or settings.step < settings.tile or settings.blend != "ones":
-            return 0
-        channels = sum(t.num_outputs for t in self.dense.values())
-        return bands_kept(layout, channels, settings.margin_cache_mb)
+        if settings.step != settings.tile or settings.blend != "ones":
+            return 0, 0
+        pixel_bytes = 4 * sum(t.num_outputs for t in self.dense.values())  # float32 canvases
+        return int(settings.tile_cache_mb * 2**20), pixel_bytes
 
     def _mask(self, slide_input: SlideInput, thumbnail: np.ndarray) -> np.ndarray:
         if self.settings.tissue == "all":
@@ -293,7 +298,7 @@ class SlideRunner:
         seconds = {"input_wait_s": 0.0, "output_wait_s": 0.0}
         clock = ModelClock(self.device)
         writers = settings.writer_threads(self.finisher.processes)
-        bands = MarginBands(layout, plan.keep)
+        cache = TileCache(settings.tile)
         with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)
@@ -308,20 +313,21 @@ class SlideRunner:
                 canvas = ChunkCanvas(
                     layout.region(*chunk), channels, settings.tile, settings.blend, self.device, recycled, disjoint
                 )
-                bands.lend(canvas, plan.lenders[chunk_index])
                 core = layout.core(*chunk)
+                self._take(cache, canvas, plan.taken[chunk_index], core)
                 first = int(np.searchsorted(plan.owner, chunk_index))
                 # positions stay on the CPU: reading them back from a GPU would wait for its queue
                 positions = torch.from_numpy(plan.positions[first : first + len(images)])
-                for batch_slice in self._batches(plan.core_counts[chunk_index], len(images)):
-                    batch = images[batch_slice].to(self.device, non_blocking=True)
+                for start in range(0, len(images), settings.batch_size):
+                    batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
                     with clock:
                         activated = self._activated(batch)
-                    where = positions[batch_slice]
-                    canvas.add({n: self._kept(activated[n]) for n in self.dense}, where)
+                    where = positions[start : start + len(batch)]
+                    dense = {n: self._kept(activated[n]) for n in self.dense}
+                    canvas.add(dense, where)
                     self._vote(canvas, activated, where, core)
+                    self._keep(cache, plan, first + start, dense, activated, where)
                     bar.update(len(batch))
-                bands.keep(chunk_index, chunk, canvas)
                 pending.append(
                     writer.submit(self._finish_chunk, canvas, chunk, layout, plan.mpp, scale, outputs, spare)
                 )
@@ -334,13 +340,22 @@ class SlideRunner:
             bar.close()
         return {"model_s": clock.seconds(), **seconds}
 
-    def _batches(self, own: int, count: int) -> Iterator[slice]:
-        """Batches of a chunk's tiles: its own ``own`` first, apart from the margins' (which
-        neighbours may lend instead), so that its own tiles are batched the same either way."""
-        size = self.settings.batch_size
-        for begin, end in ((0, own), (own, count)):
-            for start in range(begin, end, size):
-                yield slice(start, min(start + size, end))
+    def _take(self, cache: TileCache, canvas: ChunkCanvas, taken, core) -> None:
+        """Copy the tiles the plan takes from the cache into ``canvas``; count the votes of those in its core."""
+        if not taken:
+            return
+        patch = [cache.take(canvas, corner, last) for corner, last in taken]
+        if self.patch:
+            corners = torch.tensor([corner for corner, _ in taken])
+            self._vote(canvas, {n: torch.stack([p[n] for p in patch]) for n in self.patch}, corners, core)
+
+    def _keep(self, cache: TileCache, plan: SlidePlan, first_row: int, dense, activated, positions) -> None:
+        """Keep the parts of this batch's tiles that later chunks will take (rows of plan.positions)."""
+        for k in range(len(positions)):
+            parts = plan.kept.get(first_row + k)
+            if parts:
+                corner = (int(positions[k, 0]), int(positions[k, 1]))
+                cache.keep(corner, parts, [o[k] for o in dense.values()], {n: activated[n][k] for n in self.patch})
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):

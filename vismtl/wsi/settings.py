@@ -40,11 +40,11 @@ class WSISettings:
             tasks; on a GPU the cores not reading tiles (all but ``workers`` + 2, of this
             process's share of the machine under torchrun). They are spawned: a script that
             runs the engine with them needs the ``if __name__ == "__main__":`` guard.
-        margin_cache_mb: memory (on the model's device) for the margins that chunks take from the
-            neighbours above and to the left instead of computing those tiles again (disjoint
-            tiles only: the default stride): 26 instead of 36 tiles for a default chunk
-            (:mod:`vismtl.wsi.plan`). 0 computes every margin; a slide wider than the budget
-            covers in chunks computes the rest.
+        tile_cache_mb: memory (on the model's device) for tiles kept between neighbouring chunks:
+            the tiles of a chunk's margin are its neighbours' own tiles, which are then taken
+            from there instead of computed again (about 16 instead of 36 tiles per 1024 px
+            chunk on large tissue; :mod:`vismtl.wsi.plan`). Disjoint tiles only (the default
+            stride). 0 computes every chunk's tiles; tiles beyond the budget are computed again.
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -67,7 +67,7 @@ class WSISettings:
     threads: int | None = None
     writers: int | None = None
     finish_workers: int | None = None
-    margin_cache_mb: float = 512.0
+    tile_cache_mb: float = 512.0
     amp: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
@@ -88,8 +88,8 @@ class WSISettings:
             raise ConfigError(f"wsi.workers must be 0 (a reading thread) or more processes, not {self.workers}")
         if self.finish_workers is not None and self.finish_workers < 0:
             raise ConfigError(f"wsi.finish_workers must be 0 or more, not {self.finish_workers}")
-        if self.margin_cache_mb < 0:
-            raise ConfigError(f"wsi.margin_cache_mb must be 0 (no sharing) or more, not {self.margin_cache_mb}")
+        if self.tile_cache_mb < 0:
+            raise ConfigError(f"wsi.tile_cache_mb must be 0 (no tiles kept) or more, not {self.tile_cache_mb}")
         if self.writers is not None and self.writers < 1:
             raise ConfigError(f"wsi.writers must be at least 1, not {self.writers}")
 
