@@ -143,7 +143,8 @@ def run(model, tasks, slide: Path, cache: Path, prefix: str, settings: WSISettin
     shutil.rmtree(out)
     timings = summary["timings"]
     # one line per run as it ends, so that a run cut short by a time limit still reports
-    print(f"  {prefix}run: {timings}", file=sys.stderr, flush=True)
+    cache = {k: summary[k] for k in ("tiles_shared", "tile_cache_mb")}
+    print(f"  {prefix}run: {timings} {cache}", file=sys.stderr, flush=True)
     return {"wall": wall, "tiles": summary["tiles"], **timings}
 
 
