@@ -12,7 +12,11 @@ Only disjoint tiles under a flat window are shared (the default: stride = tile):
 comes from exactly one tile, so a kept tile gives a later chunk exactly what computing it
 would. The cache has a budget in bytes; a tile that does not fit is computed again by its next
 chunk, which may keep it in turn. The plan makes every decision in advance and the pipeline
-follows it, so the two cannot disagree.
+follows it, so the two cannot disagree. A tile now runs in the batch of whichever chunk needs
+it first, which a resumed run may change: the outputs stay the same bit for bit where a tile's
+outputs do not depend on the other tiles of its batch (the dense outputs of the histology
+model on the CPU do not; a GPU may pick other convolution algorithms for another batch size,
+which changes float rounding).
 """
 
 from __future__ import annotations
