@@ -199,14 +199,16 @@ def test_chunks_finished_in_worker_processes_are_the_same(tmp_path):
     assert threads[2:] == processes[2:]
 
 
-def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path):
-    """wsi.tile_cache_mb: outputs equal those of computing every chunk's tiles, with any budget."""
+@pytest.mark.parametrize("mpp", [0.5, 0.55])
+def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path, mpp):
+    """wsi.tile_cache_mb: outputs equal those of computing every chunk's tiles, with any budget,
+    also where the slide is resampled (0.55 um/px from a 0.5 um/px slide)."""
     gt = ellipses(480, 640, 60, seed=6, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
     outputs, tiles = {}, {}
     # 0: every chunk computes its margin tiles again; 0.1 MB: a few tiles kept; 512: all
     for budget in (0, 0.1, 512):
-        assert oracle_run(slide, tmp_path / str(budget), tile_cache_mb=budget)["status"] == "done"
+        assert oracle_run(slide, tmp_path / str(budget), tile_cache_mb=budget, mpp=mpp)["status"] == "done"
         folder = tmp_path / str(budget) / "labels"
         summary = json.loads((folder / "summary.json").read_text())
         tiles[budget] = (summary["tiles"], summary["tiles_shared"])
@@ -215,6 +217,8 @@ def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path):
     assert len(outputs[0][0]) == 60
     for budget in (0.1, 512):
         assert outputs[budget][0] == outputs[0][0] and np.array_equal(outputs[budget][1], outputs[0][1])
+    if mpp != 0.5:
+        return
     # 3 x 4 chunks of (at most) 2 x 2 tiles with one-tile margins: 117 tiles without the cache,
     # 35 (5 x 7, the slide's tiles) with it
     assert tiles[0] == (117, 0) and tiles[512] == (35, 117 - 35) and 35 < tiles[0.1][0] < 117

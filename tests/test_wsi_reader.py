@@ -347,3 +347,17 @@ def test_load_mask(tmp_path):
         load_mask(bad, (10, 10))
     with pytest.raises(SlideError, match="tissue mask .*absent.png: file not found"):
         load_mask(tmp_path / "absent.png", (10, 10))
+
+
+@pytest.mark.parametrize(
+    "name, scale", [("small_HE_levels.tiff", 0.7), ("small_HE_levels.tiff", 0.35), ("cmu-1-small-region.svs", 0.998)]
+)
+def test_resampled_reads_agree_wherever_they_overlap(slides, name, scale):
+    """A pixel's value depends on where it lies, not on the region read: neighbouring chunks, tiles
+    kept between chunks and resumed runs see the same pixels. (Rounding each region's own bounds
+    to the level's pixels, as before, shifted them by up to half a level pixel.)"""
+    with Slide.open(slides / name) as slide:
+        whole = slide.read(-40, -30, 300, 260, scale)
+        for x, y, width, height in [(0, 0, 100, 90), (37, 11, 150, 171), (101, 64, 97, 33), (-40, -30, 41, 9)]:
+            part = slide.read(x, y, width, height, scale)
+            np.testing.assert_array_equal(part, whole[y + 30 : y + 30 + height, x + 40 : x + 40 + width])

@@ -40,6 +40,7 @@ _TIFF_VENDORS = ("aperio", "generic-tiff")
 # Thumbnails are assembled from reads of at most this many source pixels per side, so a slide
 # without a pyramid is never read whole.
 _THUMBNAIL_SOURCE_TILE = 4096
+RESAMPLE_BLOCK = 128  # output pixels: the grid on which reads that resample do so
 
 
 class SlideError(RuntimeError):
@@ -338,24 +339,52 @@ class Slide:
     def read(self, x: int, y: int, width: int, height: int, scale: float) -> np.ndarray:
         """RGB uint8 [height, width, 3] of the region whose top-left is (x, y) in OUTPUT pixels at
         `scale` = output pixels per level-0 pixel. Regions partly or wholly outside the slide are
-        valid: outside is white. Sub-pixel offsets are rounded to the chosen level's pixel grid."""
+        valid: outside is white. Resampled on a fixed grid of ``RESAMPLE_BLOCK`` output pixels, whose
+        block bounds are rounded to the level's pixels: any two reads agree where they overlap."""
         if width <= 0 or height <= 0 or not scale > 0:
             raise ValueError(f"bad region {width}x{height} at scale {scale} for slide {self.path}")
         level = self.best_level(scale)
         factor = scale * self.level_downsamples[level]  # output pixels per level pixel
-        lx0, ly0 = _iround(x / factor), _iround(y / factor)
-        lx1 = max(_iround((x + width) / factor), lx0 + 1)
-        ly1 = max(_iround((y + height) / factor), ly0 + 1)
+        if factor == 1.0:  # output pixels are the level's pixels: no resampling
+            return self._read_checked(level, x, y, width, height, (x, y, width, height, scale))
+        if factor > RESAMPLE_BLOCK:
+            raise ValueError(f"cannot enlarge slide {self.path} {factor:.0f}x (scale {scale})")
+        # Resampled block by block on a fixed grid of the output, each block from the level
+        # pixels its bounds round to: a pixel's value depends on where it lies on the slide, not
+        # on the region asked for, so overlapping reads (neighbouring chunks, tiles kept between
+        # chunks, a resumed run) agree exactly.
+        block = RESAMPLE_BLOCK
+        bx0, by0 = x // block * block, y // block * block
+        bx1, by1 = -(-(x + width) // block) * block, -(-(y + height) // block) * block
+        edges_x = [_iround(v / factor) for v in range(bx0, bx1 + 1, block)]
+        edges_y = [_iround(v / factor) for v in range(by0, by1 + 1, block)]
+        patch = self._read_checked(
+            level,
+            edges_x[0],
+            edges_y[0],
+            edges_x[-1] - edges_x[0],
+            edges_y[-1] - edges_y[0],
+            (x, y, width, height, scale),
+        )
+        out = np.empty((by1 - by0, bx1 - bx0, 3), np.uint8)
+        for i, (top, bottom) in enumerate(zip(edges_y[:-1], edges_y[1:])):
+            for j, (left, right) in enumerate(zip(edges_x[:-1], edges_x[1:])):
+                source = patch[top - edges_y[0] : bottom - edges_y[0], left - edges_x[0] : right - edges_x[0]]
+                out[i * block : (i + 1) * block, j * block : (j + 1) * block] = _resize(source, block, block)
+        return out[y - by0 : y - by0 + height, x - bx0 : x - bx0 + width]
+
+    def _read_checked(self, level: int, x: int, y: int, width: int, height: int, asked) -> np.ndarray:
+        """:meth:`_read_level_padded`, its errors naming the region asked for (``asked``: x, y, w, h, scale)."""
         try:
-            patch = self._read_level_padded(level, lx0, ly0, lx1 - lx0, ly1 - ly0)
+            return self._read_level_padded(level, x, y, width, height)
         except SlideError:
             raise
         except Exception as exc:
+            ax, ay, aw, ah, scale = asked
             raise SlideError(
-                f"cannot read region x={x} y={y} {width}x{height} at scale {scale} (level {level}) "
+                f"cannot read region x={ax} y={ay} {aw}x{ah} at scale {scale} (level {level}) "
                 f"of slide {self.path}: {exc}"
             ) from exc
-        return _resize(patch, width, height)
 
     def _read_level_padded(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB of a level-pixel rectangle; the part outside the level is white and never read."""
