@@ -40,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import zarr
@@ -205,18 +206,34 @@ def bench_plan(slide_path: Path, settings: WSISettings, margin: int = 0) -> Slid
     return plan_slide(layout, TissueIndex(tissue_mask(thumbnail), thumb_scale), {}, 0.5)
 
 
-def read_only(slide_path: Path, settings: WSISettings, fast_tiff: bool, repeats: int) -> tuple[float, int]:
-    """(median seconds, tiles) of reading every chunk the engine reads (no margins), in this process."""
+def read_only(
+    slide_path: Path, settings: WSISettings, fast_tiff: bool, repeats: int, scale: float = 1.0, former=False
+) -> tuple[float, int]:
+    """(median seconds, tiles) of reading every chunk the engine reads (no margins), in this process.
+
+    ``scale`` < 1 resamples (the same output boxes over a larger part of the slide); ``former``:
+    as reads resampled before 2026-11-27, each region on its own bounds rounded to the level's
+    pixels (one resize), instead of block by block on a fixed grid (exact where reads overlap).
+    """
     plan = bench_plan(slide_path, settings)
     chunks = ChunkTiles(slide_path, 1.0, plan, settings)
     seconds = []
     for _ in range(repeats):
         with Slide.open(slide_path, fast_tiff=fast_tiff) as slide:
+            read = functools.partial(former_read, slide) if former else slide.read
             started = time.perf_counter()
             for index in range(len(chunks)):
-                slide.read(*chunks.box(index)[1], 1.0)
+                read(*chunks.box(index)[1], scale)
             seconds.append(time.perf_counter() - started)
     return statistics.median(seconds), len(plan.positions)
+
+
+def former_read(slide: Slide, x: int, y: int, width: int, height: int, scale: float) -> np.ndarray:
+    factor = scale * slide.level_downsamples[slide.best_level(scale)]
+    left, top = round(x / factor), round(y / factor)
+    right, bottom = round((x + width) / factor), round((y + height) / factor)
+    patch = slide._read_checked(slide.best_level(scale), left, top, right - left, bottom - top, None)
+    return cv2.resize(patch, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def check_trivial(model: nn.Module, slide: Path, out: Path) -> None:
@@ -301,6 +318,19 @@ def main() -> None:
     for fast, (seconds, tiles) in reads.items():
         name = "tifffile (default)" if fast else "OpenSlide"
         print(f"reading alone, one process, {name}: {tiles * 256**2 / 1e6 / seconds:.1f} MP/s of tiles")
+    for cv_threads in (cv2.getNumThreads(), 1):  # OpenCV's threads; 1: as beside a busy model thread
+        cv2.setNumThreads(cv_threads)
+        resampled = {
+            former: read_only(slide, bench_settings(args, 0, context=0), True, args.repeats, 0.5 / 0.55, former)
+            for former in (True, False)
+        }
+        (before, tiles), (after, _) = resampled[True], resampled[False]
+        print(
+            f"reading alone at 0.55 um/px (resampled), tifffile, {cv_threads} OpenCV threads: "
+            f"{tiles * 256**2 / 1e6 / before:.1f} MP/s with one resize per region (before 2026-11-27), "
+            f"{tiles * 256**2 / 1e6 / after:.1f} on the fixed grid ({before / after:.2f}x)"
+        )
+    cv2.setNumThreads(-1)  # OpenCV's default again
     print(HEADER)
     model = OneByOne()
     check = functools.partial(check_trivial, model, slide)
