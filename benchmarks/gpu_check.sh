@@ -31,11 +31,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
 TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py
-# histology: chunks finished in processes (the GPU default), then in the writer threads (the
-# 2026-11 path: about a minute per run on an H100, bounded by the GIL); --replay: a model that
-# costs nothing, i.e. the engine's own ceiling
+# histology, chunks finished in processes (the GPU default): with the tile cache (each tile
+# computed once, the default) and without it (every chunk computes its margin tiles again, as
+# before 2026-11-27); --replay: a model that costs nothing, i.e. the engine's own ceiling
 step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 3 --histology-repeats 1 --replay \
-    --finish-workers "$FINISHERS" 0 $CHECKPOINT
+    --finish-workers "$FINISHERS" --tile-cache-mb 512 0 $CHECKPOINT
 # chunk finishing alone: per core, and how the finishing processes scale over this machine's cores
 TAIL=10 step wsi_finishing 150 "$PY" benchmarks/wsi_finishing.py $CHECKPOINT
 step gating 90 "$PY" benchmarks/gating.py
