@@ -69,7 +69,7 @@ def run_plan(plan, values, classes):
         counted = Counter()
         for corner, last in plan.taken[index]:
             patch = cache.take(canvas, corner, last)
-            if LAYOUT.cell_of(*corner) == chunk:
+            if (corner[0] // 1024, corner[1] // 1024) == chunk:  # a tile of its own cell
                 counted[int(patch["tissue"])] += 1
         first = sum(plan.counts[:index])
         for k, (y, x) in enumerate(computed(plan, index)):

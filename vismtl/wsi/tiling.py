@@ -48,14 +48,6 @@ class TileLayout:
         y0, x0 = cy * self.chunk, cx * self.chunk
         return y0, x0, min(y0 + self.chunk, self.height), min(x0 + self.chunk, self.width)
 
-    def cell(self, cy: int, cx: int) -> Box:
-        """The chunk's square of the chunk grid, not clipped: the tiles starting in it are its own."""
-        return cy * self.chunk, cx * self.chunk, (cy + 1) * self.chunk, (cx + 1) * self.chunk
-
-    def cell_of(self, y: int, x: int) -> tuple[int, int]:
-        """The chunk whose cell holds output pixel ``(y, x)`` (negative outside the grid's start)."""
-        return y // self.chunk, x // self.chunk
-
     def region(self, cy: int, cx: int) -> Box:
         """The pixels computed for a chunk: its core grown by ``margin``."""
         y0, x0, y1, x1 = self.core(cy, cx)
