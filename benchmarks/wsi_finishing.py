@@ -9,7 +9,9 @@ checkpoint is given) runs on the first chunks of tissue of the generated 20,000 
 its blended maps are kept. Then, timed on those maps:
 
 - finishing every chunk in this thread (``finish_maps``: watershed and components of the instance
-  tasks, type votes, rasters, outlines, JSON): tiles per second of one core;
+  tasks, type votes, rasters, outlines, JSON): tiles per second of one core; first with the
+  instance tasks decided on the whole region, as before 2026-11-27, then on the box of the
+  pixels tiles ran on (the same results, checked);
 - the outlines of every nucleus: the former per-object OpenCV tracer (``tests/outline_reference.py``)
   against ``label_outlines`` (all objects at once);
 - ``ChunkFinisher`` with 1, 2, ... worker processes (as many as the machine's cores), fed by as
@@ -27,6 +29,7 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -41,7 +44,10 @@ from vismtl.config import load_config  # noqa: E402
 from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
-from vismtl.wsi import WSISettings  # noqa: E402
+from vismtl.wsi import (
+    WSISettings,  # noqa: E402
+    stitch,  # noqa: E402
+)
 from vismtl.wsi.engine import ChunkTiles  # noqa: E402
 from vismtl.wsi.finishing import ChunkFinisher  # noqa: E402
 from vismtl.wsi.outlines import label_outlines  # noqa: E402
@@ -80,6 +86,21 @@ def ring_areas(rings) -> np.ndarray:
     return np.array([Polygon(ring).area for ring in rings])
 
 
+def whole_region_finish(chunks, tasks, expected=None) -> list:
+    """``finish_maps`` with the instance tasks decided on the whole region, then cut to the pixels
+    tiles ran on (the former way; now decided on the box of those pixels): checked equal."""
+
+    def whole(task, probabilities):
+        labels = task.decide(probabilities)
+        return torch.where(probabilities.sum(dim=1) > 0, labels, torch.zeros((), dtype=labels.dtype))
+
+    with mock.patch.object(stitch, "_decide_where_run", whole):
+        results = [finish_maps(m, tasks, j) for m, j, _ in chunks]
+    for (rasters, parts), (rasters_now, parts_now) in zip(results, expected or results):
+        assert parts == parts_now and all(np.array_equal(rasters[n], rasters_now[n]) for n in rasters)
+    return results
+
+
 def finish_in_processes(finisher: ChunkFinisher, chunks) -> None:
     with ThreadPoolExecutor(finisher.processes) as threads:
         list(threads.map(lambda c: finisher(c[0], c[1]), chunks))
@@ -112,11 +133,17 @@ def main() -> None:
 
     rows = [
         Row(
+            "finish chunks, this thread, instances decided on the whole region (before 2026-11-27)",
+            measure(lambda: whole_region_finish(chunks, tasks, inline), args.repeats),
+            tiles,
+            "finish",
+        ),
+        Row(
             "finish chunks, this thread",
             measure(lambda: [finish_maps(m, tasks, j) for m, j, _ in chunks], args.repeats),
             tiles,
             "finish",
-        )
+        ),
     ]
     rows.append(
         Row(

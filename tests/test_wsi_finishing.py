@@ -183,3 +183,38 @@ def test_objects_get_the_majority_type_of_their_pixels():
     names = HISTOLOGY_TASKS["nuclei_type"].class_names
     expected = Counter(names[votes[k]] for k in np.unique(labels) if k)
     assert len(expected) >= 3 and parts["nuclei"].counts == dict(expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_decisions_on_the_box_of_the_tiles_that_ran_equal_those_on_the_whole_region(seed):
+    """A chunk at the edge of the tissue: its instance tasks are decided on the box of the pixels
+    some tile ran on (grown by the task's reach), and give the labels of deciding the whole region."""
+    from vismtl.wsi.stitch import _decide_where_run
+
+    maps = histology_maps(seed, height=224, width=240)
+    ran = np.zeros((224, 240), bool)
+    ran[40:120, 56:184] = ran[120:200, 56:120] = True  # an L of tiles, away from the region's border
+    for name in ("nuclei", "gland", "lumen"):
+        probabilities = maps[name] * torch.from_numpy(ran)
+        task = HISTOLOGY_TASKS[name]
+        whole = task.decide(probabilities)[0]
+        expected = torch.where(torch.from_numpy(ran), whole, torch.zeros((), dtype=whole.dtype))
+        decided = _decide_where_run(task, probabilities)[0]
+        assert torch.equal(decided, expected), name
+        assert decided.max() > 0 and expected[~torch.from_numpy(ran)].eq(0).all()
+
+
+def test_objects_at_the_edge_of_the_tiles_that_ran_keep_their_size_for_min_size():
+    """The box is grown by the task's reach: a lumen seed in the corner of the tiles grows past
+    them (3 x 4 = 12 px, kept: min_size 10) before the cut, as on the whole region; decided on
+    the bare box it would only grow inwards (6 px) and be dropped."""
+    from vismtl.wsi.stitch import _decide_where_run
+
+    probabilities = torch.zeros((1, 3, 80, 100))
+    probabilities[0, 0, 20:60, 30:80] = 1.0  # tiles ran here: background...
+    probabilities[0, :, 59, 78:80] = torch.tensor([0.0, 1.0, 0.0])[:, None]  # ...and a seed in their corner
+    lumen = HISTOLOGY_TASKS["lumen"]
+    decided = _decide_where_run(lumen, probabilities)[0]
+    assert int(decided.max()) == 1 and int((decided > 0).sum()) == 6  # the object, cut to the tiles
+    whole = lumen.decide(probabilities)[0]
+    assert int((whole > 0).sum()) == 12

@@ -141,6 +141,12 @@ class InstanceTask(Task):
         maps = [self._instances(p) for p in activated.cpu().numpy()]
         return torch.from_numpy(np.stack(maps)) if maps else torch.zeros((0, *activated.shape[-2:]), dtype=torch.int32)
 
+    @property
+    def reach(self) -> int:
+        """How far (pixels) the decided objects, and what decides them, reach beyond the pixels
+        whose probabilities are not all 0: the growth by the band's inner half, plus one."""
+        return it.band_radii(self.band)[0] + 1
+
     def _instances(self, probabilities: np.ndarray) -> np.ndarray:
         if self.postprocess_kind == "watershed":
             return it.postprocess_watershed(probabilities, self.min_size, self.threshold, self.band)

@@ -165,9 +165,24 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
 def _decide_where_run(task: Task, probabilities: torch.Tensor) -> torch.Tensor:
     """The task's instances, cut to the pixels some tile ran on (the others are 0 in every
     channel): growth steps (glands grow their seeds by the band) must not carry an object into
-    a chunk that is not computed, which would then own it and drop it."""
-    labels = task.decide(probabilities)
+    a chunk that is not computed, which would then own it and drop it.
+
+    Decided on the box of those pixels grown by the task's reach, not on the whole region (a
+    chunk at the edge of the tissue is mostly glass): the same labels, since nothing there
+    starts an object and every step of the decision looks no further than that reach.
+    """
     ran = probabilities.sum(dim=1) > 0
+    labels = torch.zeros(ran.shape, dtype=torch.int32)
+    rows, cols = torch.nonzero(ran.any(dim=0).any(dim=1)), torch.nonzero(ran.any(dim=0).any(dim=0))
+    if not len(rows):
+        return labels
+    pad = getattr(task, "reach", max(ran.shape[1:]))  # a task that does not say: the whole region
+    height, width = ran.shape[1:]
+    box = (
+        slice(max(int(rows[0]) - pad, 0), min(int(rows[-1]) + 1 + pad, height)),
+        slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + 1 + pad, width)),
+    )
+    labels[(slice(None), *box)] = task.decide(probabilities[(slice(None), slice(None), *box)])
     return torch.where(ran, labels, torch.zeros((), dtype=labels.dtype))
 
 
