@@ -225,6 +225,18 @@ def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path, mpp):
     assert all(computed + shared == 117 for computed, shared in tiles.values())
 
 
+def test_a_partial_run_with_instances_in_the_former_format_is_not_continued(tmp_path):
+    from vismtl.wsi.outputs import SlideOutputs
+    from vismtl.wsi.tiling import TileLayout
+
+    outputs = SlideOutputs(tmp_path / "slide", TileLayout(100, 100), {"model": "m"})
+    assert outputs.prepare(resume=False) == {}
+    (tmp_path / "slide" / ".parts" / "nuclei").mkdir(parents=True)
+    (tmp_path / "slide" / ".parts" / "nuclei" / "0_0.json").write_text("[]")  # instance records, not Features
+    with pytest.raises(RuntimeError, match="older vismtl; remove the folder or drop --resume"):
+        outputs.prepare(resume=True)
+
+
 RESUME_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})

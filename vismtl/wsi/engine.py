@@ -190,8 +190,7 @@ class SlideRunner:
         busy = self._run_tiles(slide_input, scale, plan, outputs)
         timings["tiles"] = time.perf_counter() - timings["tiles"]
         entries = outputs.journal.entries()
-        colours = {n: self._colours(t) for n, t in self.tasks.items() if t.kind == "instance"}
-        written = outputs.write_instances(colours)
+        written = outputs.write_instances()
         overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
         probability = overlay_task is not None and self.tasks[overlay_task].kind == "instance"
         outputs.write_pictures(thumbnail, mask, overlay_task, probability)
@@ -241,12 +240,6 @@ class SlideRunner:
             if user.is_file():
                 return load_mask(user, thumbnail.shape[:2])
         return tissue_mask(thumbnail)
-
-    def _colours(self, task: Task) -> dict[str, tuple[int, int, int]]:
-        from vismtl.tasks.visual import PALETTE
-
-        names = getattr(task, "class_names", None) or ()
-        return {name: tuple(int(c) for c in PALETTE[i + 1]) for i, name in enumerate(names)}
 
     def _proportions(self, votes: Mapping[str, Sequence[int]]) -> dict[str, dict[str, float]]:
         out = {}

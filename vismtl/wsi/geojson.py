@@ -25,6 +25,7 @@ import numbers
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,19 @@ import shapely
 from shapely.geometry import shape
 
 from vismtl.io import atomic_open
-from vismtl.wsi.instances import Instance
+from vismtl.wsi.instances import ChunkInstances, Instance
 
-__all__ = ["OBJECT_TYPES", "feature", "measurements", "validate_feature_collection", "write_geojson"]
+__all__ = [
+    "OBJECT_TYPES",
+    "ChunkPart",
+    "chunk_part",
+    "feature",
+    "feature_text",
+    "measurements",
+    "merge_parts",
+    "validate_feature_collection",
+    "write_geojson",
+]
 
 # QuPath object type per task; tasks not listed become detections.
 OBJECT_TYPES: dict[str, str] = {
@@ -79,21 +90,57 @@ def measurements(instance: Instance) -> dict[str, float]:
     return values
 
 
+def feature_text(instance: Instance, colours: Mapping[str, tuple[int, int, int]] | None = None) -> str:
+    """The instance's Feature as one line of JSON (a non-finite number raises). Classes missing
+    from ``colours`` get a fixed colour derived from their name."""
+    colour = (colours or {}).get(instance.class_name) or _name_colour(instance.class_name)
+    return json.dumps(feature(instance, colour), allow_nan=False, ensure_ascii=False)
+
+
 def write_geojson(path: str | Path, instances: Iterable[Instance], colours: Mapping[str, tuple[int, int, int]]) -> int:
     """Stream a FeatureCollection to ``path`` atomically and return the number of features.
 
     Features are written one at a time (a slide can hold millions of nuclei); on any error,
-    including a non-finite number, ``path`` keeps its previous content. Classes missing from
-    ``colours`` get a fixed colour derived from their name.
+    including a non-finite number, ``path`` keeps its previous content.
     """
+    return merge_parts(path, (feature_text(instance, colours) for instance in instances))
+
+
+@dataclass
+class ChunkPart:
+    """What the engine keeps of a chunk's instances: their Features and the tallies.
+
+    ``text`` holds the Features one per line, separated by commas: the slide's GeoJSON is these
+    texts put together (:func:`merge_parts`), so the objects are serialised where the chunk is
+    finished (a worker process, beside the model) and never parsed again.
+    """
+
+    text: str  # Features, ",\n"-separated ("" for none)
+    counts: dict[str, int]  # objects per class name
+    area_um2: float  # their total area (0 without mpp)
+    cut: int  # see ChunkInstances.cut
+
+
+def chunk_part(found: ChunkInstances) -> ChunkPart:
+    """A chunk's owned instances as a :class:`ChunkPart`: small and plain, so a worker process
+    can return it and the engine's threads never hold the objects."""
+    counts: dict[str, int] = {}
+    for inst in found.instances:
+        counts[inst.class_name] = counts.get(inst.class_name, 0) + 1
+    area = float(sum(inst.area_um2 or 0.0 for inst in found.instances))
+    return ChunkPart(",\n".join(feature_text(i) for i in found.instances), counts, area, found.cut)
+
+
+def merge_parts(path: str | Path, texts: Iterable[str]) -> int:
+    """Write the FeatureCollection of ``texts`` (each one or more ",\n"-separated Features) to
+    ``path`` atomically; the number of Features."""
     count = 0
     with atomic_open(path, "w") as handle:
         handle.write('{"type": "FeatureCollection", "features": [\n')
-        for instance in instances:
-            colour = colours.get(instance.class_name) or _name_colour(instance.class_name)
-            text = json.dumps(feature(instance, colour), allow_nan=False, ensure_ascii=False)
-            handle.write((",\n" if count else "") + text)
-            count += 1
+        for text in texts:
+            if text:
+                handle.write((",\n" if count else "") + text)
+                count += text.count("\n") + 1  # Features hold no raw newline: one per line
         handle.write("\n]}\n")
     return count
 

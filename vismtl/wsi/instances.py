@@ -19,7 +19,6 @@ edge, where objects are legitimately cut.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,10 +29,8 @@ from vismtl.wsi.outlines import label_outlines, label_stats
 
 __all__ = [
     "ChunkInstances",
-    "ChunkPart",
     "Instance",
     "extract_chunk",
-    "extract_chunk_part",
     "polygon_from_mask",
 ]
 
@@ -118,27 +115,6 @@ def extract_chunk(
             )
         )
     return ChunkInstances(instances, cut)
-
-
-@dataclass
-class ChunkPart:
-    """What the engine keeps of a chunk's instances: the part file's JSON text and the tallies."""
-
-    text: str  # JSON list of the instances' fields (vismtl.wsi.outputs reads it back)
-    counts: dict[str, int]  # objects per class name
-    area_um2: float  # their total area (0 without mpp)
-    cut: int  # see ChunkInstances.cut
-
-
-def extract_chunk_part(*args, **kwargs) -> ChunkPart:
-    """:func:`extract_chunk` (same arguments) reduced to a :class:`ChunkPart`: small and plain,
-    so a worker process can return it and the engine's threads never hold the objects."""
-    found = extract_chunk(*args, **kwargs)
-    counts: dict[str, int] = {}
-    for inst in found.instances:
-        counts[inst.class_name] = counts.get(inst.class_name, 0) + 1
-    area = float(sum(inst.area_um2 or 0.0 for inst in found.instances))
-    return ChunkPart(json.dumps([vars(i) for i in found.instances]), counts, area, found.cut)
 
 
 def polygon_from_mask(mask: np.ndarray) -> list[tuple[float, float]]:

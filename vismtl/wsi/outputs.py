@@ -7,7 +7,7 @@
 - ``summary.json``: counts, areas, tissue-class proportions, timings -- written last, so its
   presence means the slide is complete;
 - ``run.json`` (the settings a resume must match), ``journal.jsonl`` and ``.parts/`` (per-chunk
-  instances) while the run is in progress.
+  GeoJSON Features, put together at the end) while the run is in progress.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ import zarr
 
 from vismtl.io import atomic_open, write_json, write_png, write_png_gray
 from vismtl.tasks.visual import PALETTE
-from vismtl.wsi.geojson import write_geojson
-from vismtl.wsi.instances import Instance
+from vismtl.wsi.geojson import merge_parts
 from vismtl.wsi.journal import Journal
 from vismtl.wsi.stitch import ChunkResult
 from vismtl.wsi.tiling import TileLayout
 
 OWN_FILES = ("run.json", "journal.jsonl", "summary.json", "tissue_mask.png", "thumbnail.png")
+PART_SUFFIX = ".features"  # a chunk's GeoJSON Features (vismtl.wsi.geojson.ChunkPart)
+FORMER_PART_SUFFIX = ".json"  # instance records, before 2026-11-27: a partial run with them is not continued
 
 
 class SlideOutputs:
@@ -61,6 +62,11 @@ class SlideOutputs:
     def prepare(self, resume: bool) -> dict[tuple[int, int], dict[str, Any]]:
         """Start (or continue) the run; returns the chunks already finished."""
         if resume and self._same_run():
+            if any((self.folder / ".parts").glob(f"*/*{FORMER_PART_SUFFIX}")):
+                raise RuntimeError(
+                    f"cannot resume {self.folder}: its partial instances were written by an older vismtl; "
+                    "remove the folder or drop --resume"
+                )
             return self.journal.entries()
         if resume and (self.folder / "run.json").is_file():
             raise RuntimeError(
@@ -104,27 +110,20 @@ class SlideOutputs:
         for task, array in result.rasters.items():
             self._array(task, array)[y0:y1, x0:x1] = array
         for task, part in result.parts.items():
-            with atomic_open(self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}.json", "w") as handle:
+            with atomic_open(self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}{PART_SUFFIX}", "w") as handle:
                 handle.write(part.text)
         with self._lock:
             self.journal.record({"chunk": list(chunk), **result.stats, "cut_objects": result.cut_objects})
 
     # -- the end ---------------------------------------------------------------------------
 
-    def write_instances(self, colours: Mapping[str, Mapping[str, tuple[int, int, int]]]) -> dict[str, int]:
-        """Merge the per-chunk parts of every instance task into ``<task>.geojson``."""
+    def write_instances(self) -> dict[str, int]:
+        """Put the per-chunk parts of every instance task together into ``<task>.geojson``."""
         counts = {}
         parts_root = self.folder / ".parts"
         for task_dir in sorted(parts_root.iterdir()) if parts_root.is_dir() else []:
-
-            def instances(task_dir=task_dir):
-                for part in sorted(task_dir.glob("*.json")):
-                    for item in json.loads(part.read_text()):
-                        yield Instance(**{**item, "polygon": [tuple(p) for p in item["polygon"]]})
-
-            counts[task_dir.name] = write_geojson(
-                self.folder / f"{task_dir.name}.geojson", instances(), colours.get(task_dir.name, {})
-            )
+            texts = (part.read_text() for part in sorted(task_dir.glob(f"*{PART_SUFFIX}")))
+            counts[task_dir.name] = merge_parts(self.folder / f"{task_dir.name}.geojson", texts)
         shutil.rmtree(parts_root, ignore_errors=True)
         return counts
 

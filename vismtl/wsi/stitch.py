@@ -19,7 +19,8 @@ import torch
 from vismtl.ops.tile_blend import blend_tiles, blend_window, normalise_
 from vismtl.ops.tile_blend.reference import clipped_tiles
 from vismtl.tasks import Task
-from vismtl.wsi.instances import ChunkPart, extract_chunk_part
+from vismtl.wsi.geojson import ChunkPart, chunk_part
+from vismtl.wsi.instances import extract_chunk
 from vismtl.wsi.tiling import Box
 
 
@@ -158,7 +159,8 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
         if task.kind == "instance":
             labels = decided[name][0].numpy()
             types, class_names = _instance_types(name, labels, tasks, decided)
-            parts[name] = extract_chunk_part(labels, local_core, (x0, y0), job.scale, job.mpp, name, types, class_names)
+            found = extract_chunk(labels, local_core, (x0, y0), job.scale, job.mpp, name, types, class_names)
+            parts[name] = chunk_part(found)
     return rasters, parts
 
 
