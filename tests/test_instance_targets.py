@@ -16,6 +16,7 @@ from vismtl.tasks.instance_targets import (
     drop_outside,
     instance_to_classes,
     majority_type,
+    majority_type_map,
     postprocess_interior_minus_contour,
     postprocess_watershed,
     relabel,
@@ -242,6 +243,23 @@ def test_majority_type_and_type_map() -> None:
     np.testing.assert_array_equal(
         type_map_from_instances(inst, {4: 3, 9: 2, 7: 1}), [[3, 3, 3, 3, 1, 1], [2, 2, 2, 0, 0, 0]]
     )
+
+
+def test_majority_type_map_paints_each_instance_with_its_majority_vote() -> None:
+    inst = np.array([[4, 4, 4, 4, 7, 7], [9, 9, 9, 0, 0, 8]])
+    types = np.array([[2, 3, 3, 0, 0, 0], [0, 2, 5, 1, 1, 0]])
+    np.testing.assert_array_equal(majority_type_map(inst, types, 6), [[3, 3, 3, 3, 0, 0], [2, 2, 2, 0, 0, 0]])
+    rng = np.random.default_rng(0)
+    for ids, classes in ((5, 3), (40, 7), (300, 2)):  # few and many objects, many ties with 2 classes
+        inst = rng.integers(0, ids, (64, 80))
+        inst[rng.random(inst.shape) < 0.3] = 0
+        types = rng.integers(0, classes, inst.shape)
+        expected = type_map_from_instances(inst, majority_type(inst, types, classes))
+        np.testing.assert_array_equal(majority_type_map(inst, types, classes), expected)
+    huge = np.array([[0, 10**9, 10**9], [7, 7, 0]])  # sparse ids beyond the pixel count
+    np.testing.assert_array_equal(majority_type_map(huge, np.array([[0, 2, 2], [1, 0, 0]]), 3), [[0, 2, 2], [1, 1, 0]])
+    with pytest.raises(ValueError):
+        majority_type_map(np.array([[1, 1]]), np.array([[5, 0]]), 3)
 
 
 def test_relabel() -> None:

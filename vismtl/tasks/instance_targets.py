@@ -300,6 +300,32 @@ def majority_type(inst: np.ndarray, type_map: np.ndarray, num_classes: int | Non
     return {int(i): int(t) for i, t in zip(ids, best) if i != 0}
 
 
+def majority_type_map(inst: np.ndarray, type_map: np.ndarray, num_classes: int) -> np.ndarray:
+    """int32 ``[H, W]``: every instance painted with its :func:`majority_type`, 0 elsewhere.
+
+    ``type_map_from_instances(inst, majority_type(inst, type_map, num_classes))`` counted over
+    the instances' pixels only, without the per-instance dict: it runs on every whole-slide chunk.
+    """
+    inst = np.asarray(inst)
+    types = np.asarray(type_map)
+    if types.shape != inst.shape:
+        raise ValueError(f"shape mismatch: inst {inst.shape} vs type_map {types.shape}")
+    if inst.size and (inst.min() < 0 or inst.max() > inst.size):  # negative or sparse huge ids
+        return type_map_from_instances(inst, majority_type(inst, types, num_classes))
+    inside = np.flatnonzero(inst)
+    ids, voted = inst.ravel()[inside].astype(np.int64), types.ravel()[inside].astype(np.int64)
+    if voted.size and (voted.min() < 0 or voted.max() >= num_classes):
+        raise ValueError(f"types must lie in [0, {num_classes})")
+    counts = np.bincount(ids * num_classes + voted, minlength=(int(inst.max(initial=0)) + 1) * num_classes)
+    counts = counts.reshape(-1, num_classes)
+    counts[:, 0] = 0  # background type never wins
+    best = counts.argmax(axis=1).astype(np.int32)  # the first maximum: the smallest type id on ties
+    best[counts.max(axis=1) == 0] = 0
+    painted = np.zeros(inst.size, np.int32)
+    painted[inside] = best[ids]
+    return painted.reshape(inst.shape)
+
+
 def type_map_from_instances(inst: np.ndarray, types: dict[int, int]) -> np.ndarray:
     """int ``[H, W]`` ids and ``{id: type}`` -> int32 ``[H, W]`` type map (0 on background and unknown ids)."""
     inst = _as_labels(inst)

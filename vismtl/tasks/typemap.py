@@ -122,10 +122,10 @@ class TypeTask(Task):
         """Majority type per predicted instance of ``instances_from``; background outside instances."""
         if self.instances_from is None or self.instances_from not in predictions:
             return prediction
-        voted = []
-        for types, instances in zip(to_numpy(prediction), to_numpy(predictions[self.instances_from])):
-            votes = it.majority_type(instances, types, self.num_classes)
-            voted.append(it.type_map_from_instances(instances, votes))
+        voted = [
+            it.majority_type_map(instances, types, self.num_classes)
+            for types, instances in zip(to_numpy(prediction), to_numpy(predictions[self.instances_from]))
+        ]
         return torch.from_numpy(np.stack(voted)).to(prediction.dtype) if voted else prediction
 
     def new_metric(self) -> Metric:
