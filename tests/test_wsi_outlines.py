@@ -200,3 +200,16 @@ def test_label_stats_matches_per_label_numpy(seed):
             continue
         assert np.allclose(centroid[i], [cols.mean() + 0.5, rows.mean() + 0.5], rtol=0, atol=1e-9)
         assert first[i].tolist() == [rows[0], cols[0]]
+
+
+def test_label_stats_of_a_crop_with_its_offset_equal_those_of_the_whole_array():
+    rng = np.random.default_rng(3)
+    labels = np.zeros((300, 400), np.int32)
+    crop = rng.integers(0, 50, (90, 130)).astype(np.int32)
+    crop[rng.random(crop.shape) < 0.5] = 0
+    labels[123:213, 217:347] = crop
+    ids = np.unique(crop[crop > 0])
+    whole = label_stats(labels, ids)
+    shifted = label_stats(crop, ids, offset=(123, 217))
+    for a, b in zip(whole, shifted):
+        assert a.dtype == b.dtype and np.array_equal(a, b)  # to the last bit: integer sums, one division

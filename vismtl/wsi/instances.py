@@ -87,8 +87,16 @@ def extract_chunk(
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
-    ids, offsets, vertices = label_outlines(labels)
-    area, centroid, first = label_stats(labels, ids)
+    # Only the box of the objects is traced and measured (most of a chunk at the edge of the
+    # tissue is glass), in integers shifted back exactly: the same numbers as on the whole array.
+    rows, cols = np.flatnonzero(labels.any(axis=1)), np.flatnonzero(labels.any(axis=0))
+    if not rows.size:
+        return ChunkInstances([], 0)
+    top, left = int(rows[0]), int(cols[0])
+    box = labels[top : int(rows[-1]) + 1, left : int(cols[-1]) + 1]
+    ids, offsets, vertices = label_outlines(box)
+    vertices += (left, top)
+    area, centroid, first = label_stats(box, ids, offset=(top, left))
     y0, x0, y1, x1 = core
     owned = np.flatnonzero((first[:, 0] >= y0) & (first[:, 0] < y1) & (first[:, 1] >= x0) & (first[:, 1] < x1))
     touching = _labels_on_margin_sides(labels, core)

@@ -117,11 +117,14 @@ def _successors(
     return succ, left, saddle, partner
 
 
-def label_stats(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def label_stats(
+    labels: np.ndarray, ids: np.ndarray, offset: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per id: area in pixels int64 ``[K]``, centroid ``(x, y)`` float64 ``[K, 2]`` of the pixel centres
     (pixel ``(r, c)`` has centre ``(c + 0.5, r + 0.5)``) and first pixel in raster order ``(row, col)``
     int64 ``[K, 2]``, over all pixels of the label. ``ids`` ascending; an absent id gets area 0, a NaN
-    centroid and first pixel ``(-1, -1)``."""
+    centroid and first pixel ``(-1, -1)``. ``offset``: ``(row, col)`` of ``labels[0, 0]`` in the
+    coordinates wanted (a crop of a larger array: the same numbers as on that array)."""
     labels = np.ascontiguousarray(labels)
     ids = np.asarray(ids, np.int64)
     where = np.flatnonzero(labels.ravel() > 0)  # ascending: raster order
@@ -130,12 +133,13 @@ def label_stats(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nda
     found = ids[k] == value if ids.size else np.zeros(value.size, bool)
     k, where = k[found], where[found]
     row, col = np.divmod(where, labels.shape[1])
+    row, col = row + offset[0], col + offset[1]  # integers: the sums below stay exact
     area = np.bincount(k, minlength=ids.size)
     with np.errstate(invalid="ignore", divide="ignore"):
         centroid = np.stack([np.bincount(k, col, ids.size), np.bincount(k, row, ids.size)], axis=1) / area[:, None]
     first = np.full(ids.size, labels.size, np.int64)
     np.minimum.at(first, k, where)
-    first = np.stack(np.divmod(first, labels.shape[1]), axis=1)
+    first = np.stack(np.divmod(first, labels.shape[1]), axis=1) + np.asarray(offset, np.int64)
     first[area == 0] = -1
     return area.astype(np.int64), centroid + 0.5, first.astype(np.int64)
 
