@@ -242,11 +242,33 @@ def fill_holes(inst: np.ndarray) -> np.ndarray:
 
 
 def expand_chessboard(labels: np.ndarray, distance: int) -> np.ndarray:
-    """Grow labelled regions into background up to ``distance`` (chessboard), each pixel to its nearest region."""
+    """Grow labelled regions into background up to ``distance`` (chessboard), each pixel to its nearest region.
+
+    The nearest region is the one scipy's chessboard distance transform names (it settles ties).
+    That transform runs only in a window around each group of regions that lie within
+    ``2 distance + 1`` of each other: a pixel within ``distance`` of a group has no other region
+    that near, and what decides it (its distance, its nearest region, their ties) never looks
+    further than ``distance + 1`` from the group, so the window gives what the whole image would.
+    Gland chunks are mostly space between glands: this is several times cheaper there.
+    """
     if distance <= 0 or not labels.any():
         return labels
-    reach, (rows, cols) = ndi.distance_transform_cdt(labels == 0, metric="chessboard", return_indices=True)
-    return np.where((labels == 0) & (reach <= distance), labels[rows, cols], labels)
+    labels = np.asarray(labels)
+    square = np.ones((2 * distance + 1, 2 * distance + 1), np.uint8)
+    reached = cv2.dilate((labels > 0).astype(np.uint8), square)  # within `distance` of a region
+    groups, _ = ndi.label(reached, structure=EIGHT)
+    out = labels.copy()
+    height, width = labels.shape
+    for group, (rows, cols) in enumerate(ndi.find_objects(groups), start=1):
+        window = (
+            slice(max(rows.start - 1, 0), min(rows.stop + 1, height)),
+            slice(max(cols.start - 1, 0), min(cols.stop + 1, width)),
+        )
+        sub = labels[window]
+        reach, (near_rows, near_cols) = ndi.distance_transform_cdt(sub == 0, metric="chessboard", return_indices=True)
+        grow = (sub == 0) & (reach <= distance) & (groups[window] == group)
+        out[window][grow] = sub[near_rows[grow], near_cols[grow]]
+    return out
 
 
 def postprocess_interior_minus_contour(
