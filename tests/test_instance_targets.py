@@ -233,6 +233,21 @@ def test_drop_outside() -> None:
     assert drop_outside(inst, container, min_overlap=0.6).max() == 1
 
 
+def test_drop_outside_equals_its_definition_on_random_maps() -> None:
+    """Relabel, keep objects with enough of their area on the container, relabel again."""
+    rng = np.random.default_rng(7)
+    for ids in (3, 100, 10**6):  # compact ids, every other id absent, sparse huge ids
+        inst = rng.integers(0, 60, (70, 90)) * (ids // 60 + 1)
+        inst[rng.random(inst.shape) < 0.4] = 0
+        container = rng.random(inst.shape) < 0.5
+        compact = relabel(inst)
+        area, inside = np.bincount(compact.ravel()), np.bincount(compact.ravel(), container.ravel())
+        kept = np.flatnonzero(inside >= 0.5 * area)
+        expected = relabel(np.where(np.isin(compact, kept[kept > 0]), compact, 0))
+        out = drop_outside(inst, container)
+        assert out.dtype == np.int32 and np.array_equal(out, expected)
+
+
 def test_majority_type_and_type_map() -> None:
     inst = np.array([[4, 4, 4, 4, 7, 7], [9, 9, 9, 0, 0, 8]])
     types = np.array([[2, 3, 3, 0, 0, 0], [0, 2, 5, 1, 1, 0]])
