@@ -339,6 +339,7 @@ def test_prefetched_keeps_order_reraises_and_stops_its_thread():
         (["--finish-workers", "-1"], "wsi.finish_workers must be 0 or more, not -1"),
         (["--workers", "-2"], "wsi.workers must be 0 (a reading thread) or more processes, not -2"),
         (["--threads", "0"], "wsi.threads must be at least 1 (or None for PyTorch's default), not 0"),
+        (["--tile-cache-mb", "-1"], "wsi.tile_cache_mb must be 0 (no tiles kept) or more, not -1.0"),
     ],
 )
 def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, option, message):
