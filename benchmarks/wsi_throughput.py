@@ -232,7 +232,7 @@ def former_read(slide: Slide, x: int, y: int, width: int, height: int, scale: fl
     factor = scale * slide.level_downsamples[slide.best_level(scale)]
     left, top = round(x / factor), round(y / factor)
     right, bottom = round((x + width) / factor), round((y + height) / factor)
-    patch = slide._read_checked(slide.best_level(scale), left, top, right - left, bottom - top, None)
+    patch = slide._read_level_padded(slide.best_level(scale), left, top, right - left, bottom - top)
     return cv2.resize(patch, (width, height), interpolation=cv2.INTER_AREA)
 
 

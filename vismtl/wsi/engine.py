@@ -292,6 +292,7 @@ class SlideRunner:
         clock = ModelClock(self.device)
         writers = settings.writer_threads(self.finisher.processes)
         cache = TileCache(settings.tile)
+        starts = np.cumsum([0, *plan.counts])  # each chunk's first row of plan.positions
         with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)
@@ -308,7 +309,7 @@ class SlideRunner:
                 )
                 core = layout.core(*chunk)
                 self._take(cache, canvas, plan.taken[chunk_index], core)
-                first = int(np.searchsorted(plan.owner, chunk_index))
+                first = int(starts[chunk_index])
                 # positions stay on the CPU: reading them back from a GPU would wait for its queue
                 positions = torch.from_numpy(plan.positions[first : first + len(images)])
                 for start in range(0, len(images), settings.batch_size):

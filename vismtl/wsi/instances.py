@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vismtl.wsi.outlines import label_outlines, label_stats
+from vismtl.wsi.tiling import nonzero_box
 
 __all__ = [
     "ChunkInstances",
@@ -89,11 +90,11 @@ def extract_chunk(
         raise TypeError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
     # Only the box of the objects is traced and measured (most of a chunk at the edge of the
     # tissue is glass), in integers shifted back exactly: the same numbers as on the whole array.
-    rows, cols = np.flatnonzero(labels.any(axis=1)), np.flatnonzero(labels.any(axis=0))
-    if not rows.size:
+    found = nonzero_box(labels)
+    if found is None:
         return ChunkInstances([], 0)
-    top, left = int(rows[0]), int(cols[0])
-    box = labels[top : int(rows[-1]) + 1, left : int(cols[-1]) + 1]
+    top, left = found[0].start, found[1].start
+    box = labels[found]
     ids, offsets, vertices = label_outlines(box)
     vertices += (left, top)
     area, centroid, first = label_stats(box, ids, offset=(top, left))

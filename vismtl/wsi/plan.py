@@ -39,8 +39,7 @@ class SlidePlan:
     layout: TileLayout
     chunks: list[tuple[int, int]]  # unfinished chunks with tissue, in raster order
     positions: np.ndarray  # [N, 2] corners of the tiles computed, chunk after chunk
-    owner: np.ndarray  # [N] index into ``chunks``
-    counts: list[int]  # tiles computed per chunk
+    counts: list[int]  # tiles computed per chunk (rows of ``positions``, in order)
     mpp: float  # level-0 microns per pixel
     skipped: int = 0  # chunks without tissue in their core
     kept: dict[int, tuple[Box, ...]] = field(default_factory=dict)  # row of positions -> parts kept for later
@@ -86,9 +85,9 @@ def plan_slide(
         for tile in tiles:
             needers[tile].append(i)
 
-    plan = SlidePlan(layout, chunks, np.zeros((0, 2), np.int64), np.zeros(0, np.int64), [], mpp, skipped)
+    plan = SlidePlan(layout, chunks, np.zeros((0, 2), np.int64), [], mpp, skipped)
     cache: dict[Corner, tuple[int, int]] = {}  # tile -> (bytes, the last chunk to take it)
-    used, positions, owner = 0, [], []
+    used, positions = 0, []
     for i, tiles in enumerate(needs):
         taken, computed = [], []
         for tile in tiles:
@@ -112,11 +111,9 @@ def plan_slide(
                 used += size
                 plan.peak_bytes = max(plan.peak_bytes, used)
         positions += computed
-        owner += [i] * len(computed)
         plan.counts.append(len(computed))
         plan.taken.append(taken)
     plan.positions = np.asarray(positions, np.int64).reshape(-1, 2)
-    plan.owner = np.asarray(owner, np.int64)
     return plan
 
 

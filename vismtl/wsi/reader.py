@@ -344,11 +344,22 @@ class Slide:
         if width <= 0 or height <= 0 or not scale > 0:
             raise ValueError(f"bad region {width}x{height} at scale {scale} for slide {self.path}")
         level = self.best_level(scale)
-        factor = scale * self.level_downsamples[level]  # output pixels per level pixel
+        try:
+            return self._read_resampled(level, scale * self.level_downsamples[level], x, y, width, height)
+        except SlideError:
+            raise
+        except Exception as exc:
+            raise SlideError(
+                f"cannot read region x={x} y={y} {width}x{height} at scale {scale} (level {level}) "
+                f"of slide {self.path}: {exc}"
+            ) from exc
+
+    def _read_resampled(self, level: int, factor: float, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """:meth:`read` from ``level``, ``factor`` output pixels per level pixel."""
         if factor == 1.0:  # output pixels are the level's pixels: no resampling
-            return self._read_checked(level, x, y, width, height, (x, y, width, height, scale))
+            return self._read_level_padded(level, x, y, width, height)
         if factor > RESAMPLE_BLOCK:
-            raise ValueError(f"cannot enlarge slide {self.path} {factor:.0f}x (scale {scale})")
+            raise ValueError(f"cannot enlarge {factor:.0f}x")
         # Resampled block by block on a fixed grid of the output, each block from the level
         # pixels its bounds round to: a pixel's value depends on where it lies on the slide, not
         # on the region asked for, so overlapping reads (neighbouring chunks, tiles kept between
@@ -358,13 +369,8 @@ class Slide:
         bx1, by1 = -(-(x + width) // block) * block, -(-(y + height) // block) * block
         edges_x = [_iround(v / factor) for v in range(bx0, bx1 + 1, block)]
         edges_y = [_iround(v / factor) for v in range(by0, by1 + 1, block)]
-        patch = self._read_checked(
-            level,
-            edges_x[0],
-            edges_y[0],
-            edges_x[-1] - edges_x[0],
-            edges_y[-1] - edges_y[0],
-            (x, y, width, height, scale),
+        patch = self._read_level_padded(
+            level, edges_x[0], edges_y[0], edges_x[-1] - edges_x[0], edges_y[-1] - edges_y[0]
         )
         out = np.empty((by1 - by0, bx1 - bx0, 3), np.uint8)
         for i, (top, bottom) in enumerate(zip(edges_y[:-1], edges_y[1:])):
@@ -372,19 +378,6 @@ class Slide:
                 source = patch[top - edges_y[0] : bottom - edges_y[0], left - edges_x[0] : right - edges_x[0]]
                 out[i * block : (i + 1) * block, j * block : (j + 1) * block] = _resize(source, block, block)
         return out[y - by0 : y - by0 + height, x - bx0 : x - bx0 + width]
-
-    def _read_checked(self, level: int, x: int, y: int, width: int, height: int, asked) -> np.ndarray:
-        """:meth:`_read_level_padded`, its errors naming the region asked for (``asked``: x, y, w, h, scale)."""
-        try:
-            return self._read_level_padded(level, x, y, width, height)
-        except SlideError:
-            raise
-        except Exception as exc:
-            ax, ay, aw, ah, scale = asked
-            raise SlideError(
-                f"cannot read region x={ax} y={ay} {aw}x{ah} at scale {scale} (level {level}) "
-                f"of slide {self.path}: {exc}"
-            ) from exc
 
     def _read_level_padded(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB of a level-pixel rectangle; the part outside the level is white and never read."""

@@ -21,7 +21,7 @@ from vismtl.ops.tile_blend.reference import clipped_tiles
 from vismtl.tasks import Task
 from vismtl.wsi.geojson import ChunkPart, chunk_part
 from vismtl.wsi.instances import extract_chunk
-from vismtl.wsi.tiling import Box
+from vismtl.wsi.tiling import Box, nonzero_box
 
 
 class ChunkCanvas:
@@ -73,8 +73,9 @@ class ChunkCanvas:
         """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``."""
         offsets = positions - torch.tensor(self.region[:2], device=positions.device)
         if self.copy:  # slices from offsets on the CPU (on a GPU, reading them would wait for its queue)
+            offsets = offsets.cpu()
             for task, channels in self.slices.items():
-                _copy_tiles(outputs[task], offsets.cpu(), self.sums[channels])
+                _copy_tiles(outputs[task], offsets, self.sums[channels])
         elif self.slices:
             tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
             offsets = offsets.to(self.sums.device, non_blocking=True)
@@ -175,15 +176,10 @@ def _decide_where_run(task: Task, probabilities: torch.Tensor) -> torch.Tensor:
     """
     ran = probabilities.sum(dim=1) > 0
     labels = torch.zeros(ran.shape, dtype=torch.int32)
-    rows, cols = torch.nonzero(ran.any(dim=0).any(dim=1)), torch.nonzero(ran.any(dim=0).any(dim=0))
-    if not len(rows):
-        return labels
     pad = getattr(task, "reach", max(ran.shape[1:]))  # a task that does not say: the whole region
-    height, width = ran.shape[1:]
-    box = (
-        slice(max(int(rows[0]) - pad, 0), min(int(rows[-1]) + 1 + pad, height)),
-        slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + 1 + pad, width)),
-    )
+    box = nonzero_box(ran.any(dim=0).numpy(), pad)
+    if box is None:
+        return labels
     labels[(slice(None), *box)] = task.decide(probabilities[(slice(None), slice(None), *box)])
     return torch.where(ran, labels, torch.zeros((), dtype=labels.dtype))
 

@@ -89,3 +89,16 @@ class TissueIndex:
             return False
         t = self.table
         return bool(t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0] > 0)
+
+
+def nonzero_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, slice] | None:
+    """Slices of the bounding box of ``mask``'s nonzero pixels grown by ``pad`` (clipped to the
+    array), or None when there are none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    height, width = mask.shape
+    return (
+        slice(max(int(rows[0]) - pad, 0), min(int(rows[-1]) + 1 + pad, height)),
+        slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + 1 + pad, width)),
+    )
