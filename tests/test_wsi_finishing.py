@@ -41,16 +41,17 @@ def test_pack_round_trip_narrows_integer_maps():
     }
     block, spec = pack(maps)
     try:
-        back = unpack(block, spec)
+        back = unpack(block, spec)  # views of the block
+        assert back["classes"].dtype == torch.uint8 and back["signed"].dtype == torch.int32
+        assert back["probabilities"].dtype == torch.float32 and back["depth"].dtype == torch.float64
+        assert back["autocast"].dtype == torch.float32
+        for name, value in maps.items():
+            assert back[name].shape == value.shape
+            assert torch.equal(back[name].to(value.dtype), value), name
     finally:
+        back = None  # the views go before the block closes
         block.close()
         block.unlink()
-    assert back["classes"].dtype == torch.uint8 and back["signed"].dtype == torch.int32
-    assert back["probabilities"].dtype == torch.float32 and back["depth"].dtype == torch.float64
-    assert back["autocast"].dtype == torch.float32
-    for name, value in maps.items():
-        assert back[name].shape == value.shape
-        assert torch.equal(back[name].to(value.dtype), value), name
 
 
 def histology_maps(seed: int, height: int = 160, width: int = 176) -> dict[str, torch.Tensor]:

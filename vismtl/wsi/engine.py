@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty, Full, Queue, SimpleQueue
 from typing import Any
@@ -322,8 +323,9 @@ class SlideRunner:
                     self._vote(canvas, activated, where, core)
                     self._keep(cache, plan, first + start, dense, activated, where)
                     bar.update(len(batch))
+                ready = chunk_ready(self.device)
                 pending.append(
-                    writer.submit(self._finish_chunk, canvas, chunk, layout, plan.mpp, scale, outputs, spare)
+                    writer.submit(self._finish_chunk, canvas, ready, chunk, layout, plan.mpp, scale, outputs, spare)
                 )
                 waited = time.perf_counter()
                 pending = self._drain(pending, keep=writers + 1)
@@ -374,10 +376,19 @@ class SlideRunner:
             canvas.patch_votes[name].scatter_add_(0, activated[name].argmax(dim=1), inside)
 
     def _finish_chunk(
-        self, canvas, chunk, layout: TileLayout, mpp: float, scale: float, outputs: SlideOutputs, spare: SimpleQueue
+        self,
+        canvas,
+        ready,
+        chunk,
+        layout: TileLayout,
+        mpp: float,
+        scale: float,
+        outputs: SlideOutputs,
+        spare: SimpleQueue,
     ) -> None:
         job = ChunkJob(canvas.region, layout.core(*chunk), 1.0 / scale, mpp)
-        with torch.inference_mode():  # the canvas holds inference tensors; this thread is not in that mode
+        # inference mode: the canvas holds inference tensors, and this thread is not in that mode
+        with torch.inference_mode(), side_stream(self.device, ready):
             result = finalize_chunk(canvas, job, self.tasks, self.finisher)
         spare.put((canvas.sums, canvas.weight_sum))  # for the next chunk's canvas
         outputs.write_chunk(chunk, job.core, result)
@@ -391,6 +402,33 @@ class SlideRunner:
             if future.done():
                 future.result()  # surface a writer's error now, not at the end of the slide
         return [f for f in pending if not f.done()]
+
+
+def chunk_ready(device: torch.device) -> torch.cuda.Event | None:
+    """On a GPU, an event after the work queued so far (a chunk's last batch); else None."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event
+
+
+@contextmanager
+def side_stream(device: torch.device, ready: torch.cuda.Event | None) -> Iterator[None]:
+    """On a GPU, run a writer's work on a chunk (normalising, decisions, copies to the host) on a
+    stream of its own that starts after ``ready``: it neither waits for the model's later batches
+    nor runs inside the model's clock (whose events are on the model's stream). Waits for that
+    stream on exit, so the chunk's buffers can be reused."""
+    if ready is None:
+        yield
+        return
+    stream = torch.cuda.Stream(device=device)
+    stream.wait_event(ready)
+    with torch.cuda.stream(stream):
+        try:
+            yield
+        finally:
+            stream.synchronize()
 
 
 class ModelClock:

@@ -66,6 +66,17 @@ class ChunkFinisher:
                     self._pool.submit(int)
             return self._pool
 
+    def wait_ready(self, timeout: float = 300.0) -> float:
+        """Start the workers and block until every one of them has taken a task: the seconds it took.
+
+        For measurements of a warm engine (a batch of slides pays this once, with its first slide)."""
+        started = time.perf_counter()
+        pool = self.start()
+        seen: set[int] = set()
+        while pool is not None and len(seen) < self.processes and time.perf_counter() - started < timeout:
+            seen.update(pool.map(_pid_after, [0.05] * self.processes))
+        return time.perf_counter() - started
+
     def __call__(self, maps: ChunkMaps, job: ChunkJob) -> tuple[dict, dict, float]:
         """``(*finish_maps(maps, tasks, job), seconds it took)``, here or in a worker process."""
         if not self.processes:
@@ -102,7 +113,10 @@ class ChunkFinisher:
 
 
 def pack(maps: ChunkMaps) -> tuple[shared_memory.SharedMemory, Spec]:
-    """Copy ``maps`` (any device) into one new shared-memory block; integer maps narrowed."""
+    """Copy ``maps`` (any device) into one new shared-memory block; integer maps narrowed.
+
+    Called on a GPU's side stream (the engine's writers use one), the copies wait for that
+    stream only, not for the model's batches queued since."""
     tensors = {name: _narrow(value).contiguous() for name, value in maps.items()}
     spec, offset = [], 0
     for name, value in tensors.items():
@@ -122,9 +136,9 @@ def pack(maps: ChunkMaps) -> tuple[shared_memory.SharedMemory, Spec]:
 
 
 def unpack(block: shared_memory.SharedMemory, spec: Spec) -> dict[str, torch.Tensor]:
-    """Private copies of the maps in ``block`` (so the block can be closed at once)."""
+    """The maps in ``block``, as views of it (no copy: drop them before closing the block)."""
     return {
-        name: torch.from_numpy(np.ndarray(shape, dtype, buffer=block.buf, offset=start).copy())
+        name: torch.from_numpy(np.ndarray(shape, dtype, buffer=block.buf, offset=start))
         for name, dtype, shape, start in spec
     }
 
@@ -169,13 +183,28 @@ def _exit_with_parent() -> None:
     os._exit(1)
 
 
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)  # long enough that the other workers take the other tasks
+    return os.getpid()
+
+
 def _finish_packed(name: str, spec: Spec, job: ChunkJob) -> tuple[dict, dict, float]:
+    """Finish the chunk in shared-memory block ``name`` on views of it: a 50 MB chunk is not
+    copied again (nor its pages faulted in twice)."""
     block = shared_memory.SharedMemory(name=name)
     try:
-        maps = unpack(block, spec)
+        return _finish_views(block, spec, job)
     finally:
-        block.close()
-    return _timed_finish(maps, _WORKER_TASKS, job)
+        try:
+            block.close()
+        except BufferError:  # a view outlived the call (an error's traceback): unmapped when collected
+            pass
+
+
+def _finish_views(block: shared_memory.SharedMemory, spec: Spec, job: ChunkJob) -> tuple[dict, dict, float]:
+    rasters, parts, seconds = _timed_finish(unpack(block, spec), _WORKER_TASKS, job)
+    # a raster may be a view of the block, which closes on return: the core's own copy (small)
+    return {name: np.array(value, copy=True) for name, value in rasters.items()}, parts, seconds
 
 
 def _timed_finish(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tuple[dict, dict, float]:
