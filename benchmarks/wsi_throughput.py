@@ -33,6 +33,7 @@ how much of the budget decoding takes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import json
@@ -153,8 +154,9 @@ def run(runner: SlideRunner, slide: Path, cache: Path, prefix: str, check=None) 
 
 
 def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
-    """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` x ``--tile-cache-mb``
-    setting: medians of ``repeats`` runs."""
+    """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` x ``--tile-cache-mb`` x
+    ``--stitch-thread`` setting: medians of ``repeats`` runs. Rows differing only in where the
+    stitching runs share one engine, and their runs alternate."""
     instances = bool(context)  # the trivial model has no instances, so no margins
     for workers, threads, finishers, cache_mb in itertools.product(
         args.workers,
@@ -163,17 +165,25 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
         args.tile_cache_mb if instances else [None],
     ):
         settings = bench_settings(args, threads, context, workers, finishers, cache_mb)
+        variants = {stitch: dataclasses.replace(settings, stitch_thread=stitch) for stitch in args.stitch_thread}
+        runs: dict = {stitch: [] for stitch in variants}
         with SlideRunner(model.to(DEVICE), tasks, settings, DEVICE) as runner:
             # as for every slide of a batch but the first: the finishing processes are up
             ready = runner.finisher.wait_ready()
             if runner.finisher.processes:
                 print(f"  {runner.finisher.processes} finishing processes up in {ready:.1f} s", file=sys.stderr)
-            runs = [run(runner, slide, args.cache, f"wsi_{label}_", check) for _ in range(repeats)]
+            for _ in range(repeats):
+                for stitch, variant in variants.items():
+                    runner.settings = variant
+                    runs[stitch].append(run(runner, slide, args.cache, f"wsi_{label}_", check))
         processes = settings.finishing_processes(DEVICE.type, instances)
-        name = f"{label}, workers {workers}, threads {threads or 'all'}, finish workers {processes}"
-        if instances:
-            name += f", tile cache {settings.tile_cache_mb:g} MB"
-        report(name, runs, settings.tile)
+        for stitch, variant in variants.items():
+            name = f"{label}, workers {workers}, threads {threads or 'all'}, finish workers {processes}"
+            if instances:
+                name += f", tile cache {settings.tile_cache_mb:g} MB"
+            if len(variants) > 1:
+                name += f", stitch thread {'on' if variant.stitch_in_thread(DEVICE.type) else 'off'}"
+            report(name, runs[stitch], settings.tile)
 
 
 def report(name: str, results: list[dict], tile: int) -> None:
@@ -307,6 +317,13 @@ def main() -> None:
         nargs="+",
         default=[None],
         help="tile cache budgets to compare (0: every chunk computes its margin tiles again)",
+    )
+    parser.add_argument(
+        "--stitch-thread",
+        type=lambda text: {"auto": None, "on": True, "off": False}[text],
+        nargs="+",
+        default=[None],
+        help="where to stitch, to compare: on (a thread of its own), off (the model's thread), auto",
     )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")

@@ -26,6 +26,7 @@ from vismtl.wsi import SlideRunner, WSISettings
 from vismtl.wsi.engine import prefetched
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
+from vismtl.wsi.stitcher import vote_patches
 from wsi_helpers import GreyOracle, ellipses, write_label_slide
 
 TINY = ROOT / "tests" / "configs" / "tiny_histology.py"
@@ -228,6 +229,43 @@ def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path, mpp):
     assert all(computed + shared == 117 for computed, shared in tiles.values())
 
 
+def test_stitching_in_its_own_thread_gives_the_same_outputs(tmp_path):
+    """wsi.stitch_thread (the GPU default) on the CPU: the same rasters, objects and statistics as
+    stitching in the model's thread, with tiles kept for later chunks and two loader processes."""
+    gt = ellipses(480, 640, 60, seed=7, borders=96)
+    slide = write_label_slide(tmp_path / "labels.tiff", gt)
+    outputs = {}
+    for in_thread in (False, True):
+        entry = oracle_run(slide, tmp_path / str(in_thread), stitch_thread=in_thread, workers=2)
+        assert entry["status"] == "done"
+        folder = tmp_path / str(in_thread) / "labels"
+        summary = json.loads((folder / "summary.json").read_text())
+        raster = zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:]
+        outputs[in_thread] = (json.loads((folder / "nuclei.geojson").read_text()), raster, summary["counts"])
+    assert len(outputs[False][0]["features"]) == 60
+    assert outputs[True][0] == outputs[False][0] and outputs[True][2] == outputs[False][2]
+    assert np.array_equal(outputs[True][1], outputs[False][1])
+
+
+def test_an_error_in_the_stitching_thread_fails_the_slide_and_stops_the_thread(tmp_path, monkeypatch):
+    from vismtl.wsi import stitcher
+
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=7, borders=96))
+    calls, add = [], stitcher.ChunkStitcher.add
+
+    def failing_add(self, start, activated):
+        calls.append(start)
+        if len(calls) == 3:
+            raise ValueError("a broken canvas")
+        return add(self, start, activated)
+
+    monkeypatch.setattr(stitcher.ChunkStitcher, "add", failing_add)
+    before = {t.name for t in threading.enumerate()}
+    entry = oracle_run(slide, tmp_path / "out", stitch_thread=True)
+    assert entry["status"] == "failed" and entry["error"] == "ValueError: a broken canvas"
+    assert "vismtl-stitch" not in {t.name for t in threading.enumerate()} - before
+
+
 def test_a_partial_run_with_instances_in_the_former_format_is_not_continued(tmp_path):
     from vismtl.wsi.outputs import SlideOutputs
     from vismtl.wsi.tiling import TileLayout
@@ -354,14 +392,13 @@ def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, opti
 
 def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
     tasks = build_tasks(dict(tissue=dict(kind="patch_class", num_classes=4)))
-    runner = SlideRunner(GreyOracle(), tasks, WSISettings(workers=0), torch.device("cpu"))
     canvas = type("Canvas", (), {"patch_votes": {}})()
     core = (0, 0, 512, 512)
     positions = torch.tensor([[0, 0], [0, 256], [256, 512], [512, 0], [256, 256]])  # 3rd and 4th outside
     logits = torch.full((5, 4), -5.0)
     logits[torch.arange(5), torch.tensor([2, 2, 1, 3, 0])] = 5.0
-    runner._vote(canvas, {"tissue": logits}, positions, core)
-    runner._vote(canvas, {"tissue": logits[:2]}, positions[:2], core)
+    vote_patches(canvas, tasks, {"tissue": logits}, positions, core, torch.device("cpu"))
+    vote_patches(canvas, tasks, {"tissue": logits[:2]}, positions[:2], core, torch.device("cpu"))
     assert canvas.patch_votes["tissue"].tolist() == [1, 0, 4, 0]
 
 

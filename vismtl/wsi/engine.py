@@ -11,15 +11,15 @@ failing slide is recorded in the manifest and the batch goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from queue import Empty, Full, Queue, SimpleQueue
+from queue import Empty, Full, Queue
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,7 @@ from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.settings import WSISettings
-from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk
-from vismtl.wsi.tile_cache import TileCache
+from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_mask, tissue_mask
 
@@ -284,151 +283,52 @@ class SlideRunner:
     def _pipeline(
         self, loader: Iterable, slide_input: SlideInput, plan: SlidePlan, outputs, scale: float
     ) -> dict[str, float]:
-        settings, layout = self.settings, plan.layout
-        channels = {n: t.num_outputs for n, t in self.dense.items()}
-        pending: list[Future] = []
-        spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
-        disjoint = settings.step >= settings.tile
+        settings = self.settings
         seconds = {"input_wait_s": 0.0, "output_wait_s": 0.0}
         clock = ModelClock(self.device)
         writers = settings.writer_threads(self.finisher.processes)
-        cache = TileCache(settings.tile)
-        starts = np.cumsum([0, *plan.counts])  # each chunk's first row of plan.positions
+        write = functools.partial(
+            finish_chunk,
+            tasks=self.tasks,
+            finisher=self.finisher,
+            plan=plan,
+            scale=scale,
+            outputs=outputs,
+            device=self.device,
+        )
         with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
+            stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers)
+            if settings.stitch_in_thread(self.device.type):
+                stitcher = StitchThread(stitcher, self.device)
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)
-            while True:
-                waited = time.perf_counter()
-                chunk_index, images = next(chunks, (None, None))
-                seconds["input_wait_s"] += time.perf_counter() - waited
-                if chunk_index is None:
-                    break
-                chunk = plan.chunks[chunk_index]
-                recycled = spare.get_nowait() if not spare.empty() else None
-                canvas = ChunkCanvas(
-                    layout.region(*chunk), channels, settings.tile, settings.blend, self.device, recycled, disjoint
-                )
-                core = layout.core(*chunk)
-                self._take(cache, canvas, plan.taken[chunk_index], core)
-                first = int(starts[chunk_index])
-                # positions stay on the CPU: reading them back from a GPU would wait for its queue
-                positions = torch.from_numpy(plan.positions[first : first + len(images)])
-                for start in range(0, len(images), settings.batch_size):
-                    batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
-                    with clock:
-                        activated = self._activated(batch)
-                    where = positions[start : start + len(batch)]
-                    dense = {n: self._kept(activated[n]) for n in self.dense}
-                    canvas.add(dense, where)
-                    self._vote(canvas, activated, where, core)
-                    self._keep(cache, plan, first + start, dense, activated, where)
-                    bar.update(len(batch))
-                ready = chunk_ready(self.device)
-                pending.append(
-                    writer.submit(self._finish_chunk, canvas, ready, chunk, layout, plan.mpp, scale, outputs, spare)
-                )
-                waited = time.perf_counter()
-                pending = self._drain(pending, keep=writers + 1)
-                seconds["output_wait_s"] += time.perf_counter() - waited
-            waited = time.perf_counter()
-            self._drain(pending, keep=0)
-            seconds["output_wait_s"] += time.perf_counter() - waited
+            try:
+                while True:
+                    waited = time.perf_counter()
+                    chunk_index, images = next(chunks, (None, None))
+                    seconds["input_wait_s"] += time.perf_counter() - waited
+                    if chunk_index is None:
+                        break
+                    seconds["output_wait_s"] += stitcher.begin(chunk_index, len(images))
+                    for start in range(0, len(images), settings.batch_size):
+                        batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
+                        with clock:
+                            activated = self._activated(batch)
+                        seconds["output_wait_s"] += stitcher.add(start, activated)
+                        bar.update(len(batch))
+                    seconds["output_wait_s"] += stitcher.end()
+                seconds["output_wait_s"] += stitcher.close()
+            except BaseException:
+                if isinstance(stitcher, StitchThread):
+                    stitcher.abort()
+                raise
             bar.close()
         return {"model_s": clock.seconds(), **seconds}
-
-    def _take(self, cache: TileCache, canvas: ChunkCanvas, taken, core) -> None:
-        """Copy the tiles the plan takes from the cache into ``canvas``; count the votes of those in its core."""
-        if not taken:
-            return
-        patch = [cache.take(canvas, corner, last) for corner, last in taken]
-        if self.patch:
-            corners = torch.tensor([corner for corner, _ in taken])
-            self._vote(canvas, {n: torch.stack([p[n] for p in patch]) for n in self.patch}, corners, core)
-
-    def _keep(self, cache: TileCache, plan: SlidePlan, first_row: int, dense, activated, positions) -> None:
-        """Keep the parts of this batch's tiles that later chunks will take (rows of plan.positions)."""
-        for k in range(len(positions)):
-            parts = plan.kept.get(first_row + k)
-            if parts:
-                corner = (int(positions[k, 0]), int(positions[k, 1]))
-                cache.keep(corner, parts, [o[k] for o in dense.values()], {n: activated[n][k] for n in self.patch})
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
             logits = self.model(images)
         return {n: t.activate(logits[n]) for n, t in self.tasks.items()}
-
-    def _kept(self, activated: torch.Tensor) -> torch.Tensor:
-        ctx, tile = self.settings.context, self.settings.tile
-        return activated[:, :, ctx : ctx + tile, ctx : ctx + tile]
-
-    def _vote(self, canvas: ChunkCanvas, activated, positions, core) -> None:
-        """Patch classes of the tiles whose kept corner lies in the chunk's core (counted once)."""
-        if not self.patch:
-            return
-        y, x = positions[:, 0], positions[:, 1]
-        inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).long()
-        inside = inside.to(self.device, non_blocking=True)
-        for name, task in self.patch.items():
-            # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
-            if name not in canvas.patch_votes:
-                canvas.patch_votes[name] = torch.zeros(task.num_outputs, dtype=torch.long, device=self.device)
-            canvas.patch_votes[name].scatter_add_(0, activated[name].argmax(dim=1), inside)
-
-    def _finish_chunk(
-        self,
-        canvas,
-        ready,
-        chunk,
-        layout: TileLayout,
-        mpp: float,
-        scale: float,
-        outputs: SlideOutputs,
-        spare: SimpleQueue,
-    ) -> None:
-        job = ChunkJob(canvas.region, layout.core(*chunk), 1.0 / scale, mpp)
-        # inference mode: the canvas holds inference tensors, and this thread is not in that mode
-        with torch.inference_mode(), side_stream(self.device, ready):
-            result = finalize_chunk(canvas, job, self.tasks, self.finisher)
-        spare.put((canvas.sums, canvas.weight_sum))  # for the next chunk's canvas
-        outputs.write_chunk(chunk, job.core, result)
-
-    @staticmethod
-    def _drain(pending: list[Future], keep: int) -> list[Future]:
-        """Wait for the oldest writes until at most ``keep`` are in flight (re-raising their errors)."""
-        while len(pending) > keep:
-            pending.pop(0).result()
-        for future in pending:
-            if future.done():
-                future.result()  # surface a writer's error now, not at the end of the slide
-        return [f for f in pending if not f.done()]
-
-
-def chunk_ready(device: torch.device) -> torch.cuda.Event | None:
-    """On a GPU, an event after the work queued so far (a chunk's last batch); else None."""
-    if device.type != "cuda":
-        return None
-    event = torch.cuda.Event()
-    event.record()
-    return event
-
-
-@contextmanager
-def side_stream(device: torch.device, ready: torch.cuda.Event | None) -> Iterator[None]:
-    """On a GPU, run a writer's work on a chunk (normalising, decisions, copies to the host) on a
-    stream of its own that starts after ``ready``: it neither waits for the model's later batches
-    nor runs inside the model's clock (whose events are on the model's stream). Waits for that
-    stream on exit, so the chunk's buffers can be reused."""
-    if ready is None:
-        yield
-        return
-    stream = torch.cuda.Stream(device=device)
-    stream.wait_event(ready)
-    with torch.cuda.stream(stream):
-        try:
-            yield
-        finally:
-            stream.synchronize()
 
 
 class ModelClock:

@@ -45,6 +45,12 @@ class WSISettings:
             from there instead of computed again (about 16 instead of 36 tiles per 1024 px
             chunk on large tissue; :mod:`vismtl.wsi.plan`). Disjoint tiles only (the default
             stride). 0 computes every chunk's tiles; tiles beyond the budget are computed again.
+        stitch_thread: blend the model's outputs into chunks, keep tiles for later chunks and
+            hand chunks to the writers in a thread of its own (on a GPU stream of its own), so
+            that the model's thread only reads batches and runs the model. Default: on GPUs (the
+            launches and Python of stitching took a third of the model's thread on an H100,
+            ``benchmarks/wsi_throughput.py``); off on the CPU, where the model's calls occupy
+            every core anyway. The outputs are the same either way.
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -68,6 +74,7 @@ class WSISettings:
     writers: int | None = None
     finish_workers: int | None = None
     tile_cache_mb: float = 512.0
+    stitch_thread: bool | None = None
     amp: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
@@ -110,6 +117,10 @@ class WSISettings:
         if device == "cpu" or not instances:
             return 0
         return max(1, _cores() - self.reading_workers(device) - 2)
+
+    def stitch_in_thread(self, device: str) -> bool:
+        """``stitch_thread``, or its default for a model on ``device``."""
+        return self.stitch_thread if self.stitch_thread is not None else device != "cpu"
 
     def writer_threads(self, processes: int) -> int:
         """``writers``, or enough threads to keep ``processes`` finishing workers busy."""

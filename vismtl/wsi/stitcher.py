@@ -1,0 +1,288 @@
+"""From the model's outputs to finished chunks: blending into canvases, kept tiles, votes, writers.
+
+The model's thread hands each chunk's batches to a :class:`ChunkStitcher`, either directly
+(on the CPU, where the model's thread has nothing better to do between its calls) or through
+a :class:`StitchThread` (on a GPU: the model's thread then only reads batches and launches the
+model, and the stitching's own launches and Python run beside it, on a CUDA stream of their
+own). Both give the same outputs: the same calls in the same order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from queue import Empty, Full, Queue, SimpleQueue
+
+import numpy as np
+import torch
+
+from vismtl.tasks import Task
+from vismtl.wsi.plan import SlidePlan
+from vismtl.wsi.settings import WSISettings
+from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk
+from vismtl.wsi.tile_cache import TileCache
+
+
+class ChunkStitcher:
+    """Blends a slide's batches into chunk canvases and hands each finished chunk to a writer.
+
+    Per chunk: :meth:`begin`, :meth:`add` per batch of its tiles (in the plan's order), :meth:`end`;
+    :meth:`close` waits for the last writes. Each returns the seconds it waited for the writers.
+
+    Args:
+        tasks: the model's tasks (dense ones are blended; image-level ones vote).
+        settings: the run's settings.
+        device: the model's device (canvases live there).
+        plan: the slide's plan (tiles, chunks, kept and taken tiles).
+        write: ``write(canvas, ready, chunk) -> None``, run by a writer thread per finished chunk.
+        writer: the writer threads' pool; ``writers``: its size.
+    """
+
+    def __init__(
+        self,
+        tasks: Mapping[str, Task],
+        settings: WSISettings,
+        device: torch.device,
+        plan: SlidePlan,
+        write,
+        writer: ThreadPoolExecutor,
+        writers: int,
+    ) -> None:
+        self.dense = {n: t for n, t in tasks.items() if t.dense}
+        self.patch = {n: t for n, t in tasks.items() if not t.dense}
+        self.settings, self.device, self.plan = settings, device, plan
+        self.write, self.writer, self.writers = write, writer, writers
+        self.cache = TileCache(settings.tile)
+        self.spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
+        self.pending: list[Future] = []
+        self.starts = np.cumsum([0, *plan.counts])  # each chunk's first row of plan.positions
+        self.canvas: ChunkCanvas | None = None
+
+    def begin(self, chunk_index: int, count: int) -> float:
+        """Start chunk ``chunk_index``, of which the model computes ``count`` tiles."""
+        plan, settings = self.plan, self.settings
+        self.chunk = plan.chunks[chunk_index]
+        recycled = self.spare.get_nowait() if not self.spare.empty() else None
+        channels = {n: t.num_outputs for n, t in self.dense.items()}
+        disjoint = settings.step >= settings.tile
+        self.canvas = ChunkCanvas(
+            plan.layout.region(*self.chunk), channels, settings.tile, settings.blend, self.device, recycled, disjoint
+        )
+        self.core = plan.layout.core(*self.chunk)
+        self._take(plan.taken[chunk_index])
+        self.first = int(self.starts[chunk_index])
+        # positions stay on the CPU: reading them back from a GPU would wait for its queue
+        self.positions = torch.from_numpy(plan.positions[self.first : self.first + count])
+        return 0.0
+
+    def add(self, start: int, activated: Mapping[str, torch.Tensor]) -> float:
+        """The activated outputs of the chunk's tiles ``start, start + 1, ...``."""
+        count = len(next(iter(activated.values())))
+        where = self.positions[start : start + count]
+        dense = {n: self._kept(activated[n]) for n in self.dense}
+        self.canvas.add(dense, where)
+        self.vote(self.canvas, activated, where, self.core)
+        self._keep(self.first + start, dense, activated, where)
+        return 0.0
+
+    def end(self) -> float:
+        """Hand the chunk to a writer; wait while more than ``writers + 1`` chunks are in flight."""
+        ready = chunk_ready(self.device)
+        self.pending.append(self.writer.submit(self.write, self.canvas, ready, self.chunk, self.spare))
+        self.canvas = None
+        waited = time.perf_counter()
+        self.pending = drain(self.pending, keep=self.writers + 1)
+        return time.perf_counter() - waited
+
+    def close(self) -> float:
+        waited = time.perf_counter()
+        self.pending = drain(self.pending, keep=0)
+        return time.perf_counter() - waited
+
+    def _kept(self, activated: torch.Tensor) -> torch.Tensor:
+        ctx, tile = self.settings.context, self.settings.tile
+        return activated[:, :, ctx : ctx + tile, ctx : ctx + tile]
+
+    def _take(self, taken) -> None:
+        """Copy the tiles the plan takes from the cache into the canvas; count the votes of those in its core."""
+        if not taken:
+            return
+        patch = [self.cache.take(self.canvas, corner, last) for corner, last in taken]
+        if self.patch:
+            corners = torch.tensor([corner for corner, _ in taken])
+            stacked = {n: torch.stack([p[n] for p in patch]) for n in self.patch}
+            self.vote(self.canvas, stacked, corners, self.core)
+
+    def _keep(self, first_row: int, dense, activated, positions) -> None:
+        """Keep the parts of this batch's tiles that later chunks will take (rows of plan.positions)."""
+        for k in range(len(positions)):
+            parts = self.plan.kept.get(first_row + k)
+            if parts:
+                corner = (int(positions[k, 0]), int(positions[k, 1]))
+                patch = {n: activated[n][k] for n in self.patch}
+                self.cache.keep(corner, parts, [o[k] for o in dense.values()], patch)
+
+    def vote(self, canvas: ChunkCanvas, activated, positions, core) -> None:
+        vote_patches(canvas, self.patch, activated, positions, core, self.device)
+
+
+class StitchThread:
+    """A :class:`ChunkStitcher` in a thread of its own, fed by the model's thread.
+
+    Calls are queued (at most ``depth`` batches ahead) and return the seconds the model's
+    thread waited for room in the queue. On a GPU the thread runs on a stream of its own,
+    each batch after an event recorded behind the model's work on it, and the batch's outputs
+    are marked as used on that stream (so their memory is not reused before it is done).
+    An error in the thread is raised in the model's thread by its next call.
+    """
+
+    def __init__(self, stitcher: ChunkStitcher, device: torch.device, depth: int = 4) -> None:
+        self.stitcher = stitcher
+        self.stream = torch.cuda.Stream(device=device) if device.type == "cuda" else None
+        self.queue: Queue = Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="vismtl-stitch", daemon=True)
+        self.thread.start()
+
+    def begin(self, chunk_index: int, count: int) -> float:
+        return self._put("begin", chunk_index, count)
+
+    def add(self, start: int, activated: Mapping[str, torch.Tensor]) -> float:
+        if self.stream is not None:
+            for value in activated.values():
+                value.record_stream(self.stream)
+        return self._put("add", start, activated, after=chunk_ready(self.stitcher.device))
+
+    def end(self) -> float:
+        return self._put("end")
+
+    def close(self) -> float:
+        """Wait for the last writes, then for the thread; re-raise its error."""
+        waited = self._put("close")
+        started = time.perf_counter()
+        self._put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return waited + time.perf_counter() - started
+
+    def abort(self) -> None:
+        """Stop the thread without finishing (the model's thread failed)."""
+        self.stop.set()
+        self.thread.join()
+
+    def _put(self, method: str | None, *args, after=None) -> float:
+        started = time.perf_counter()
+        while True:
+            self._raise()
+            try:
+                self.queue.put((method, args, after), timeout=0.1)
+                return time.perf_counter() - started
+            except Full:
+                continue
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self.thread.is_alive() and not self.stop.is_set():
+            raise RuntimeError("the stitching thread stopped")
+
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode(), on_stream(self.stream):
+                while not self.stop.is_set():
+                    try:
+                        method, args, after = self.queue.get(timeout=0.1)
+                    except Empty:
+                        continue
+                    if method is None:
+                        return
+                    if after is not None:
+                        self.stream.wait_event(after)
+                    getattr(self.stitcher, method)(*args)
+        except BaseException as err:  # noqa: BLE001 -- raised in the model's thread
+            self.error = err
+
+
+def vote_patches(canvas: ChunkCanvas, patch_tasks: Mapping[str, Task], activated, positions, core, device) -> None:
+    """Patch classes of the tiles whose kept corner lies in the chunk's core (counted once)."""
+    if not patch_tasks:
+        return
+    y, x = positions[:, 0], positions[:, 1]
+    inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).long()
+    inside = inside.to(device, non_blocking=True)
+    for name, task in patch_tasks.items():
+        # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
+        if name not in canvas.patch_votes:
+            canvas.patch_votes[name] = torch.zeros(task.num_outputs, dtype=torch.long, device=device)
+        canvas.patch_votes[name].scatter_add_(0, activated[name].argmax(dim=1), inside)
+
+
+def chunk_ready(device: torch.device) -> torch.cuda.Event | None:
+    """On a GPU, an event after the work queued so far on the current stream; else None."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event
+
+
+@contextmanager
+def on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
+    """``stream`` as the current stream (nothing without one); waits for it on exit."""
+    if stream is None:
+        yield
+        return
+    with torch.cuda.stream(stream):
+        try:
+            yield
+        finally:
+            stream.synchronize()
+
+
+def side_stream(device: torch.device, ready: torch.cuda.Event | None):
+    """On a GPU, a stream of its own for a writer's work on a chunk (normalising, decisions,
+    copies to the host), starting after ``ready``: it neither waits for the model's later
+    batches nor runs inside the model's clock. Waits for that stream on exit, so the chunk's
+    buffers can be reused."""
+    if ready is None:
+        return on_stream(None)
+    stream = torch.cuda.Stream(device=device)
+    stream.wait_event(ready)
+    return on_stream(stream)
+
+
+def drain(pending: list[Future], keep: int) -> list[Future]:
+    """Wait for the oldest writes until at most ``keep`` are in flight (re-raising their errors)."""
+    while len(pending) > keep:
+        pending.pop(0).result()
+    for future in pending:
+        if future.done():
+            future.result()  # surface a writer's error now, not at the end of the slide
+    return [f for f in pending if not f.done()]
+
+
+def finish_chunk(
+    canvas: ChunkCanvas,
+    ready,
+    chunk,
+    spare: SimpleQueue,
+    *,
+    tasks: Mapping[str, Task],
+    finisher,
+    plan: SlidePlan,
+    scale: float,
+    outputs,
+    device: torch.device,
+) -> None:
+    """A writer's job: finish a blended chunk (here or in a finishing process) and write it."""
+    job = ChunkJob(canvas.region, plan.layout.core(*chunk), 1.0 / scale, plan.mpp)
+    # inference mode: the canvas holds inference tensors, and this thread is not in that mode
+    with torch.inference_mode(), side_stream(device, ready):
+        result = finalize_chunk(canvas, job, tasks, finisher)
+    spare.put((canvas.sums, canvas.weight_sum))  # for the next chunk's canvas
+    outputs.write_chunk(chunk, job.core, result)
