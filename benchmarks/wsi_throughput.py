@@ -182,7 +182,7 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
             if instances:
                 name += f", tile cache {settings.tile_cache_mb:g} MB"
             if len(variants) > 1:
-                name += f", stitch thread {'on' if variant.stitch_in_thread(DEVICE.type) else 'off'}"
+                name += f", stitch thread {'on' if variant.stitch_thread else 'off'}"
             report(name, runs[stitch], settings.tile)
 
 
@@ -320,10 +320,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--stitch-thread",
-        type=lambda text: {"auto": None, "on": True, "off": False}[text],
+        type=lambda text: {"on": True, "off": False}[text],
         nargs="+",
-        default=[None],
-        help="where to stitch, to compare: on (a thread of its own), off (the model's thread), auto",
+        default=[False],
+        help="where to stitch, to compare: on (a thread of its own), off (the model's thread, the default)",
     )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")

@@ -230,7 +230,7 @@ def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path, mpp):
 
 
 def test_stitching_in_its_own_thread_gives_the_same_outputs(tmp_path):
-    """wsi.stitch_thread (the GPU default) on the CPU: the same rasters, objects and statistics as
+    """wsi.stitch_thread: the same rasters, objects and statistics as
     stitching in the model's thread, with tiles kept for later chunks and two loader processes."""
     gt = ellipses(480, 640, 60, seed=7, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)

@@ -298,7 +298,7 @@ class SlideRunner:
         )
         with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
             stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers)
-            if settings.stitch_in_thread(self.device.type):
+            if settings.stitch_thread:
                 stitcher = StitchThread(stitcher, self.device)
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             chunks = iter(loader)

@@ -46,11 +46,13 @@ class WSISettings:
             chunk on large tissue; :mod:`vismtl.wsi.plan`). Disjoint tiles only (the default
             stride). 0 computes every chunk's tiles; tiles beyond the budget are computed again.
         stitch_thread: blend the model's outputs into chunks, keep tiles for later chunks and
-            hand chunks to the writers in a thread of its own (on a GPU stream of its own), so
-            that the model's thread only reads batches and runs the model. Default: on GPUs (the
-            launches and Python of stitching took a third of the model's thread on an H100,
-            ``benchmarks/wsi_throughput.py``); off on the CPU, where the model's calls occupy
-            every core anyway. The outputs are the same either way.
+            hand chunks to the writers in a thread of its own (on a GPU, on a CUDA stream of its
+            own), so that the model's thread only reads batches and runs the model. Off by
+            default: on an H100 with the histology quickstart model it raised the model's share
+            of the pipeline from 62 % to 87 % but not the slide's speed (5.07 vs 5.00 s), since
+            the engine's process is bound by Python's GIL there and the model's launches only
+            took longer (``benchmarks/wsi_throughput.py --stitch-thread off on``,
+            docs/benchmarks.md). The outputs are the same either way.
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
         mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
@@ -74,7 +76,7 @@ class WSISettings:
     writers: int | None = None
     finish_workers: int | None = None
     tile_cache_mb: float = 512.0
-    stitch_thread: bool | None = None
+    stitch_thread: bool = False
     amp: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
@@ -117,10 +119,6 @@ class WSISettings:
         if device == "cpu" or not instances:
             return 0
         return max(1, _cores() - self.reading_workers(device) - 2)
-
-    def stitch_in_thread(self, device: str) -> bool:
-        """``stitch_thread``, or its default for a model on ``device``."""
-        return self.stitch_thread if self.stitch_thread is not None else device != "cpu"
 
     def writer_threads(self, processes: int) -> int:
         """``writers``, or enough threads to keep ``processes`` finishing workers busy."""

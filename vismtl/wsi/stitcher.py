@@ -1,10 +1,10 @@
 """From the model's outputs to finished chunks: blending into canvases, kept tiles, votes, writers.
 
 The model's thread hands each chunk's batches to a :class:`ChunkStitcher`, either directly
-(on the CPU, where the model's thread has nothing better to do between its calls) or through
-a :class:`StitchThread` (on a GPU: the model's thread then only reads batches and launches the
-model, and the stitching's own launches and Python run beside it, on a CUDA stream of their
-own). Both give the same outputs: the same calls in the same order.
+(the default) or through a :class:`StitchThread` (``wsi.stitch_thread``: the model's thread
+then only reads batches and launches the model, and the stitching's own launches and Python
+run beside it, on a GPU on a CUDA stream of their own). Both give the same outputs: the same
+calls in the same order.
 """
 
 from __future__ import annotations
