@@ -34,8 +34,12 @@ TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py t
 # histology, chunks finished in processes (the GPU default): with the tile cache (each tile
 # computed once, the default) and without it (every chunk computes its margin tiles again, as
 # before 2026-11-27); --replay: a model that costs nothing, i.e. the engine's own ceiling
-step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 3 --histology-repeats 1 --replay \
-    --finish-workers "$FINISHERS" --tile-cache-mb 512 0 $CHECKPOINT
+# (each row's engine starts its finishing processes before timing, as after a batch's first
+# slide; --stitch-thread off on: stitching in the model's thread or in its own, runs alternating)
+step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 3 --histology-repeats 3 --replay \
+    --finish-workers "$FINISHERS" --tile-cache-mb 512 0 --stitch-thread off on $CHECKPOINT
+# the model's own rate by batch size, precision and memory layout
+TAIL=18 step histology_model_rate 90 "$PY" benchmarks/histology_model_rate.py $CHECKPOINT
 # chunk finishing alone: per core, and how the finishing processes scale over this machine's cores
 TAIL=10 step wsi_finishing 150 "$PY" benchmarks/wsi_finishing.py $CHECKPOINT
 step gating 90 "$PY" benchmarks/gating.py
