@@ -1,12 +1,13 @@
 """Run a model over slides: tissue-masked tiles, batched inference, blending, chunked writes, resume.
 
 Per slide, loader worker processes (or one reading thread) read tiles, each with its own
-slide handle; the main thread runs the model and blends its outputs into the chunk's canvas,
-and writer threads finalise finished chunks (normalising, decisions, post-processing,
-instances: inline or in finishing processes) and write them, so reading, the model and
-writing overlap. Memory holds only the chunks in flight, whatever the slide's size. Every
-finished chunk is journaled; ``resume`` skips finished slides and finished chunks. One
-failing slide is recorded in the manifest and the batch goes on.
+slide handle; the main thread runs the model and blends its outputs into the chunk's canvas
+(:mod:`vismtl.wsi.stitcher`; ``wsi.stitch_thread``: in a thread of its own), and writer
+threads finalise finished chunks (normalising, decisions, post-processing, instances: inline
+or in finishing processes) and write them, so reading, the model and writing overlap. Memory
+holds only the chunks in flight, whatever the slide's size. Every finished chunk is
+journaled; ``resume`` skips finished slides and finished chunks. One failing slide is
+recorded in the manifest and the batch goes on.
 """
 
 from __future__ import annotations
@@ -112,7 +113,6 @@ class SlideRunner:
         self.model, self.tasks, self.settings, self.device = model.eval(), dict(tasks), settings, device
         self.model_id = model_id
         self.dense = {n: t for n, t in tasks.items() if t.dense}
-        self.patch = {n: t for n, t in tasks.items() if not t.dense}
         has_instances = any(t.kind == "instance" for t in tasks.values())
         self.margin = settings.margin if has_instances else 0
         self.finisher = ChunkFinisher(tasks, settings.finishing_processes(device.type, has_instances))
