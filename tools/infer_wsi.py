@@ -16,8 +16,6 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from vismtl.engine.cli import run_command
-from vismtl.wsi.batch import infer_slides
 from vismtl.wsi.settings import WSISettings
 
 
@@ -62,6 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    # Imported here, not above: the chunk-finishing processes are spawned, so each imports this
+    # script again, and these (the model builders: timm, torchvision) cost seconds apiece there.
+    from vismtl.engine.cli import run_command
+    from vismtl.wsi.batch import infer_slides
+
     args = parse_args(argv)
     options = {f.name: getattr(args, f.name, None) for f in fields(WSISettings)}
     entries = []
