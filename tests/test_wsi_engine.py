@@ -23,7 +23,7 @@ from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.tasks import instance_metrics as im
 from vismtl.wsi import SlideRunner, WSISettings
-from vismtl.wsi.engine import prefetched
+from vismtl.wsi.engine import batches_across_chunks, prefetched
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.stitcher import vote_patches
@@ -245,6 +245,42 @@ def test_stitching_in_its_own_thread_gives_the_same_outputs(tmp_path):
     assert len(outputs[False][0]["features"]) == 60
     assert outputs[True][0] == outputs[False][0] and outputs[True][2] == outputs[False][2]
     assert np.array_equal(outputs[True][1], outputs[False][1])
+
+
+def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order():
+    # chunks of 5, 0 (all taken from the tile cache), 3, 7, 0 tiles; each tile's value is its
+    # chunk * 100 + its row, so the rows put back from the pieces can be checked one by one
+    sizes = {0: 5, 1: 0, 2: 3, 3: 7, 4: 0}
+    chunks = [(k, torch.arange(n).view(n, 1, 1, 1) + 100 * k) for k, n in sizes.items()]
+    for size in (1, 4, 16):
+        seconds = {"input_wait_s": 0.0}
+        batches = list(batches_across_chunks(chunks, size, seconds))
+        assert all(len(images) == size for _, images in batches[:-1]) and len(batches[-1][1]) <= size
+        seen = {k: [] for k in sizes}
+        order = []
+        for pieces, images in batches:
+            for piece in pieces:
+                rows = images[piece.offset : piece.offset + piece.count].flatten().tolist()
+                assert rows == [100 * piece.chunk + piece.start + i for i in range(piece.count)]
+                assert piece.total == sizes[piece.chunk]
+                seen[piece.chunk].extend(rows)
+                order.append(piece.chunk)
+        assert {k: len(v) for k, v in seen.items()} == sizes
+        assert order == sorted(order) and set(order) == set(sizes)  # every chunk, in order
+
+
+def test_the_batch_size_changes_no_output(tmp_path):
+    """Batches of 1, 3 and 64 tiles (filled across chunks) give the same objects and rasters."""
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=8, borders=96))
+    outputs = {}
+    for batch in (1, 3, 64):
+        assert oracle_run(slide, tmp_path / str(batch), batch_size=batch)["status"] == "done"
+        folder = tmp_path / str(batch) / "labels"
+        raster = zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:]
+        outputs[batch] = ((folder / "nuclei.geojson").read_text(), raster)
+    assert len(json.loads(outputs[1][0])["features"]) == 60
+    for batch in (3, 64):
+        assert outputs[batch][0] == outputs[1][0] and np.array_equal(outputs[batch][1], outputs[1][1])
 
 
 def test_an_error_in_the_stitching_thread_fails_the_slide_and_stops_the_thread(tmp_path, monkeypatch):

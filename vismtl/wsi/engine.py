@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty, Full, Queue
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -301,22 +301,21 @@ class SlideRunner:
             if settings.stitch_thread:
                 stitcher = StitchThread(stitcher, self.device)
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
-            chunks = iter(loader)
             try:
-                while True:
-                    waited = time.perf_counter()
-                    chunk_index, images = next(chunks, (None, None))
-                    seconds["input_wait_s"] += time.perf_counter() - waited
-                    if chunk_index is None:
-                        break
-                    seconds["output_wait_s"] += stitcher.begin(chunk_index, len(images))
-                    for start in range(0, len(images), settings.batch_size):
-                        batch = images[start : start + settings.batch_size].to(self.device, non_blocking=True)
+                for pieces, images in batches_across_chunks(loader, settings.batch_size, seconds):
+                    activated = {}
+                    if len(images):
                         with clock:
-                            activated = self._activated(batch)
-                        seconds["output_wait_s"] += stitcher.add(start, activated)
-                        bar.update(len(batch))
-                    seconds["output_wait_s"] += stitcher.end()
+                            activated = self._activated(images.to(self.device, non_blocking=True))
+                    for piece in pieces:
+                        if piece.start == 0:
+                            seconds["output_wait_s"] += stitcher.begin(piece.chunk, piece.total)
+                        if piece.count:
+                            part = {n: v[piece.offset : piece.offset + piece.count] for n, v in activated.items()}
+                            seconds["output_wait_s"] += stitcher.add(piece.start, part)
+                        if piece.start + piece.count == piece.total:
+                            seconds["output_wait_s"] += stitcher.end()
+                    bar.update(len(images))
                 seconds["output_wait_s"] += stitcher.close()
             except BaseException:
                 if isinstance(stitcher, StitchThread):
@@ -329,6 +328,55 @@ class SlideRunner:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
             logits = self.model(images)
         return {n: t.activate(logits[n]) for n, t in self.tasks.items()}
+
+
+class Piece(NamedTuple):
+    """Rows ``offset : offset + count`` of a batch: tiles ``start : start + count`` of chunk
+    ``chunk``, which has ``total`` tiles to compute (0: all taken from the tile cache)."""
+
+    chunk: int
+    start: int
+    count: int
+    total: int
+    offset: int
+
+
+def batches_across_chunks(
+    chunks: Iterable[tuple[int, torch.Tensor]], size: int, seconds: dict[str, float]
+) -> Iterator[tuple[list[Piece], torch.Tensor]]:
+    """Batches of ``size`` tiles filled from consecutive chunks, with the pieces they hold in order.
+
+    A chunk of fewer tiles than a batch (about 10 of 16 with the tile cache) would otherwise
+    make a small batch: on a GPU each call's launches cost as much as a full one's. Every
+    chunk appears in a piece, in order, those with no tile to compute as an empty one; the
+    last batch may be short (or empty, holding only such chunks). Seconds spent waiting for
+    ``chunks`` are added to ``seconds["input_wait_s"]``.
+    """
+    pieces: list[Piece] = []
+    held: list[torch.Tensor] = []  # tiles of the batch being filled
+    filled = 0
+    chunks = iter(chunks)
+    while True:
+        waited = time.perf_counter()
+        chunk_index, images = next(chunks, (None, None))
+        seconds["input_wait_s"] += time.perf_counter() - waited
+        if chunk_index is None:
+            break
+        start, total = 0, len(images)
+        if total == 0:
+            pieces.append(Piece(chunk_index, 0, 0, 0, filled))
+        while start < total:
+            count = min(size - filled, total - start)
+            pieces.append(Piece(chunk_index, start, count, total, filled))
+            held.append(images[start : start + count])
+            filled += count
+            start += count
+            if filled == size:
+                yield pieces, held[0] if len(held) == 1 else torch.cat(held)
+                pieces, held, filled = [], [], 0
+    if pieces:
+        empty = torch.zeros((0,), dtype=torch.uint8)
+        yield pieces, empty if not held else held[0] if len(held) == 1 else torch.cat(held)
 
 
 class ModelClock:
