@@ -35,6 +35,7 @@ from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.settings import WSISettings
+from vismtl.wsi.stitch import raster_spec
 from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_mask, tissue_mask
@@ -186,6 +187,7 @@ class SlideRunner:
             )
         tissue = TissueIndex(mask, thumb_scale / scale)
         plan = plan_slide(layout, tissue, finished, slide_mpp, *self._tile_cache_budget())
+        outputs.create_arrays({name: raster_spec(task) for name, task in self.dense.items()})
         timings["tiles"] = time.perf_counter()
         busy = self._run_tiles(slide_input, scale, plan, outputs)
         timings["tiles"] = time.perf_counter() - timings["tiles"]

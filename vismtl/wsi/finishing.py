@@ -24,12 +24,14 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from multiprocessing import shared_memory
 
 import numpy as np
 import torch
 
 from vismtl.tasks import Task
+from vismtl.wsi.outputs import ChunkFiles, write_chunk_files
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, finish_maps
 
 Spec = list[tuple[str, str, tuple[int, ...], int]]  # (task, dtype, shape, byte offset) per map
@@ -77,14 +79,18 @@ class ChunkFinisher:
             seen.update(pool.map(_pid_after, [0.05] * self.processes))
         return time.perf_counter() - started
 
-    def __call__(self, maps: ChunkMaps, job: ChunkJob) -> tuple[dict, dict, float]:
-        """``(*finish_maps(maps, tasks, job), seconds it took)``, here or in a worker process."""
+    def __call__(self, maps: ChunkMaps, job: ChunkJob, files: ChunkFiles | None = None) -> tuple[dict, dict, float]:
+        """``(*finish_maps(maps, tasks, job), seconds it took)``, here or in a worker process.
+
+        A worker given ``files`` writes the rasters and the instances' part files there itself
+        and returns no rasters and parts without text: the arrays and the JSON then never pass
+        through the engine's process (whose one GIL also launches the model's kernels)."""
         if not self.processes:
             return _timed_finish({n: m.cpu() for n, m in maps.items()}, self.tasks, job)
         pool = self.start()
         block, spec = pack(maps)
         try:
-            return pool.submit(_finish_packed, block.name, spec, job).result()
+            return pool.submit(_finish_packed, block.name, spec, job, files).result()
         except BrokenProcessPool as err:
             self._discard(pool)  # a new pool on the next call
             raise BrokenProcessPool(
@@ -188,17 +194,21 @@ def _pid_after(seconds: float) -> int:
     return os.getpid()
 
 
-def _finish_packed(name: str, spec: Spec, job: ChunkJob) -> tuple[dict, dict, float]:
-    """Finish the chunk in shared-memory block ``name`` on views of it: a 50 MB chunk is not
-    copied again (nor its pages faulted in twice)."""
+def _finish_packed(name: str, spec: Spec, job: ChunkJob, files: ChunkFiles | None) -> tuple[dict, dict, float]:
+    """Finish the chunk in shared-memory block ``name`` on views of it (a 50 MB chunk is not
+    copied again, nor its pages faulted in twice); write its outputs to ``files`` if given."""
     block = shared_memory.SharedMemory(name=name)
     try:
-        return _finish_views(block, spec, job)
+        rasters, parts, seconds = _finish_views(block, spec, job)
     finally:
         try:
             block.close()
         except BufferError:  # a view outlived the call (an error's traceback): unmapped when collected
             pass
+    if files is None:
+        return rasters, parts, seconds
+    write_chunk_files(files, rasters, parts)
+    return {}, {task: replace(part, text=None) for task, part in parts.items()}, seconds
 
 
 def _finish_views(block: shared_memory.SharedMemory, spec: Spec, job: ChunkJob) -> tuple[dict, dict, float]:

@@ -115,7 +115,7 @@ class ChunkPart:
     finished (a worker process, beside the model) and never parsed again.
     """
 
-    text: str  # Features, ",\n"-separated ("" for none)
+    text: str | None  # Features, ",\n"-separated ("" for none); None once written to its part file
     counts: dict[str, int]  # objects per class name
     area_um2: float  # their total area (0 without mpp)
     cut: int  # see ChunkInstances.cut

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import zarr
 
 from vismtl.io import atomic_open, write_json, write_png, write_png_gray
 from vismtl.tasks.visual import PALETTE
-from vismtl.wsi.geojson import merge_parts
+from vismtl.wsi.geojson import ChunkPart, merge_parts
 from vismtl.wsi.journal import Journal
 from vismtl.wsi.stitch import ChunkResult
 from vismtl.wsi.tiling import TileLayout
@@ -33,6 +35,47 @@ from vismtl.wsi.tiling import TileLayout
 OWN_FILES = ("run.json", "journal.jsonl", "summary.json", "tissue_mask.png", "thumbnail.png")
 PART_SUFFIX = ".features"  # a chunk's GeoJSON Features (vismtl.wsi.geojson.ChunkPart)
 FORMER_PART_SUFFIX = ".json"  # instance records, before 2026-11-27: a partial run with them is not continued
+
+
+@dataclass(frozen=True)
+class ChunkFiles:
+    """Where one chunk's outputs go: ``folder``'s arrays at ``core``, its part files named by ``chunk``."""
+
+    folder: Path
+    chunk: tuple[int, int]
+    core: tuple[int, int, int, int]
+    run_id: str
+
+
+_OPEN_ARRAYS: dict[tuple[str, str], zarr.Array] = {}  # (run, path) -> array, per process
+_OPEN_LOCK = threading.Lock()
+
+
+def write_chunk_files(files: ChunkFiles, rasters: Mapping[str, np.ndarray], parts: Mapping[str, ChunkPart]) -> None:
+    """Write a chunk's rasters into its zarr chunk of each task's array and its instances into
+    part files; parts whose ``text`` is None were written already. Runs in the engine's writer
+    threads or in a finishing process (which opens the arrays once per run)."""
+    y0, x0, y1, x1 = files.core
+    for task, raster in rasters.items():
+        _run_array(files, task)[y0:y1, x0:x1] = raster
+    for task, part in parts.items():
+        if part.text is not None:
+            name = f"{files.chunk[0]}_{files.chunk[1]}{PART_SUFFIX}"
+            with atomic_open(files.folder / ".parts" / task / name, "w") as handle:
+                handle.write(part.text)
+
+
+def _run_array(files: ChunkFiles, task: str) -> zarr.Array:
+    key = (files.run_id, str(files.folder / f"{task}.zarr"))
+    with _OPEN_LOCK:
+        if key not in _OPEN_ARRAYS:
+            for old in [k for k in _OPEN_ARRAYS if k[0] != files.run_id]:  # an earlier run's
+                del _OPEN_ARRAYS[old]
+            # Only chunks with tissue are written: skip zarr's check for all-fill chunks, a full
+            # pass over every chunk that cost a fifth of the trivial model's pipeline.
+            array = zarr.open_array(key[1], mode="r+")
+            _OPEN_ARRAYS[key] = array.with_config({"write_empty_chunks": True})
+        return _OPEN_ARRAYS[key]
 
 
 class SlideOutputs:
@@ -48,6 +91,7 @@ class SlideOutputs:
         self.folder, self.layout, self.fingerprint = Path(folder), layout, dict(fingerprint)
         self.journal = Journal(self.folder / "journal.jsonl")
         self.arrays: dict[str, zarr.Array] = {}
+        self.run_id = ""
         self._lock = threading.Lock()  # chunks are written from several threads
 
     # -- state ---------------------------------------------------------------------------
@@ -88,32 +132,31 @@ class SlideOutputs:
 
     # -- chunk by chunk ------------------------------------------------------------------
 
-    def _array(self, task: str, sample: np.ndarray) -> zarr.Array:
-        with self._lock:  # writer threads may open the same array at once
-            if task in self.arrays:
-                return self.arrays[task]
-            shape = (self.layout.height, self.layout.width, *sample.shape[2:])
-            chunks = (self.layout.chunk, self.layout.chunk, *sample.shape[2:])
+    def create_arrays(self, specs: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> None:
+        """One zarr array per dense task (``{task: (dtype, trailing shape)}``, as
+        :func:`vismtl.wsi.stitch.raster_spec` gives), before any chunk is written: chunks are
+        written from writer threads and finishing processes. A resumed run opens the arrays."""
+        for task, (dtype, trailing) in specs.items():
             path = self.folder / f"{task}.zarr"
             if path.exists():
                 array = zarr.open_array(str(path), mode="r+")
             else:
-                array = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=sample.dtype, fill_value=0)
-            # Only chunks with tissue are written: skip zarr's check for all-fill chunks, a full
-            # pass over every chunk that cost a fifth of the trivial model's pipeline.
-            self.arrays[task] = array.with_config({"write_empty_chunks": True})
-        return self.arrays[task]
+                shape = (self.layout.height, self.layout.width, *trailing)
+                chunks = (self.layout.chunk, self.layout.chunk, *trailing)
+                array = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            self.arrays[task] = array
+        self.run_id = uuid.uuid4().hex  # names this run's arrays for the processes' caches
 
-    def write_chunk(self, chunk: tuple[int, int], core: tuple[int, int, int, int], result: ChunkResult) -> None:
-        """Rasters into their zarr chunk, instances into a part file, then the journal line."""
-        y0, x0, y1, x1 = core
-        for task, array in result.rasters.items():
-            self._array(task, array)[y0:y1, x0:x1] = array
-        for task, part in result.parts.items():
-            with atomic_open(self.folder / ".parts" / task / f"{chunk[0]}_{chunk[1]}{PART_SUFFIX}", "w") as handle:
-                handle.write(part.text)
+    def chunk_files(self, chunk: tuple[int, int], core: tuple[int, int, int, int]) -> ChunkFiles:
+        """Where a chunk's rasters and instances go (for whoever writes them)."""
+        return ChunkFiles(self.folder, chunk, core, self.run_id)
+
+    def write_chunk(self, files: ChunkFiles, result: ChunkResult) -> None:
+        """Rasters into their zarr chunk and instances into a part file (those the finishing
+        process did not write already), then the journal line."""
+        write_chunk_files(files, result.rasters, result.parts)
         with self._lock:
-            self.journal.record({"chunk": list(chunk), **result.stats, "cut_objects": result.cut_objects})
+            self.journal.record({"chunk": list(files.chunk), **result.stats, "cut_objects": result.cut_objects})
 
     # -- the end ---------------------------------------------------------------------------
 

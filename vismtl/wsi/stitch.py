@@ -120,6 +120,14 @@ def raster(task: Task, activated: torch.Tensor, decided: torch.Tensor) -> np.nda
     return task.export(decided[0])
 
 
+def raster_spec(task: Task) -> tuple[np.dtype, tuple[int, ...]]:
+    """``(dtype, trailing shape)`` of what :func:`raster` stores for ``task`` (from a 2 x 2 probe),
+    so that the arrays exist before any chunk is written."""
+    probe = torch.zeros(1, task.num_outputs, 2, 2)
+    sample = raster(task, probe, probe if task.kind == "instance" else task.decide(probe))
+    return sample.dtype, tuple(sample.shape[2:])
+
+
 ChunkMaps = dict[str, torch.Tensor]  # task -> [1, C, H, W] probabilities (instance tasks) or [1, ...] decisions
 
 
@@ -184,13 +192,14 @@ def _decide_where_run(task: Task, probabilities: torch.Tensor) -> torch.Tensor:
     return torch.where(ran, labels, torch.zeros((), dtype=labels.dtype))
 
 
-def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish) -> ChunkResult:
+def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish, files=None) -> ChunkResult:
     """The blended chunk -> rasters of its core, the instances it owns and its statistics.
 
-    ``finish(maps, job) -> (rasters, parts, seconds)``: :func:`finish_maps` here or in worker
-    processes, timed (a :class:`vismtl.wsi.finishing.ChunkFinisher`).
+    ``finish(maps, job, files) -> (rasters, parts, seconds)``: :func:`finish_maps` here or in
+    worker processes, timed (a :class:`vismtl.wsi.finishing.ChunkFinisher`); a worker process
+    writes the outputs to ``files`` itself and returns none of them.
     """
-    rasters, parts, seconds = finish(chunk_maps(canvas, tasks), job)
+    rasters, parts, seconds = finish(chunk_maps(canvas, tasks), job, files)
     result = ChunkResult(rasters, parts)
     result.stats = {**_stats(result, canvas), "finish_s": round(seconds, 4)}
     return result
