@@ -31,13 +31,13 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
 TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py
-# histology, chunks finished in processes (the GPU default): with the tile cache (each tile
-# computed once, the default) and without it (every chunk computes its margin tiles again, as
-# before 2026-11-27); --replay: a model that costs nothing, i.e. the engine's own ceiling
-# (each row's engine starts its finishing processes before timing, as after a batch's first
-# slide; --stitch-thread off on: stitching in the model's thread or in its own, runs alternating)
+# histology, chunks finished in processes (the GPU default), the tile cache on (each tile computed
+# once); --replay: a model that costs nothing, i.e. the engine's own ceiling. Each row's engine
+# starts its finishing processes before timing (as after a batch's first slide); batches of 16
+# and 64 tiles (filled across chunks) and stitching in the model's thread or its own, runs
+# alternating on one engine
 step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 3 --histology-repeats 3 --replay \
-    --finish-workers "$FINISHERS" --tile-cache-mb 512 0 --stitch-thread off on $CHECKPOINT
+    --finish-workers "$FINISHERS" --tile-cache-mb 512 --batch-size 16 64 --stitch-thread off on $CHECKPOINT
 # the model's own rate by batch size, precision and memory layout
 TAIL=18 step histology_model_rate 90 "$PY" benchmarks/histology_model_rate.py $CHECKPOINT
 # chunk finishing alone: per core, and how the finishing processes scale over this machine's cores

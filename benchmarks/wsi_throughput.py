@@ -155,8 +155,8 @@ def run(runner: SlideRunner, slide: Path, cache: Path, prefix: str, check=None) 
 
 def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
     """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` x ``--tile-cache-mb`` x
-    ``--stitch-thread`` setting: medians of ``repeats`` runs. Rows differing only in where the
-    stitching runs share one engine, and their runs alternate."""
+    ``--batch-size`` x ``--stitch-thread`` setting: medians of ``repeats`` runs. Rows differing
+    only in batch size or where the stitching runs share one engine, and their runs alternate."""
     instances = bool(context)  # the trivial model has no instances, so no margins
     for workers, threads, finishers, cache_mb in itertools.product(
         args.workers,
@@ -165,25 +165,30 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
         args.tile_cache_mb if instances else [None],
     ):
         settings = bench_settings(args, threads, context, workers, finishers, cache_mb)
-        variants = {stitch: dataclasses.replace(settings, stitch_thread=stitch) for stitch in args.stitch_thread}
-        runs: dict = {stitch: [] for stitch in variants}
+        variants = {
+            (batch, stitch): dataclasses.replace(settings, batch_size=batch, stitch_thread=stitch)
+            for batch, stitch in itertools.product(args.batch_size, args.stitch_thread)
+        }
+        runs: dict = {key: [] for key in variants}
         with SlideRunner(model.to(DEVICE), tasks, settings, DEVICE) as runner:
             # as for every slide of a batch but the first: the finishing processes are up
             ready = runner.finisher.wait_ready()
             if runner.finisher.processes:
                 print(f"  {runner.finisher.processes} finishing processes up in {ready:.1f} s", file=sys.stderr)
             for _ in range(repeats):
-                for stitch, variant in variants.items():
+                for key, variant in variants.items():
                     runner.settings = variant
-                    runs[stitch].append(run(runner, slide, args.cache, f"wsi_{label}_", check))
+                    runs[key].append(run(runner, slide, args.cache, f"wsi_{label}_", check))
         processes = settings.finishing_processes(DEVICE.type, instances)
-        for stitch, variant in variants.items():
+        for key, variant in variants.items():
             name = f"{label}, workers {workers}, threads {threads or 'all'}, finish workers {processes}"
             if instances:
                 name += f", tile cache {settings.tile_cache_mb:g} MB"
-            if len(variants) > 1:
+            if len(args.batch_size) > 1:
+                name += f", batch {variant.batch_size}"
+            if len(args.stitch_thread) > 1:
                 name += f", stitch thread {'on' if variant.stitch_thread else 'off'}"
-            report(name, runs[stitch], settings.tile)
+            report(name, runs[key], settings.tile)
 
 
 def report(name: str, results: list[dict], tile: int) -> None:
@@ -284,7 +289,7 @@ def bench_settings(
         context=context,
         chunk=1024,
         margin=64,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size[0],
         workers=args.workers[0] if workers is None else workers,
         threads=threads or None,
         writers=args.writers,
@@ -299,7 +304,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[0], help="reading processes to compare (0: a thread)"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[16], help="batch sizes to compare")
     parser.add_argument("--threads", type=int, nargs="+", default=[0], help="model CPU threads to compare (0: default)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
@@ -381,8 +386,9 @@ def histology_rows(args: argparse.Namespace, slide: Path) -> None:
     histology = build_model(cfg.model, tasks)
     if args.histology_checkpoint:
         ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
-    alone = model_alone(histology, tasks, args.batch_size, args.amp)
-    print(f"histology model alone (batch {args.batch_size} of 320 x 320, activations included): {alone:.1f} tiles/s")
+    for batch in args.batch_size:
+        alone = model_alone(histology, tasks, batch, args.amp)
+        print(f"histology model alone (batch {batch} of 320 x 320, activations included): {alone:.1f} tiles/s")
     if args.histology_repeats:
         compare(args, "histology", histology, tasks, slide, 32, args.histology_repeats)
     if args.replay:
