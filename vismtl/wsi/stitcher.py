@@ -37,7 +37,10 @@ class ChunkStitcher:
         settings: the run's settings.
         device: the model's device (canvases live there).
         plan: the slide's plan (tiles, chunks, kept and taken tiles).
-        write: ``write(canvas, ready, chunk) -> None``, run by a writer thread per finished chunk.
+        write: ``write(canvas, ready, chunk, spare) -> None`` (:func:`finish_chunk` with the run's
+            arguments bound), run by a writer thread per finished chunk: ``ready`` is the GPU
+            event after the chunk's last batch (None on the CPU), ``spare`` takes back the
+            canvas's buffers for a later chunk.
         writer: the writer threads' pool; ``writers``: its size.
     """
 
