@@ -219,3 +219,21 @@ def test_objects_at_the_edge_of_the_tiles_that_ran_keep_their_size_for_min_size(
     assert int(decided.max()) == 1 and int((decided > 0).sum()) == 6  # the object, cut to the tiles
     whole = lumen.decide(probabilities)[0]
     assert int((whole > 0).sum()) == 12
+
+
+@pytest.mark.parametrize("config", ["scenes.py", "nyud.py", "pascal_context.py", "histology_tasks.py"])
+def test_raster_spec_is_the_dtype_and_shape_each_task_writes(config):
+    """The zarr arrays are created from raster_spec before any chunk: it must say what the
+    chunks will hold (a wider raster written into a narrower array would wrap silently)."""
+    from vismtl.wsi.stitch import raster, raster_spec
+
+    tasks = build_tasks(load_config(ROOT / "configs" / "_base_" / "datasets" / config).tasks)
+    rng = np.random.default_rng(0)
+    for name, task in tasks.items():
+        if not task.dense:
+            continue
+        logits = torch.from_numpy(rng.normal(0, 3, (1, task.num_outputs, 12, 10)).astype(np.float32))
+        activated = task.activate(logits)
+        decided = activated if task.kind == "instance" else task.decide(activated)
+        written = raster(task, activated, decided)
+        assert raster_spec(task) == (written.dtype, written.shape[2:]), name
