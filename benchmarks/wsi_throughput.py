@@ -325,9 +325,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--stitch-thread",
-        type=lambda text: {"on": True, "off": False}[text],
+        choices=["on", "off"],
         nargs="+",
-        default=[False],
+        default=["off"],
         help="where to stitch, to compare: on (a thread of its own), off (the model's thread, the default)",
     )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
@@ -339,6 +339,7 @@ def main() -> None:
         "--replay", action="store_true", help="also the histology tasks with the model's outputs replayed (Replayed)"
     )
     args = parser.parse_args()
+    args.stitch_thread = [choice == "on" for choice in args.stitch_thread]
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     print(

@@ -462,3 +462,10 @@ def test_objects_never_grow_into_pixels_no_tile_ran_on():
     assert grown[:, 30:].any()  # the band's growth alone would reach into the uncomputed half
     cut = _decide_where_run(gland, probabilities)[0]
     assert not cut[:, 30:].any() and torch.equal(cut[:, :30], grown[:, :30])
+
+
+def test_a_stitch_thread_setting_that_is_not_a_boolean_is_a_config_error():
+    from vismtl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^wsi.stitch_thread must be True or False, not 'yes'$"):
+        WSISettings(stitch_thread="yes")

@@ -3,11 +3,11 @@
 Per slide, loader worker processes (or one reading thread) read tiles, each with its own
 slide handle; the main thread runs the model and blends its outputs into the chunk's canvas
 (:mod:`vismtl.wsi.stitcher`; ``wsi.stitch_thread``: in a thread of its own), and writer
-threads finalise finished chunks (normalising, decisions, post-processing, instances: inline
-or in finishing processes) and write them, so reading, the model and writing overlap. Memory
-holds only the chunks in flight, whatever the slide's size. Every finished chunk is
-journaled; ``resume`` skips finished slides and finished chunks. One failing slide is
-recorded in the manifest and the batch goes on.
+threads finalise finished chunks (normalising, decisions, post-processing, instances) and
+write them, inline or through finishing processes that also write, so reading, the model
+and writing overlap. Memory holds only the chunks in flight, whatever the slide's size.
+Every finished chunk is journaled; ``resume`` skips finished slides and finished chunks.
+One failing slide is recorded in the manifest and the batch goes on.
 """
 
 from __future__ import annotations
@@ -374,11 +374,17 @@ def batches_across_chunks(
             filled += count
             start += count
             if filled == size:
-                yield pieces, held[0] if len(held) == 1 else torch.cat(held)
+                yield pieces, _joined(held)
                 pieces, held, filled = [], [], 0
     if pieces:
-        empty = torch.zeros((0,), dtype=torch.uint8)
-        yield pieces, empty if not held else held[0] if len(held) == 1 else torch.cat(held)
+        yield pieces, _joined(held)
+
+
+def _joined(tiles: list[torch.Tensor]) -> torch.Tensor:
+    """The tiles as one batch (a chunk's own slice when it fills the batch alone: no copy)."""
+    if len(tiles) == 1:
+        return tiles[0]
+    return torch.cat(tiles) if tiles else torch.zeros((0,), dtype=torch.uint8)
 
 
 class ModelClock:

@@ -9,9 +9,10 @@ writer thread; the default on the CPU, where every core is already busy) or in a
 spawned worker processes that scales with the machine's cores.
 
 The blended maps travel through one shared-memory block per chunk (a single copy, no
-pickling of the arrays); the results come back pickled (the core's uint8 rasters and the
-part files' text: a few MB). Integer maps (type decisions) are narrowed to the smallest
-dtype that holds them before the copy.
+pickling of the arrays; integer maps such as type decisions narrowed to the smallest dtype
+that holds them), and the worker finishes the chunk on views of that block. Given the
+chunk's files, the worker writes its rasters and part files itself and only the tallies
+come back; otherwise the rasters and the part files' text come back pickled (a few MB).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def write_chunk_files(files: ChunkFiles, rasters: Mapping[str, np.ndarray], part
     threads or in a finishing process (which opens the arrays once per run)."""
     y0, x0, y1, x1 = files.core
     for task, raster in rasters.items():
-        _run_array(files, task)[y0:y1, x0:x1] = raster
+        _run_array(files.run_id, str(files.folder / f"{task}.zarr"))[y0:y1, x0:x1] = raster
     for task, part in parts.items():
         if part.text is not None:
             name = f"{files.chunk[0]}_{files.chunk[1]}{PART_SUFFIX}"
@@ -65,15 +65,17 @@ def write_chunk_files(files: ChunkFiles, rasters: Mapping[str, np.ndarray], part
                 handle.write(part.text)
 
 
-def _run_array(files: ChunkFiles, task: str) -> zarr.Array:
-    key = (files.run_id, str(files.folder / f"{task}.zarr"))
+def _run_array(run_id: str, path: str, array: zarr.Array | None = None) -> zarr.Array:
+    """Run ``run_id``'s array at ``path``, opened for writing once per process (``array``: one
+    already open); an earlier run's arrays are dropped."""
+    key = (run_id, path)
     with _OPEN_LOCK:
         if key not in _OPEN_ARRAYS:
-            for old in [k for k in _OPEN_ARRAYS if k[0] != files.run_id]:  # an earlier run's
+            for old in [k for k in _OPEN_ARRAYS if k[0] != run_id]:
                 del _OPEN_ARRAYS[old]
+            array = array if array is not None else zarr.open_array(path, mode="r+")
             # Only chunks with tissue are written: skip zarr's check for all-fill chunks, a full
             # pass over every chunk that cost a fifth of the trivial model's pipeline.
-            array = zarr.open_array(key[1], mode="r+")
             _OPEN_ARRAYS[key] = array.with_config({"write_empty_chunks": True})
         return _OPEN_ARRAYS[key]
 
@@ -136,6 +138,7 @@ class SlideOutputs:
         """One zarr array per dense task (``{task: (dtype, trailing shape)}``, as
         :func:`vismtl.wsi.stitch.raster_spec` gives), before any chunk is written: chunks are
         written from writer threads and finishing processes. A resumed run opens the arrays."""
+        self.run_id = uuid.uuid4().hex  # names this run's arrays in the writers' caches
         for task, (dtype, trailing) in specs.items():
             path = self.folder / f"{task}.zarr"
             if path.exists():
@@ -145,7 +148,7 @@ class SlideOutputs:
                 chunks = (self.layout.chunk, self.layout.chunk, *trailing)
                 array = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
             self.arrays[task] = array
-        self.run_id = uuid.uuid4().hex  # names this run's arrays for the processes' caches
+            _run_array(self.run_id, str(path), array)  # this process writes through it
 
     def chunk_files(self, chunk: tuple[int, int], core: tuple[int, int, int, int]) -> ChunkFiles:
         """Where a chunk's rasters and instances go (for whoever writes them)."""

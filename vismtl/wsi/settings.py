@@ -99,6 +99,8 @@ class WSISettings:
             raise ConfigError(f"wsi.finish_workers must be 0 or more, not {self.finish_workers}")
         if self.tile_cache_mb < 0:
             raise ConfigError(f"wsi.tile_cache_mb must be 0 (no tiles kept) or more, not {self.tile_cache_mb}")
+        if not isinstance(self.stitch_thread, bool):
+            raise ConfigError(f"wsi.stitch_thread must be True or False, not {self.stitch_thread!r}")
         if self.writers is not None and self.writers < 1:
             raise ConfigError(f"wsi.writers must be at least 1, not {self.writers}")
 

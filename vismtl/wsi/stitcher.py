@@ -87,7 +87,7 @@ class ChunkStitcher:
         where = self.positions[start : start + count]
         dense = {n: self._kept(activated[n]) for n in self.dense}
         self.canvas.add(dense, where)
-        self.vote(self.canvas, activated, where, self.core)
+        vote_patches(self.canvas, self.patch, activated, where, self.core, self.device)
         self._keep(self.first + start, dense, activated, where)
         return 0.0
 
@@ -117,7 +117,7 @@ class ChunkStitcher:
         if self.patch:
             corners = torch.tensor([corner for corner, _ in taken])
             stacked = {n: torch.stack([p[n] for p in patch]) for n in self.patch}
-            self.vote(self.canvas, stacked, corners, self.core)
+            vote_patches(self.canvas, self.patch, stacked, corners, self.core, self.device)
 
     def _keep(self, first_row: int, dense, activated, positions) -> None:
         """Keep the parts of this batch's tiles that later chunks will take (rows of plan.positions)."""
@@ -127,9 +127,6 @@ class ChunkStitcher:
                 corner = (int(positions[k, 0]), int(positions[k, 1]))
                 patch = {n: activated[n][k] for n in self.patch}
                 self.cache.keep(corner, parts, [o[k] for o in dense.values()], patch)
-
-    def vote(self, canvas: ChunkCanvas, activated, positions, core) -> None:
-        vote_patches(canvas, self.patch, activated, positions, core, self.device)
 
 
 class StitchThread:
