@@ -301,35 +301,16 @@ def bench_settings(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=20_000)
-    parser.add_argument(
-        "--workers", type=int, nargs="+", default=[0], help="reading processes to compare (0: a thread)"
-    )
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[16], help="batch sizes to compare")
-    parser.add_argument("--threads", type=int, nargs="+", default=[0], help="model CPU threads to compare (0: default)")
+    compared = functools.partial(parser.add_argument, nargs="+")  # settings to compare, one row (or run) each
+    compared("--workers", type=int, default=[0], help="reading processes (0: a thread)")
+    compared("--batch-size", type=int, default=[16], help="batch sizes")
+    compared("--threads", type=int, default=[0], help="model CPU threads (0: default)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
     parser.add_argument("--writers", type=int, help="chunk-finishing threads (default: the engine's)")
-    parser.add_argument(
-        "--finish-workers",
-        type=int,
-        nargs="+",
-        default=[None],
-        help="processes finishing chunks to compare (0: the writer threads; default: the engine's)",
-    )
-    parser.add_argument(
-        "--tile-cache-mb",
-        type=float,
-        nargs="+",
-        default=[None],
-        help="tile cache budgets to compare (0: every chunk computes its margin tiles again)",
-    )
-    parser.add_argument(
-        "--stitch-thread",
-        choices=["on", "off"],
-        nargs="+",
-        default=["off"],
-        help="where to stitch, to compare: on (a thread of its own), off (the model's thread, the default)",
-    )
+    compared("--finish-workers", type=int, default=[None], help="finishing processes (0: the writer threads)")
+    compared("--tile-cache-mb", type=float, default=[None], help="tile cache budgets (0: margins computed again)")
+    compared("--stitch-thread", choices=["on", "off"], default=["off"], help="stitching in a thread of its own")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")
     parser.add_argument("--histology-repeats", type=int, default=1, help="histology-model runs (0: none)")
