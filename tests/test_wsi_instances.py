@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from skimage.measure import label as relabel
 from vismtl.wsi.geojson import validate_feature_collection, write_geojson
 from vismtl.wsi.instances import (
     Instance,
+    _object_id,
     extract_chunk,
     polygon_from_mask,
 )
@@ -60,8 +62,8 @@ def _run(slide: np.ndarray, margin: int = MARGIN, scale: float = 1.0, mpp: float
     for box, core, origin in _chunks(slide.shape, CHUNK, margin):
         local = relabel(slide[box], background=0)
         shuffled = np.concatenate([[0], rng.permutation(local.max()) + 7])[local]
-        types = {int(v): int(v) % 3 for v in np.unique(shuffled) if v}
-        result = extract_chunk(shuffled, core, origin, scale, mpp, "nuclei", types, ("bg", "tumour", "immune"))
+        painted = shuffled % 3 * (shuffled > 0)  # every object's pixels carry its class, as a type task paints them
+        result = extract_chunk(shuffled, core, origin, scale, mpp, "nuclei", painted, ("bg", "tumour", "immune"))
         assert result.cut == 0, "the margin is larger than every object: nothing may be cut"
         out += result.instances
     return out
@@ -105,8 +107,9 @@ def test_every_object_once_and_whole(slide, found):
     assert len({i.id for i in found}) == len(found)
     for instance in found:
         ring = instance.polygon
-        assert ring[0] == ring[-1] and len(ring) >= 4
-        assert Polygon(ring).is_valid
+        assert ring.dtype == np.float64 and ring.shape[1] == 2 and len(ring) >= 4
+        assert np.array_equal(ring[0], ring[-1]) and Polygon(ring).is_valid
+        assert instance.perimeter_px == Polygon(ring).length  # integer vertices: exact
     _check_against_truth(slide, found, scale=1.0)
 
 
@@ -116,7 +119,8 @@ def test_scale_two_scales_coordinates(slide, found):
     assert by_id.keys() == {i.id for i in found}  # ids depend on the output grid only
     for instance in found:
         twin = by_id[instance.id]
-        assert twin.polygon == [(2 * x, 2 * y) for x, y in instance.polygon]
+        assert np.array_equal(twin.polygon, 2 * instance.polygon)
+        assert twin.perimeter_px == 2 * instance.perimeter_px
         assert twin.centroid == pytest.approx((2 * instance.centroid[0], 2 * instance.centroid[1]))
         assert twin.area_px == instance.area_px
         assert twin.area_um2 == pytest.approx(4 * instance.area_um2)
@@ -200,3 +204,9 @@ def test_polygon_of_corner_touching_pixels_is_valid():
     mask[2, 2] = True  # touches the block at one corner only
     polygon = Polygon(polygon_from_mask(mask))
     assert polygon.is_valid and polygon.area == 4
+
+
+@pytest.mark.parametrize("name", ["nuclei/0/0", "nuclei/12345/67890", "glands/-3/7", "lumina/1/2", "typé/ü/∞"])
+def test_object_ids_are_uuid5_of_the_task_and_ownership_pixel(name):
+    namespace = uuid.UUID("6f1d6c52-3c1e-4d43-9a55-0c7a4c3e2b11")  # fixed: ids must not change between releases
+    assert _object_id(name) == str(uuid.uuid5(namespace, name))

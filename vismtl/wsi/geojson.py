@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import shape
 
@@ -62,7 +63,7 @@ def feature(instance: Instance, colour: tuple[int, int, int], *, object_type: st
     return {
         "type": "Feature",
         "id": instance.id or str(uuid.uuid4()),
-        "geometry": {"type": "Polygon", "coordinates": [[[x, y] for x, y in instance.polygon]]},
+        "geometry": {"type": "Polygon", "coordinates": [np.asarray(instance.polygon, np.float64).tolist()]},
         "properties": {
             "objectType": object_type or OBJECT_TYPES.get(instance.task, "detection"),
             "classification": {"name": instance.class_name, "color": [int(c) for c in colour]},
@@ -75,7 +76,7 @@ def feature(instance: Instance, colour: tuple[int, int, int], *, object_type: st
 
 def measurements(instance: Instance) -> dict[str, float]:
     """Area (output pixels, µm²), perimeter and centroid (level-0 pixels, µm) and the class id."""
-    perimeter = shapely.length(shapely.linearrings(instance.polygon))
+    perimeter = instance.perimeter_px
     values = {
         "Area output px": float(instance.area_px),
         "Perimeter px": float(perimeter),

@@ -167,8 +167,8 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     for name, task in dense.items():
         if task.kind == "instance":
             labels = decided[name][0].numpy()
-            types, class_names = _instance_types(name, labels, tasks, decided)
-            found = extract_chunk(labels, local_core, (x0, y0), job.scale, job.mpp, name, types, class_names)
+            type_map, class_names = _instance_types(name, tasks, decided)
+            found = extract_chunk(labels, local_core, (x0, y0), job.scale, job.mpp, name, type_map, class_names)
             parts[name] = chunk_part(found)
     return rasters, parts
 
@@ -205,18 +205,15 @@ def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task]
     return result
 
 
-def _instance_types(name: str, labels: np.ndarray, tasks: Mapping[str, Task], decided) -> tuple[dict | None, tuple]:
-    """Per-instance majority type from the type task that votes over this instance task, if any.
+def _instance_types(name: str, tasks: Mapping[str, Task], decided) -> tuple[np.ndarray | None, tuple]:
+    """The type map of the type task that votes over this instance task, if any, and its class names.
 
     That task's refine has already painted every object with its majority type, so any pixel
-    of an object gives it: one scatter instead of a second vote.
+    of an object gives it (:func:`extract_chunk` reads its first pixel): no second vote.
     """
     for type_name, type_task in tasks.items():
         if type_task.kind == "type" and getattr(type_task, "instances_from", None) == name and type_name in decided:
-            painted = decided[type_name][0].numpy()
-            per_label = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
-            per_label[labels.ravel()] = painted.ravel()  # equal values for every pixel of a label
-            return dict(enumerate(per_label.tolist())), type_task.class_names or ()
+            return decided[type_name][0].numpy(), type_task.class_names or ()
     return None, ()
 
 
