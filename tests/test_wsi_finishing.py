@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -86,6 +87,32 @@ def test_processes_finish_chunks_like_the_writer_threads():
                 assert value.shape == (128, 144) and np.array_equal(value, rasters_p[name]), name
             assert sum(parts["nuclei"].counts.values()) > 20 and sum(parts["gland"].counts.values()) > 0
             assert parts == parts_p
+    assert shared_blocks() <= before  # every block unlinked
+
+
+def test_blocks_are_reused_across_chunks_of_any_size():
+    """Chunks of changing sizes from two threads: the same results as inline, no more blocks than
+    chunks in flight (a larger chunk replaces a spare that is too small), all unlinked at the end."""
+    sizes = [(160, 176), (96, 120), (200, 240), (160, 176), (64, 64), (200, 240)] * 2
+    jobs = [ChunkJob((0, 0, h, w), (0, 0, h, w), 1.0, None) for h, w in sizes]
+    chunks = [(histology_maps(seed, *size), job) for seed, (size, job) in enumerate(zip(sizes, jobs))]
+    expected = [ChunkFinisher(HISTOLOGY_TASKS)(maps, job)[:2] for maps, job in chunks]
+    before = shared_blocks()
+    with ChunkFinisher(HISTOLOGY_TASKS, processes=2) as finisher, ThreadPoolExecutor(2) as threads:
+        used, block_of = set(), finisher._block
+
+        def recorded(nbytes):
+            block = block_of(nbytes)
+            used.add(block.name)
+            return block
+
+        finisher._block = recorded
+        results = list(threads.map(lambda chunk: finisher(*chunk)[:2], chunks))
+        assert len(used) <= 4  # 12 chunks: 2 in flight, each block replaced at most once as sizes grow
+        blocks = {name for name in shared_blocks() - before if name.startswith("psm_")}  # not the pool's semaphores
+        assert len(finisher._spare) <= 2 and len(blocks) <= 2
+    for (rasters, parts), (rasters_here, parts_here) in zip(results, expected):
+        assert parts == parts_here and all(np.array_equal(rasters[n], rasters_here[n]) for n in rasters_here)
     assert shared_blocks() <= before  # every block unlinked
 
 
