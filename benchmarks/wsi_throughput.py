@@ -38,6 +38,7 @@ import functools
 import itertools
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -137,9 +138,9 @@ def model_alone(model: nn.Module, tasks, batch: int, amp: bool, repeats: int = 5
 def run(runner: SlideRunner, slide: Path, cache: Path, prefix: str, check=None) -> dict:
     """One run of the engine: its timings; ``check(out_dir)`` looks at the outputs before they go."""
     out = Path(tempfile.mkdtemp(prefix=prefix, dir=cache))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _process_cpu()
     entry = runner.run(SlideInput(slide, "bench"), out, resume=False)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _process_cpu() - cpu
     if entry["status"] != "done":
         raise SystemExit(f"the run failed: {entry}")
     summary = json.loads((out / "bench" / "summary.json").read_text())
@@ -150,7 +151,13 @@ def run(runner: SlideRunner, slide: Path, cache: Path, prefix: str, check=None) 
     # one line per run as it ends, so that a run cut short by a time limit still reports
     cache = {k: summary[k] for k in ("tiles_shared", "tile_cache_mb")}
     print(f"  {prefix}run: {timings} {cache}", file=sys.stderr, flush=True)
-    return {"wall": wall, "tiles": summary["tiles"], **timings}
+    return {"wall": wall, "cpu": cpu, "tiles": summary["tiles"], **timings}
+
+
+def _process_cpu() -> float:
+    """CPU seconds of this process, all its threads (not the reading and finishing processes)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
@@ -196,7 +203,9 @@ def report(name: str, results: list[dict], tile: int) -> None:
     of the tiles; "slide": the whole call (adds tissue mask, GeoJSON, thumbnail, summary).
     "wait in/out": the share of the pipeline the model thread waited for tiles / for writers.
     "finish/s": tiles per second of chunk finishing (post-processing) on one core, i.e. how
-    many tiles/s each finishing process or writer thread can absorb."""
+    many tiles/s each finishing process or writer thread can absorb. "cores": CPU seconds of the
+    engine's own process (all its threads) per second of the slide call; near 1 with the model on
+    a GPU, its threads take turns at one GIL and that process bounds the slide."""
     tiles = results[0]["tiles"]
     mp = tiles * tile**2 / 1e6
     pipe = statistics.median(r["tiles_s"] for r in results)
@@ -205,17 +214,20 @@ def report(name: str, results: list[dict], tile: int) -> None:
     busy_wall = statistics.median(r["model_s"] / r["wall"] for r in results)
     waits = [100 * statistics.median(r[k] / r["tiles_s"] for r in results) for k in ("input_wait_s", "output_wait_s")]
     finish = statistics.median(r["tiles"] / max(r["finish_s"], 1e-9) for r in results)
+    cores = statistics.median(r["cpu"] / r["wall"] for r in results)
     print(
         f"{name:56s} {len(results):>3d} {tiles:6d} {pipe:8.2f} {wall:8.2f} {tiles / pipe:8.1f} "
         f"{mp / pipe:8.1f} {mp / wall:8.1f} {100 * busy_pipe:8.1f}% {100 * busy_wall:8.1f}% "
-        f"{waits[0]:6.1f}% {waits[1]:6.1f}% {finish:8.1f}"
+        f"{waits[0]:6.1f}% {waits[1]:6.1f}% {finish:8.1f} {cores:6.2f}"
     )
 
 
 HEADER = (
     f"{'run':56s} {'n':>3s} {'tiles':>6s} {'pipe s':>8s} {'slide s':>8s} {'tiles/s':>8s} "
-    f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s} {'finish/s':>8s}\n"
-    "(tiles/s, MP/s, busy and waits over the tile pipeline; * over the whole slide call; medians of n runs)"
+    f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s} {'finish/s':>8s} "
+    f"{'cores':>6s}\n"
+    "(tiles/s, MP/s, busy and waits over the tile pipeline; * over the whole slide call; cores: the engine "
+    "process's CPU s per s of the slide call; medians of n runs)"
 )
 
 
