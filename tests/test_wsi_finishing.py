@@ -156,16 +156,23 @@ def test_ranks_on_one_machine_share_its_cores(monkeypatch):
 
 ORPHAN_SCRIPT = """
 import sys, time
+import torch
 from vismtl.config import load_config
 from vismtl.tasks import build_tasks
 from vismtl.wsi.finishing import ChunkFinisher
+from vismtl.wsi.stitch import ChunkJob
 if __name__ == "__main__":
-    finisher = ChunkFinisher(build_tasks(load_config(sys.argv[1]).tasks), processes=2)
+    tasks = build_tasks(load_config(sys.argv[1]).tasks)
+    finisher = ChunkFinisher(tasks, processes=2)
     finisher.start()
     while len(finisher._pool._processes) < 2 or not all(p.pid for p in finisher._pool._processes.values()):
         time.sleep(0.1)
     time.sleep(3)  # let them import and start their watchdogs
+    # one chunk, so that a shared-memory block is kept for the next one
+    maps = {n: torch.full((1, t.num_outputs, 32, 32), 0.3) for n, t in tasks.items() if t.kind == "instance"}
+    finisher(maps, ChunkJob((0, 0, 32, 32), (0, 0, 32, 32), 1.0, None))
     print(*[p.pid for p in finisher._pool._processes.values()], flush=True)
+    print(*[block.name for block in finisher._spare], flush=True)
     time.sleep(600)
 """
 
@@ -179,14 +186,18 @@ def test_finishing_workers_exit_when_the_engine_is_killed(tmp_path):
     )
     try:
         workers = [int(pid) for pid in engine.stdout.readline().split()]
+        blocks = engine.stdout.readline().split()
         assert len(workers) == 2 and all(alive(pid) for pid in workers)
+        assert len(blocks) == 1 and (blocks[0] in shared_blocks() or not os.path.isdir("/dev/shm"))
     finally:
         engine.kill()  # SIGKILL: no cleanup runs in the engine
         engine.wait()
     deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while (any(alive(pid) for pid in workers) or blocks[0] in shared_blocks()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in workers), "finishing workers outlived the engine"
+    # the block kept for the next chunk: multiprocessing's resource tracker unlinks it once they are gone
+    assert blocks[0] not in shared_blocks(), "a shared-memory block outlived the engine"
 
 
 def alive(pid: int) -> bool:
