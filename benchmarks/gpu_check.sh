@@ -3,7 +3,8 @@
 #
 #     bash benchmarks/gpu_check.sh [LOG_DIR]
 #
-# (HISTOLOGY_CHECKPOINT=... for trained weights; STEPS="kernel_tests wsi_throughput" for some steps)
+# (HISTOLOGY_CHECKPOINT=... for trained weights; STEPS="kernel_tests wsi_throughput" for some steps;
+# PYSPY=... for the profile steps where py-spy is not on the PATH)
 #
 # the Triton kernel tests on the GPU, the kernel timings (gating, tile blending), training and
 # inference rows with the fused gating, and the whole-slide engine (trivial model's ceiling,
@@ -42,6 +43,17 @@ step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats
 TAIL=18 step histology_model_rate 90 "$PY" benchmarks/histology_model_rate.py $CHECKPOINT
 # chunk finishing alone: per core, and how the finishing processes scale over this machine's cores
 TAIL=10 step wsi_finishing 150 "$PY" benchmarks/wsi_finishing.py $CHECKPOINT
+# where the engine's threads, its reading and its finishing processes spend their samples, with
+# py-spy if there is one (PYSPY=...); the raw stacks (tens of MB) are summarised, then removed
+PYSPY=${PYSPY:-$(command -v py-spy)}
+if [[ -n "$PYSPY" ]]; then
+    step wsi_profile 240 "$PYSPY" record -r 50 -f raw -o "$LOGS/wsi_profile.raw" --threads --subprocesses -- \
+        "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 \
+        --finish-workers "$FINISHERS" --tile-cache-mb 512 $CHECKPOINT
+    TAIL=120 step wsi_profile_summary 60 "$PY" benchmarks/profile_summary.py "$LOGS/wsi_profile.raw" --top 10 \
+        --only SlideRunner.run finish_chunk _finish_packed _worker_loop
+    rm -f "$LOGS/wsi_profile.raw"
+fi
 step gating 90 "$PY" benchmarks/gating.py
 step tile_blend 60 "$PY" benchmarks/tile_blend.py
 TAIL=14 step train_throughput 90 "$PY" benchmarks/train_throughput.py --repeats 5 --steps 5
