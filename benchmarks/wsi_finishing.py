@@ -90,7 +90,7 @@ def whole_region_finish(chunks, tasks, expected=None) -> list:
     """``finish_maps`` with the instance tasks decided on the whole region, then cut to the pixels
     tiles ran on (the former way; now decided on the box of those pixels): checked equal."""
 
-    def whole(task, probabilities):
+    def whole(task, probabilities, ran=None):
         labels = task.decide(probabilities)
         return torch.where(probabilities.sum(dim=1) > 0, labels, torch.zeros((), dtype=labels.dtype))
 

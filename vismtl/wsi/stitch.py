@@ -157,7 +157,10 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     process (:mod:`vismtl.wsi.finishing`); the result is small and plain.
     """
     dense = {n: tasks[n] for n in maps}
-    decided = {n: _decide_where_run(t, maps[n]) if t.kind == "instance" else maps[n] for n, t in dense.items()}
+    instance_tasks = [n for n, t in dense.items() if t.kind == "instance"]
+    # the pixels some tile ran on: the same for every task (each tile covers all of them)
+    ran = maps[instance_tasks[0]].sum(dim=1) > 0 if instance_tasks else None
+    decided = {n: _decide_where_run(t, maps[n], ran) if n in instance_tasks else maps[n] for n, t in dense.items()}
     decided = {n: t.refine(decided[n], decided) for n, t in dense.items()}
     (y0, x0), core = job.region[:2], job.core
     crop = (slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0))
@@ -173,23 +176,26 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     return rasters, parts
 
 
-def _decide_where_run(task: Task, probabilities: torch.Tensor) -> torch.Tensor:
-    """The task's instances, cut to the pixels some tile ran on (the others are 0 in every
-    channel): growth steps (glands grow their seeds by the band) must not carry an object into
-    a chunk that is not computed, which would then own it and drop it.
+def _decide_where_run(task: Task, probabilities: torch.Tensor, ran: torch.Tensor | None = None) -> torch.Tensor:
+    """The task's instances, cut to the pixels some tile ran on (``ran`` ``[B, H, W]``; by default
+    those whose probabilities are not all 0): growth steps (glands grow their seeds by the band)
+    must not carry an object into a chunk that is not computed, which would then own it and drop it.
 
     Decided on the box of those pixels grown by the task's reach, not on the whole region (a
     chunk at the edge of the tissue is mostly glass): the same labels, since nothing there
     starts an object and every step of the decision looks no further than that reach.
     """
-    ran = probabilities.sum(dim=1) > 0
+    if ran is None:
+        ran = probabilities.sum(dim=1) > 0
     labels = torch.zeros(ran.shape, dtype=torch.int32)
     pad = getattr(task, "reach", max(ran.shape[1:]))  # a task that does not say: the whole region
     box = nonzero_box(ran.any(dim=0).numpy(), pad)
     if box is None:
         return labels
-    labels[(slice(None), *box)] = task.decide(probabilities[(slice(None), slice(None), *box)])
-    return torch.where(ran, labels, torch.zeros((), dtype=labels.dtype))
+    where = (slice(None), *box)  # outside the box every label is 0 already
+    decided = task.decide(probabilities[(slice(None), slice(None), *box)])
+    labels[where] = torch.where(ran[where], decided, torch.zeros((), dtype=decided.dtype))
+    return labels
 
 
 def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish, files=None) -> ChunkResult:
