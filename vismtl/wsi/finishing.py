@@ -42,7 +42,7 @@ Spec = list[tuple[str, str, tuple[int, ...], int]]  # (task, dtype, shape, byte 
 
 _WORKER_TASKS: dict[str, Task] = {}  # set once per worker process by _start_worker
 _WORKER_BLOCKS: OrderedDict[str, shared_memory.SharedMemory] = OrderedDict()  # mapped blocks, latest used last
-_WORKER_BLOCKS_KEPT = 32  # more than the engine has in use: an older one was given up (its pages stay until unmapped)
+_WORKER_BLOCKS_KEPT = 32  # more than an engine has in use: the least recently used is one it gave up
 
 
 class ChunkFinisher:
