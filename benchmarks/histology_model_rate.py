@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_description  # noqa: E402
+from harness import device_description, measure  # noqa: E402
 from vismtl.config import load_config  # noqa: E402
 from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
@@ -28,17 +27,16 @@ from vismtl.tasks import build_tasks  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def seconds_per_call(model, tasks, images: torch.Tensor, amp: bool, repeats: int) -> float:
-    times = []
+def seconds_per_call(model, tasks, images: torch.Tensor, amp: bool, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of one call of the model and its activations on ``images`` (after ``warmup``
+    calls: cuDNN's autotuning, allocations)."""
+
+    def call() -> None:
+        for name, value in model(images).items():
+            tasks[name].activate(value)
+
     with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-        for _ in range(repeats + 2):
-            started = time.perf_counter()
-            outputs = model(images)
-            _ = [tasks[name].activate(value) for name, value in outputs.items()]
-            if images.is_cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-    return statistics.median(times[2:])
+        return statistics.median(measure(call, repeats, warmup))
 
 
 def main() -> None:

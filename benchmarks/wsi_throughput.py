@@ -54,6 +54,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import device_description  # noqa: E402
+from histology_model_rate import seconds_per_call  # noqa: E402
 from vismtl.config import load_config  # noqa: E402
 from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
@@ -121,18 +122,8 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def model_alone(model: nn.Module, tasks, batch: int, amp: bool, repeats: int = 5) -> float:
     """Tiles/s of the model and its activations on random uint8 batches: what the engine must keep up with."""
-    model = model.eval().to(DEVICE)
     images = torch.randint(0, 256, (batch, 3, 320, 320), dtype=torch.uint8, device=DEVICE)
-    times = []
-    with torch.inference_mode(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=amp):
-        for _ in range(repeats + 1):  # the first call warms up (cuDNN autotuning, allocations)
-            started = time.perf_counter()
-            outputs = model(images)
-            _ = [tasks[name].activate(value) for name, value in outputs.items()]
-            if DEVICE.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-    return batch / statistics.median(times[1:])
+    return batch / seconds_per_call(model.eval().to(DEVICE), tasks, images, amp, repeats, warmup=1)
 
 
 def run(runner: SlideRunner, slide: Path, cache: Path, prefix: str, check=None) -> dict:
