@@ -120,10 +120,10 @@ class ChunkFinisher:
         """A spare block of at least ``nbytes`` (their number stays that of the chunks finished at
         once), else a new one as large as the largest so far: chunks at the slide's edges are smaller."""
         with self._lock:
-            fitting = [b for b in self._spare if b.size >= nbytes]
-            if fitting:
-                self._spare.remove(fitting[0])
-                return fitting[0]
+            fitting = next((block for block in self._spare if block.size >= nbytes), None)
+            if fitting is not None:
+                self._spare.remove(fitting)
+                return fitting
             self._largest = max(self._largest, nbytes)
             dropped = self._spare.pop() if self._spare else None  # too small: replaced by the new one
         if dropped is not None:

@@ -164,7 +164,8 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     decided = {n: t.refine(decided[n], decided) for n, t in dense.items()}
     (y0, x0), core = job.region[:2], job.core
     crop = (slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0))
-    rasters = {n: raster(t, maps[n], decided[n])[crop] for n, t in dense.items()}
+    # every export is per pixel: the core's alone is computed
+    rasters = {n: raster(t, maps[n][(..., *crop)], decided[n][(..., *crop)]) for n, t in dense.items()}
     local_core = (core[0] - y0, core[1] - x0, core[2] - y0, core[3] - x0)
     parts = {}
     for name, task in dense.items():

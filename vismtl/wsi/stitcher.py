@@ -62,6 +62,8 @@ class ChunkStitcher:
         self.spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
         self.pending: list[Future] = []
         self.starts = np.cumsum([0, *plan.counts])  # each chunk's first row of plan.positions
+        self.channels = {n: t.num_outputs for n, t in self.dense.items()}
+        self.disjoint = settings.step >= settings.tile
         self.canvas: ChunkCanvas | None = None
 
     def begin(self, chunk_index: int, count: int) -> float:
@@ -69,10 +71,9 @@ class ChunkStitcher:
         plan, settings = self.plan, self.settings
         self.chunk = plan.chunks[chunk_index]
         recycled = self.spare.get_nowait() if not self.spare.empty() else None
-        channels = {n: t.num_outputs for n, t in self.dense.items()}
-        disjoint = settings.step >= settings.tile
+        region = plan.layout.region(*self.chunk)
         self.canvas = ChunkCanvas(
-            plan.layout.region(*self.chunk), channels, settings.tile, settings.blend, self.device, recycled, disjoint
+            region, self.channels, settings.tile, settings.blend, self.device, recycled, self.disjoint
         )
         self.core = plan.layout.core(*self.chunk)
         self._take(plan.taken[chunk_index])
