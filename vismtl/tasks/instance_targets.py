@@ -180,13 +180,23 @@ def remove_small(inst: np.ndarray, min_size: int) -> np.ndarray:
         raise ValueError("instance ids must be >= 0")
     if inst.size and inst.max() > 4 * inst.size + 1024:  # sparse huge ids: compact them first
         inst = relabel(inst)
-    where = np.flatnonzero(inst > 0)  # a boolean nonzero: several times faster than on the ids
-    ids = inst.ravel()[where]
+    where, ids = _object_pixels(inst)
     area = np.bincount(ids, minlength=1)
-    keep = (area >= min_size) & (area > 0)
+    return _relabel_kept(inst.shape, where, ids, (area >= min_size) & (area > 0))
+
+
+def _object_pixels(inst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the pixels of ``inst`` (ids >= 0) that hold an object, and their ids."""
+    where = np.flatnonzero(inst > 0)  # a boolean nonzero: several times faster than on the ids
+    return where, inst.ravel()[where]
+
+
+def _relabel_kept(shape: tuple[int, ...], where: np.ndarray, ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """int32 map of ``shape``: object pixels ``where`` (ids ``ids``) relabelled ``1..K`` in the order of
+    their ids where ``keep[id]``, 0 elsewhere: one table lookup over the objects' pixels only."""
     keep[0] = True  # the background stays 0: the first kept entry
     table = np.where(keep, np.cumsum(keep, dtype=np.int64) - 1, 0).astype(np.int32)
-    out = np.zeros(inst.shape, np.int32)
+    out = np.zeros(shape, np.int32)
     out.ravel()[where] = table[ids]
     return out
 
@@ -298,17 +308,10 @@ def drop_outside(inst: np.ndarray, container: np.ndarray, min_overlap: float = 0
     Counted over the instances' pixels only (it runs on every whole-slide chunk, mostly background).
     """
     inst = _as_labels(inst)
-    where = np.flatnonzero(inst > 0)  # a boolean nonzero: several times faster than on the ids
-    ids = inst.ravel()[where]
+    where, ids = _object_pixels(inst)
     area = np.bincount(ids, minlength=1)
     inside = np.bincount(ids[np.asarray(container).ravel()[where] > 0], minlength=area.size)
-    keep = (inside >= min_overlap * area) & (area > 0)
-    keep[0] = True  # the background stays 0: the first kept entry
-    # kept ids -> 1..K in their order, the others -> 0: one table lookup
-    table = np.where(keep, np.cumsum(keep, dtype=np.int64) - 1, 0).astype(np.int32)
-    out = np.zeros(inst.shape, np.int32)
-    out.ravel()[where] = table[ids]
-    return out
+    return _relabel_kept(inst.shape, where, ids, (inside >= min_overlap * area) & (area > 0))
 
 
 def majority_type(inst: np.ndarray, type_map: np.ndarray, num_classes: int | None = None) -> dict[int, int]:
@@ -345,8 +348,8 @@ def majority_type_map(inst: np.ndarray, type_map: np.ndarray, num_classes: int) 
         raise ValueError(f"shape mismatch: inst {inst.shape} vs type_map {types.shape}")
     if inst.size and (inst.min() < 0 or inst.max() > inst.size):  # negative or sparse huge ids
         return type_map_from_instances(inst, majority_type(inst, types, num_classes))
-    inside = np.flatnonzero(inst > 0)  # a boolean nonzero: several times faster than on the ids
-    ids, voted = inst.ravel()[inside].astype(np.int64), types.ravel()[inside].astype(np.int64)
+    inside, ids = _object_pixels(inst)
+    ids, voted = ids.astype(np.int64), types.ravel()[inside].astype(np.int64)
     if voted.size and (voted.min() < 0 or voted.max() >= num_classes):
         raise ValueError(f"types must lie in [0, {num_classes})")
     counts = np.bincount(ids * num_classes + voted, minlength=(int(inst.max(initial=0)) + 1) * num_classes)
