@@ -144,6 +144,14 @@ def oracle_run(slide, out, resume=False, **settings):
         return runner.run(SlideInput(slide, slide.stem), out, resume=resume)
 
 
+def oracle_outputs(slide, out, **settings) -> tuple[str, np.ndarray, dict]:
+    """Run :func:`oracle_run` with ``settings``: the nuclei GeoJSON text, the nuclei raster and the summary."""
+    assert oracle_run(slide, out, **settings)["status"] == "done"
+    folder = out / slide.stem
+    raster = zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:]
+    return (folder / "nuclei.geojson").read_text(), raster, json.loads((folder / "summary.json").read_text())
+
+
 def rasterise(features, shape) -> list[np.ndarray]:
     from skimage.draw import polygon
 
@@ -183,21 +191,14 @@ def test_chunks_finished_in_worker_processes_are_the_same(tmp_path):
     """wsi.finish_workers: the objects and rasters equal those the writer threads produce."""
     gt = ellipses(480, 640, 60, seed=4, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
-    outputs = {}
-    for name, workers in (("threads", 0), ("processes", 2)):
-        assert oracle_run(slide, tmp_path / name, finish_workers=workers)["status"] == "done"
-        folder = tmp_path / name / "labels"
-        summary = json.loads((folder / "summary.json").read_text())
-        outputs[name] = (
-            (folder / "nuclei.geojson").read_text(),
-            zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:],
-            summary["counts"],
-            summary["area_um2"],
-        )
-    threads, processes = outputs["threads"], outputs["processes"]
-    assert len(json.loads(threads[0])["features"]) == 60
-    assert threads[0] == processes[0] and np.array_equal(threads[1], processes[1])
-    assert threads[2:] == processes[2:]
+    outputs = {
+        name: oracle_outputs(slide, tmp_path / name, finish_workers=workers)
+        for name, workers in (("threads", 0), ("processes", 2))
+    }
+    (text, raster, summary), (text_p, raster_p, summary_p) = outputs["threads"], outputs["processes"]
+    assert len(json.loads(text)["features"]) == 60
+    assert text == text_p and np.array_equal(raster, raster_p)
+    assert (summary["counts"], summary["area_um2"]) == (summary_p["counts"], summary_p["area_um2"])
 
 
 @pytest.mark.parametrize("mpp", [0.5, 0.55])
@@ -211,13 +212,11 @@ def test_tiles_kept_for_later_chunks_give_the_same_outputs(tmp_path, mpp):
     # tiles read by 2 loader processes (the cache relies on chunks arriving in the plan's order)
     for budget in (0, 0.1, 512):
         workers = 2 if budget == 512 and mpp == 0.5 else 0
-        entry = oracle_run(slide, tmp_path / str(budget), tile_cache_mb=budget, mpp=mpp, workers=workers)
-        assert entry["status"] == "done"
-        folder = tmp_path / str(budget) / "labels"
-        summary = json.loads((folder / "summary.json").read_text())
+        text, raster, summary = oracle_outputs(
+            slide, tmp_path / str(budget), tile_cache_mb=budget, mpp=mpp, workers=workers
+        )
         tiles[budget] = (summary["tiles"], summary["tiles_shared"])
-        geojson = json.loads((folder / "nuclei.geojson").read_text())
-        outputs[budget] = (geojson["features"], zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:])
+        outputs[budget] = (json.loads(text)["features"], raster)
     assert len(outputs[0][0]) == 60
     for budget in (0.1, 512):
         assert outputs[budget][0] == outputs[0][0] and np.array_equal(outputs[budget][1], outputs[0][1])
@@ -234,17 +233,12 @@ def test_stitching_in_its_own_thread_gives_the_same_outputs(tmp_path):
     stitching in the model's thread, with tiles kept for later chunks and two loader processes."""
     gt = ellipses(480, 640, 60, seed=7, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
-    outputs = {}
-    for in_thread in (False, True):
-        entry = oracle_run(slide, tmp_path / str(in_thread), stitch_thread=in_thread, workers=2)
-        assert entry["status"] == "done"
-        folder = tmp_path / str(in_thread) / "labels"
-        summary = json.loads((folder / "summary.json").read_text())
-        raster = zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:]
-        outputs[in_thread] = (json.loads((folder / "nuclei.geojson").read_text()), raster, summary["counts"])
-    assert len(outputs[False][0]["features"]) == 60
-    assert outputs[True][0] == outputs[False][0] and outputs[True][2] == outputs[False][2]
-    assert np.array_equal(outputs[True][1], outputs[False][1])
+    (text, raster, summary), (text_t, raster_t, summary_t) = (
+        oracle_outputs(slide, tmp_path / str(in_thread), stitch_thread=in_thread, workers=2)
+        for in_thread in (False, True)
+    )
+    assert len(json.loads(text)["features"]) == 60
+    assert text_t == text and np.array_equal(raster_t, raster) and summary_t["counts"] == summary["counts"]
 
 
 def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order():
@@ -272,12 +266,7 @@ def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order():
 def test_the_batch_size_changes_no_output(tmp_path):
     """Batches of 1, 3 and 64 tiles (filled across chunks) give the same objects and rasters."""
     slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=8, borders=96))
-    outputs = {}
-    for batch in (1, 3, 64):
-        assert oracle_run(slide, tmp_path / str(batch), batch_size=batch)["status"] == "done"
-        folder = tmp_path / str(batch) / "labels"
-        raster = zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:]
-        outputs[batch] = ((folder / "nuclei.geojson").read_text(), raster)
+    outputs = {batch: oracle_outputs(slide, tmp_path / str(batch), batch_size=batch) for batch in (1, 3, 64)}
     assert len(json.loads(outputs[1][0])["features"]) == 60
     for batch in (3, 64):
         assert outputs[batch][0] == outputs[1][0] and np.array_equal(outputs[batch][1], outputs[1][1])
