@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="functions listed per thread")
     parser.add_argument("--min-share", type=float, default=0.01, help="threads with fewer samples are left out")
     args = parser.parse_args()
+    if not args.raw.is_file():
+        parser.error(f"{args.raw}: no such file (py-spy record -f raw -o {args.raw} ... writes it)")
     print("\n".join(summarise(read_stacks(args.raw, args.only), args.top, args.min_share)))
 
 
