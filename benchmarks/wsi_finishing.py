@@ -14,8 +14,14 @@ its blended maps are kept. Then, timed on those maps:
   pixels tiles ran on (the same results, checked);
 - the outlines of every nucleus: the former per-object OpenCV tracer (``tests/outline_reference.py``)
   against ``label_outlines`` (all objects at once);
+- the copy of the chunks' maps into shared memory for the finishing processes (``pack``): into new
+  blocks, as before 2026-11-27, and into blocks used before, as ``ChunkFinisher`` now does (a new
+  block's pages are faulted in by the copy);
 - ``ChunkFinisher`` with 1, 2, ... worker processes (as many as the machine's cores), fed by as
   many threads: how the engine's finishing scales where cores are free (GPU machines).
+
+It also counts the cyclic garbage collector's passes while this thread finishes the chunks
+(objects left alive per chunk make it run, and a full pass walks every object of the process).
 
 Before timing, the processes' results are checked equal to this thread's and the outlines' areas
 equal to the per-object tracer's.
@@ -24,9 +30,13 @@ equal to the per-object tracer's.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import os
+import statistics
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
@@ -49,7 +59,7 @@ from vismtl.wsi import (
     stitch,  # noqa: E402
 )
 from vismtl.wsi.engine import ChunkTiles  # noqa: E402
-from vismtl.wsi.finishing import ChunkFinisher  # noqa: E402
+from vismtl.wsi.finishing import ChunkFinisher, pack  # noqa: E402
 from vismtl.wsi.outlines import label_outlines  # noqa: E402
 from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, chunk_maps, finish_maps  # noqa: E402
 from wsi_throughput import ROOT, bench_plan, make_slide  # noqa: E402
@@ -101,6 +111,35 @@ def whole_region_finish(chunks, tasks, expected=None) -> list:
     return results
 
 
+@contextlib.contextmanager
+def gc_tally(tally: dict):
+    """Count the cyclic GC's collections, full ones and seconds into ``tally`` while inside."""
+    started = {}
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started["at"] = time.perf_counter()
+            return
+        tally["collections"] += 1
+        tally["full"] += info["generation"] == 2
+        tally["seconds"] += time.perf_counter() - started.pop("at", time.perf_counter())
+
+    gc.callbacks.append(callback)
+    try:
+        yield tally
+    finally:
+        gc.callbacks.remove(callback)
+
+
+def pack_all(chunks, reused=None) -> None:
+    """Every chunk's maps into a new shared-memory block (released at once), or into ``reused[k]``."""
+    for k, (maps, _, _) in enumerate(chunks):
+        block, _ = pack(maps, None if reused is None else lambda nbytes, k=k: reused[k])
+        if reused is None:
+            block.close()
+            block.unlink()
+
+
 def finish_in_processes(finisher: ChunkFinisher, chunks) -> None:
     with ThreadPoolExecutor(finisher.processes) as threads:
         list(threads.map(lambda c: finisher(c[0], c[1]), chunks))
@@ -138,13 +177,16 @@ def main() -> None:
             tiles,
             "finish",
         ),
-        Row(
-            "finish chunks, this thread",
-            measure(lambda: [finish_maps(m, tasks, j) for m, j, _ in chunks], args.repeats),
-            tiles,
-            "finish",
-        ),
     ]
+    with gc_tally({"collections": 0, "full": 0, "seconds": 0.0}) as tally:
+        seconds = measure(lambda: [finish_maps(m, tasks, j) for m, j, _ in chunks], args.repeats, warmup=0)
+    rows.append(Row("finish chunks, this thread", seconds, tiles, "finish"))
+    passes = args.repeats
+    print(
+        f"cyclic GC while finishing the chunks in this thread: {tally['collections'] / passes:.0f} collections "
+        f"({tally['full'] / passes:.1f} full) and {tally['seconds'] / passes:.3f} s per pass "
+        f"of {statistics.median(seconds):.3f} s"
+    )
     rows.append(
         Row(
             "nuclei outlines, one object at a time",
@@ -161,6 +203,16 @@ def main() -> None:
             "outlines",
         )
     )
+    new_blocks = measure(lambda: pack_all(chunks), args.repeats)
+    reused = [pack(maps)[0] for maps, _, _ in chunks]  # blocks of the right size, their pages in place
+    try:
+        used_blocks = measure(lambda: pack_all(chunks, reused), args.repeats)
+    finally:
+        for block in reused:
+            block.close()
+            block.unlink()
+    rows.append(Row("pack maps into new shared-memory blocks", new_blocks, tiles, "pack"))
+    rows.append(Row("pack maps into blocks used before", used_blocks, tiles, "pack"))
     cores = len(os.sched_getaffinity(0))
     for processes in sorted({1, 2, cores // 2, cores} - {0}):
         with ChunkFinisher(tasks, processes) as finisher:

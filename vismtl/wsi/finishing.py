@@ -11,8 +11,9 @@ spawned worker processes that scales with the machine's cores.
 The blended maps travel through a shared-memory block (a single copy, no pickling of the
 arrays; integer maps such as type decisions narrowed to the smallest dtype that holds them),
 and the worker finishes the chunk on views of that block. Blocks are reused from chunk to
-chunk, and each worker keeps the blocks it has seen mapped: a fresh 50 MB block costs its
-pages' faults on both sides (about 25 ms a chunk here, four times the copy itself). Given
+chunk, and each worker keeps the blocks it has seen mapped: the copy into a fresh 50 MB block
+faults its pages in (42 ms a chunk here, against 7 ms into a block used before:
+``benchmarks/wsi_finishing.py``), and the worker's first mapping does again. Given
 the chunk's files, the worker writes its rasters and part files itself and only the tallies
 come back; otherwise the rasters and the part files' text come back pickled (a few MB).
 """
