@@ -8,15 +8,19 @@ checkpoint is given) runs on the first chunks of tissue of the generated 20,000 
 ``wsi_throughput.py`` (1024 px chunks with 64 px margins, 256 px tiles with 32 px of context), and
 its blended maps are kept. Then, timed on those maps:
 
+- the chunks' pixel cues, rasters and decisions (``chunk_maps``: the per-pixel part of finishing,
+  which the engine does where the canvas is, on a GPU there; printed: their size against the
+  probabilities the finishing processes were sent before 2026-11-28);
 - finishing every chunk in this thread (``finish_maps``: watershed and components of the instance
-  tasks, type votes, rasters, outlines, JSON): tiles per second of one core; first with the
-  instance tasks decided on the whole region, as before 2026-11-27, then on the box of the
-  pixels tiles ran on (the same results, checked);
+  tasks, type votes, outlines, JSON): tiles per second of one core; from the cues, as the
+  finishing processes now do, and from the probabilities (cues made, then finishing) as before
+  2026-11-28;
 - the outlines of every nucleus: the former per-object OpenCV tracer (``tests/outline_reference.py``)
   against ``label_outlines`` (all objects at once);
 - the copy of the chunks' maps into shared memory for the finishing processes (``pack``): into new
   blocks, as before 2026-11-27, and into blocks used before, as ``ChunkFinisher`` now does (a new
-  block's pages are faulted in by the copy);
+  block's pages are faulted in by the copy); and the probabilities into blocks used before, as
+  before 2026-11-28;
 - ``ChunkFinisher`` with 1, 2, ... worker processes (as many as the machine's cores), fed by as
   many threads: how the engine's finishing scales where cores are free (GPU machines).
 
@@ -39,7 +43,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -54,19 +57,17 @@ from vismtl.config import load_config  # noqa: E402
 from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
-from vismtl.wsi import (
-    WSISettings,  # noqa: E402
-    stitch,  # noqa: E402
-)
+from vismtl.wsi import WSISettings  # noqa: E402
 from vismtl.wsi.engine import ChunkTiles  # noqa: E402
-from vismtl.wsi.finishing import ChunkFinisher, pack  # noqa: E402
+from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes  # noqa: E402
 from vismtl.wsi.outlines import label_outlines  # noqa: E402
-from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, chunk_maps, finish_maps  # noqa: E402
+from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, ChunkMaps, chunk_maps, finish_maps  # noqa: E402
 from wsi_throughput import ROOT, bench_plan, make_slide  # noqa: E402
 
 
 def blended_chunks(model, tasks, slide_path: Path, count: int) -> list[tuple[dict, ChunkJob, int]]:
-    """``(maps, job, tiles)`` of the slide's first ``count`` chunks with tissue, as the engine blends them."""
+    """``(activated, job, tiles)`` of the slide's first ``count`` chunks with tissue, as the engine
+    blends them (``activated``: the canvas's result)."""
     settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64, workers=0)
     plan = bench_plan(slide_path, settings, settings.margin)
     layout = plan.layout
@@ -82,8 +83,8 @@ def blended_chunks(model, tasks, slide_path: Path, count: int) -> list[tuple[dic
                 logits = model(images[start : start + 16])
                 kept = {n: tasks[n].activate(logits[n])[:, :, 32:288, 32:288] for n in dense}
                 canvas.add(kept, torch.from_numpy(plan.positions[first + start : first + start + len(kept["nuclei"])]))
-            maps = {n: m.clone() for n, m in chunk_maps(canvas, tasks).items()}
-            chunks.append((maps, ChunkJob(canvas.region, layout.core(*plan.chunks[index]), 1.0, 0.5), len(images)))
+            activated = {n: m.clone() for n, m in canvas.result().items()}
+            chunks.append((activated, ChunkJob(canvas.region, layout.core(*plan.chunks[index]), 1.0, 0.5), len(images)))
     reader.close()
     return chunks
 
@@ -94,21 +95,6 @@ def outlines_one_by_one(labels: np.ndarray) -> list:
 
 def ring_areas(rings) -> np.ndarray:
     return np.array([Polygon(ring).area for ring in rings])
-
-
-def whole_region_finish(chunks, tasks, expected=None) -> list:
-    """``finish_maps`` with the instance tasks decided on the whole region, then cut to the pixels
-    tiles ran on (the former way; now decided on the box of those pixels): checked equal."""
-
-    def whole(task, probabilities, ran=None):
-        labels = task.decide(probabilities)
-        return torch.where(probabilities.sum(dim=1) > 0, labels, torch.zeros((), dtype=labels.dtype))
-
-    with mock.patch.object(stitch, "_decide_where_run", whole):
-        results = [finish_maps(m, tasks, j) for m, j, _ in chunks]
-    for (rasters, parts), (rasters_now, parts_now) in zip(results, expected or results):
-        assert parts == parts_now and all(np.array_equal(rasters[n], rasters_now[n]) for n in rasters)
-    return results
 
 
 @contextlib.contextmanager
@@ -140,6 +126,26 @@ def pack_all(chunks, reused=None) -> None:
             block.unlink()
 
 
+def sent_before(activated: dict, tasks) -> dict:
+    """What a chunk's finishing was sent before 2026-11-28: the instance tasks' probabilities and
+    the other tasks' decisions."""
+    return {n: a if tasks[n].kind == "instance" else tasks[n].decide(a) for n, a in activated.items()}
+
+
+def finish_as_before(sent: dict, tasks, job: ChunkJob):
+    """A finishing process's work before 2026-11-28: the instance tasks' cues from the
+    probabilities it was sent (:func:`sent_before`), then the finishing."""
+    instance = {n: value for n, value in sent.items() if tasks[n].kind == "instance"}
+    maps = chunk_maps(instance, tasks, job)
+    maps.decided = {n: value for n, value in sent.items() if n not in instance}
+    return finish_maps(maps, tasks, job)
+
+
+def map_bytes(chunks) -> int:
+    """Bytes of the chunks' maps as packed for the finishing processes (integer maps narrowed)."""
+    return sum(packed_nbytes(maps) for maps, _, _ in chunks)
+
+
 def finish_in_processes(finisher: ChunkFinisher, chunks) -> None:
     with ThreadPoolExecutor(finisher.processes) as threads:
         list(threads.map(lambda c: finisher(c[0], c[1]), chunks))
@@ -159,10 +165,20 @@ def main() -> None:
     model = build_model(cfg.model, tasks).eval()
     if args.histology_checkpoint:
         ckpt.load_model_weights(model, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
-    chunks = blended_chunks(model, tasks, make_slide(args.cache / "tissue_20000.tiff", 20_000), args.chunks)
+    blended = blended_chunks(model, tasks, make_slide(args.cache / "tissue_20000.tiff", 20_000), args.chunks)
+    chunks = [(chunk_maps(activated, tasks, job), job, count) for activated, job, count in blended]
+    # what the finishing processes were sent before 2026-11-28: the probabilities (and decisions)
+    probabilities = [
+        (ChunkMaps({}, {}, sent_before(activated, tasks)), job, count) for activated, job, count in blended
+    ]
     tiles = sum(c[2] for c in chunks)
     inline = [finish_maps(maps, tasks, job) for maps, job, _ in chunks]
-    labels = [tasks["nuclei"].decide(maps["nuclei"])[0].numpy() for maps, _, _ in chunks]
+    labels = [tasks["nuclei"].decide_from_cues(maps.cues["nuclei"])[0].numpy() for maps, _, _ in chunks]
+    print(
+        f"maps per chunk for finishing: {map_bytes(probabilities) / len(chunks) / 2**20:.1f} MB of probabilities "
+        f"and decisions (before 2026-11-28), {map_bytes(chunks) / len(chunks) / 2**20:.1f} MB of pixel cues, "
+        "rasters and decisions (now)"
+    )
     objects = sum(int(ids.max()) for ids in labels)
     print(f"{len(chunks)} chunks, {tiles} model tiles, {objects} nuclei")
     for ids in labels:  # the same outlines (equal areas: ties between equal pieces aside, the same rings)
@@ -172,15 +188,23 @@ def main() -> None:
 
     rows = [
         Row(
-            "finish chunks, this thread, instances decided on the whole region (before 2026-11-27)",
-            measure(lambda: whole_region_finish(chunks, tasks, inline), args.repeats),
+            "pixel cues, rasters and decisions of the chunks (chunk_maps; on a GPU, done there)",
+            measure(lambda: [chunk_maps(activated, tasks, job) for activated, job, _ in blended], args.repeats),
             tiles,
-            "finish",
+            "cues",
         ),
     ]
     with gc_tally({"collections": 0, "full": 0, "seconds": 0.0}) as tally:
         seconds = measure(lambda: [finish_maps(m, tasks, j) for m, j, _ in chunks], args.repeats, warmup=0)
     rows.append(Row("finish chunks, this thread", seconds, tiles, "finish"))
+    rows.append(
+        Row(
+            "pixel cues, then finish chunks, this thread (before 2026-11-28, finishing made the cues)",
+            measure(lambda: [finish_as_before(m.decided, tasks, j) for m, j, _ in probabilities], args.repeats),
+            tiles,
+            "finish",
+        )
+    )
     passes = args.repeats
     print(
         f"cyclic GC while finishing the chunks in this thread: {tally['collections'] / passes:.0f} collections "
@@ -204,14 +228,18 @@ def main() -> None:
         )
     )
     new_blocks = measure(lambda: pack_all(chunks), args.repeats)
-    reused = [pack(maps)[0] for maps, _, _ in chunks]  # blocks of the right size, their pages in place
+    reused = [pack(maps)[0] for maps, _, _ in probabilities]  # blocks of the right size, their pages in place
     try:
         used_blocks = measure(lambda: pack_all(chunks, reused), args.repeats)
+        used_blocks_before = measure(lambda: pack_all(probabilities, reused), args.repeats)
     finally:
         for block in reused:
             block.close()
             block.unlink()
     rows.append(Row("pack maps into new shared-memory blocks", new_blocks, tiles, "pack"))
+    rows.append(
+        Row("pack the probabilities into blocks used before (before 2026-11-28)", used_blocks_before, tiles, "pack")
+    )
     rows.append(Row("pack maps into blocks used before", used_blocks, tiles, "pack"))
     cores = len(os.sched_getaffinity(0))
     for processes in sorted({1, 2, cores // 2, cores} - {0}):

@@ -441,15 +441,16 @@ def test_chunks_with_tissue_only_in_their_margin_are_skipped():
 
 
 def test_objects_never_grow_into_pixels_no_tile_ran_on():
-    from vismtl.wsi.stitch import _decide_where_run
+    from vismtl.wsi.stitch import ChunkJob, chunk_maps, decide_instances
 
-    gland = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)["gland"]
+    tasks = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)
     probabilities = torch.zeros((1, 3, 40, 60))
     probabilities[0, 0, :, :30] = 1.0  # tiles ran on the left half only: background there...
     probabilities[0, :, 10:30, 18:30] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]  # ...and a gland seed at its edge
-    grown = gland.decide(probabilities)[0]
+    grown = tasks["gland"].decide(probabilities)[0]
     assert grown[:, 30:].any()  # the band's growth alone would reach into the uncomputed half
-    cut = _decide_where_run(gland, probabilities)[0]
+    job = ChunkJob((0, 0, 40, 60), (0, 0, 40, 60), 1.0, None)
+    cut = decide_instances(chunk_maps({"gland": probabilities}, tasks, job), tasks, (40, 60))["gland"][0]
     assert not cut[:, 30:].any() and torch.equal(cut[:, :30], grown[:, :30])
 
 

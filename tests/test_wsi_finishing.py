@@ -19,8 +19,8 @@ from scipy import ndimage
 from conftest import subprocess_env
 from vismtl.config import load_config
 from vismtl.tasks import build_tasks
-from vismtl.wsi.finishing import ChunkFinisher, pack, unpack
-from vismtl.wsi.stitch import ChunkJob
+from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes, unpack
+from vismtl.wsi.stitch import ChunkJob, ChunkMaps, chunk_maps, decide_instances
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTOLOGY_TASKS = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)
@@ -32,31 +32,42 @@ def shared_blocks() -> set[str]:
 
 def test_pack_round_trip_narrows_integer_maps():
     rng = np.random.default_rng(0)
-    maps = {
-        "probabilities": torch.from_numpy(rng.random((1, 3, 37, 41), dtype=np.float32)),
-        "classes": torch.from_numpy(rng.integers(0, 7, (1, 37, 41))),  # int64, fits uint8
-        "depth": torch.from_numpy(rng.random((1, 37, 41))),  # float64 kept
-        "signed": torch.from_numpy(rng.integers(-5, 300, (1, 5, 3))),  # int64 -> int32
-        "empty": torch.zeros((1, 0, 4), dtype=torch.int64),
-        "autocast": torch.from_numpy(rng.random((1, 2, 3, 4), dtype=np.float32)).bfloat16(),  # -> float32
-    }
+    maps = ChunkMaps(
+        cues={
+            "nuclei": {"mask": torch.from_numpy(rng.random((1, 30, 40)) > 0.5), "rise": torch.rand(1, 30, 40).double()}
+        },
+        rasters={"nuclei": torch.from_numpy(rng.integers(0, 256, (25, 35), dtype=np.uint8))},
+        decided={
+            "classes": torch.from_numpy(rng.integers(0, 7, (1, 37, 41))),  # int64, fits uint8
+            "depth": torch.from_numpy(rng.random((1, 37, 41))),  # float64 kept
+            "signed": torch.from_numpy(rng.integers(-5, 300, (1, 5, 3))),  # int64 -> int32
+            "empty": torch.zeros((1, 0, 4), dtype=torch.int64),
+            "autocast": torch.from_numpy(rng.random((1, 2, 3, 4), dtype=np.float32)).bfloat16(),  # -> float32
+        },
+        ran=torch.from_numpy(rng.random((1, 30, 40)) > 0.2),
+        box=(3, 1, 33, 41),
+    )
     block, spec = pack(maps)
+    assert block.size >= packed_nbytes(maps)
     try:
         back = unpack(block, spec)  # views of the block
-        assert back["classes"].dtype == torch.uint8 and back["signed"].dtype == torch.int32
-        assert back["probabilities"].dtype == torch.float32 and back["depth"].dtype == torch.float64
-        assert back["autocast"].dtype == torch.float32
-        for name, value in maps.items():
-            assert back[name].shape == value.shape
-            assert torch.equal(back[name].to(value.dtype), value), name
+        assert back.box == (3, 1, 33, 41) and back.ran.dtype == torch.bool and torch.equal(back.ran, maps.ran)
+        assert back.decided["classes"].dtype == torch.uint8 and back.decided["signed"].dtype == torch.int32
+        assert back.decided["depth"].dtype == torch.float64 and back.decided["autocast"].dtype == torch.float32
+        assert back.cues["nuclei"]["rise"].dtype == torch.float64 and back.rasters["nuclei"].dtype == torch.uint8
+        flat, flat_back = maps.flat(), back.flat()
+        assert flat.keys() == flat_back.keys()
+        for key, value in flat.items():
+            assert flat_back[key].shape == value.shape
+            assert torch.equal(flat_back[key].to(value.dtype), value), key
     finally:
-        back = None  # the views go before the block closes
+        back = flat_back = None  # the views go before the block closes
         block.close()
         block.unlink()
 
 
 def histology_maps(seed: int, height: int = 160, width: int = 176) -> dict[str, torch.Tensor]:
-    """Blobby probabilities for the instance tasks, class decisions for the type tasks."""
+    """Blobby probabilities of the histology tasks, as a chunk's canvas holds them."""
     rng = np.random.default_rng(seed)
 
     def smooth(sigma: float, channels: int) -> np.ndarray:
@@ -64,13 +75,14 @@ def histology_maps(seed: int, height: int = 160, width: int = 176) -> dict[str, 
         return noise / noise.std()
 
     maps = {}
-    for name, sigma in (("nuclei", 2.5), ("gland", 9.0), ("lumen", 5.0)):
-        logits = torch.from_numpy(3.0 * smooth(sigma, 3)).float()
+    for name, sigma in (("nuclei", 2.5), ("gland", 9.0), ("lumen", 5.0), ("gland_type", 4.0), ("nuclei_type", 4.0)):
+        logits = torch.from_numpy(3.0 * smooth(sigma, HISTOLOGY_TASKS[name].num_outputs)).float()
         maps[name] = torch.softmax(logits, dim=0)[None]
-    for name in ("gland_type", "nuclei_type"):
-        classes = HISTOLOGY_TASKS[name].num_outputs
-        maps[name] = torch.from_numpy(smooth(4.0, classes - 1).argmax(axis=0) + 1)[None]
     return maps
+
+
+def finishing_maps(activated: dict[str, torch.Tensor], job: ChunkJob, tasks=HISTOLOGY_TASKS) -> ChunkMaps:
+    return chunk_maps(activated, {n: tasks[n] for n in activated}, job)
 
 
 def test_processes_finish_chunks_like_the_writer_threads():
@@ -78,7 +90,7 @@ def test_processes_finish_chunks_like_the_writer_threads():
     before = shared_blocks()
     with ChunkFinisher(HISTOLOGY_TASKS, processes=2) as finisher:
         for seed in range(3):
-            maps = histology_maps(seed)
+            maps = finishing_maps(histology_maps(seed), job)
             rasters, parts, seconds = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)  # inline
             rasters_p, parts_p, seconds_p = finisher(maps, job)
             assert seconds > 0 and seconds_p > 0
@@ -95,7 +107,9 @@ def test_blocks_are_reused_across_chunks_of_any_size():
     chunks in flight (a larger chunk replaces a spare that is too small), all unlinked at the end."""
     sizes = [(160, 176), (96, 120), (200, 240), (160, 176), (64, 64), (200, 240)] * 2
     jobs = [ChunkJob((0, 0, h, w), (0, 0, h, w), 1.0, None) for h, w in sizes]
-    chunks = [(histology_maps(seed, *size), job) for seed, (size, job) in enumerate(zip(sizes, jobs))]
+    chunks = [
+        (finishing_maps(histology_maps(seed, *size), job), job) for seed, (size, job) in enumerate(zip(sizes, jobs))
+    ]
     expected = [ChunkFinisher(HISTOLOGY_TASKS)(maps, job)[:2] for maps, job in chunks]
     before = shared_blocks()
     with ChunkFinisher(HISTOLOGY_TASKS, processes=2) as finisher, ThreadPoolExecutor(2) as threads:
@@ -118,7 +132,7 @@ def test_blocks_are_reused_across_chunks_of_any_size():
 
 def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():
     job = ChunkJob(region=(0, 0, 160, 176), core=(0, 0, 160, 176), scale=1.0, mpp=None)
-    maps = histology_maps(5)
+    maps = finishing_maps(histology_maps(5), job)
     with ChunkFinisher(HISTOLOGY_TASKS, processes=1) as finisher:
         expected = finisher(maps, job)
         (worker,) = finisher._pool._processes.values()
@@ -160,7 +174,7 @@ import torch
 from vismtl.config import load_config
 from vismtl.tasks import build_tasks
 from vismtl.wsi.finishing import ChunkFinisher
-from vismtl.wsi.stitch import ChunkJob
+from vismtl.wsi.stitch import ChunkJob, chunk_maps
 if __name__ == "__main__":
     tasks = build_tasks(load_config(sys.argv[1]).tasks)
     finisher = ChunkFinisher(tasks, processes=2)
@@ -169,8 +183,9 @@ if __name__ == "__main__":
         time.sleep(0.1)
     time.sleep(3)  # let them import and start their watchdogs
     # one chunk, so that a shared-memory block is kept for the next one
-    maps = {n: torch.full((1, t.num_outputs, 32, 32), 0.3) for n, t in tasks.items() if t.kind == "instance"}
-    finisher(maps, ChunkJob((0, 0, 32, 32), (0, 0, 32, 32), 1.0, None))
+    job = ChunkJob((0, 0, 32, 32), (0, 0, 32, 32), 1.0, None)
+    activated = {n: torch.full((1, t.num_outputs, 32, 32), 0.3) for n, t in tasks.items() if t.kind == "instance"}
+    finisher(chunk_maps(activated, tasks, job), job)
     print(*[p.pid for p in finisher._pool._processes.values()], flush=True)
     print(*[block.name for block in finisher._spare], flush=True)
     time.sleep(600)
@@ -214,11 +229,12 @@ def test_objects_get_the_majority_type_of_their_pixels():
 
     from vismtl.tasks import instance_targets as it
 
-    maps = histology_maps(7)
+    activated = histology_maps(7)
     job = ChunkJob(region=(0, 0, 160, 176), core=(0, 0, 160, 176), scale=1.0, mpp=None)  # every object owned
-    _, parts, _ = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)
-    labels = HISTOLOGY_TASKS["nuclei"].decide(maps["nuclei"])[0].numpy()
-    votes = it.majority_type(labels, maps["nuclei_type"][0].numpy(), 7)  # voted over the raw type decisions
+    _, parts, _ = ChunkFinisher(HISTOLOGY_TASKS)(finishing_maps(activated, job), job)
+    labels = HISTOLOGY_TASKS["nuclei"].decide(activated["nuclei"])[0].numpy()
+    types = HISTOLOGY_TASKS["nuclei_type"].decide(activated["nuclei_type"])[0].numpy()
+    votes = it.majority_type(labels, types, 7)  # voted over the raw type decisions
     names = HISTOLOGY_TASKS["nuclei_type"].class_names
     expected = Counter(names[votes[k]] for k in np.unique(labels) if k)
     assert len(expected) >= 3 and parts["nuclei"].counts == dict(expected)
@@ -226,52 +242,62 @@ def test_objects_get_the_majority_type_of_their_pixels():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_decisions_on_the_box_of_the_tiles_that_ran_equal_those_on_the_whole_region(seed):
-    """A chunk at the edge of the tissue: its instance tasks are decided on the box of the pixels
-    some tile ran on (grown by the task's reach), and give the labels of deciding the whole region."""
-    from vismtl.wsi.stitch import _decide_where_run
-
-    maps = histology_maps(seed, height=224, width=240)
+    """A chunk at the edge of the tissue: its instance tasks are decided from cues made on the
+    box of the pixels some tile ran on (grown by the tasks' reach), and give the labels of
+    deciding the whole region."""
     ran = np.zeros((224, 240), bool)
     ran[40:120, 56:184] = ran[120:200, 56:120] = True  # an L of tiles, away from the region's border
+    activated = {n: value * torch.from_numpy(ran) for n, value in histology_maps(seed, 224, 240).items()}
+    job = ChunkJob((0, 0, 224, 240), (0, 0, 224, 240), 1.0, None)
+    maps = finishing_maps(activated, job)
+    assert maps.box == (40 - 6, 56 - 6, 200 + 6, 184 + 6)  # grown by the glands' reach, the largest
+    decided = decide_instances(maps, HISTOLOGY_TASKS, (224, 240))
     for name in ("nuclei", "gland", "lumen"):
-        probabilities = maps[name] * torch.from_numpy(ran)
-        task = HISTOLOGY_TASKS[name]
-        whole = task.decide(probabilities)[0]
+        whole = HISTOLOGY_TASKS[name].decide(activated[name])[0]
         expected = torch.where(torch.from_numpy(ran), whole, torch.zeros((), dtype=whole.dtype))
-        decided = _decide_where_run(task, probabilities)[0]
-        assert torch.equal(decided, expected), name
-        assert decided.max() > 0 and expected[~torch.from_numpy(ran)].eq(0).all()
+        assert torch.equal(decided[name][0], expected), name
+        assert expected.max() > 0 and expected[~torch.from_numpy(ran)].eq(0).all()
 
 
 def test_objects_at_the_edge_of_the_tiles_that_ran_keep_their_size_for_min_size():
     """The box is grown by the task's reach: a lumen seed in the corner of the tiles grows past
     them (3 x 4 = 12 px, kept: min_size 10) before the cut, as on the whole region; decided on
     the bare box it would only grow inwards (6 px) and be dropped."""
-    from vismtl.wsi.stitch import _decide_where_run
-
     probabilities = torch.zeros((1, 3, 80, 100))
     probabilities[0, 0, 20:60, 30:80] = 1.0  # tiles ran here: background...
     probabilities[0, :, 59, 78:80] = torch.tensor([0.0, 1.0, 0.0])[:, None]  # ...and a seed in their corner
-    lumen = HISTOLOGY_TASKS["lumen"]
-    decided = _decide_where_run(lumen, probabilities)[0]
+    job = ChunkJob((0, 0, 80, 100), (0, 0, 80, 100), 1.0, None)
+    decided = decide_instances(finishing_maps({"lumen": probabilities}, job), HISTOLOGY_TASKS, (80, 100))["lumen"][0]
     assert int(decided.max()) == 1 and int((decided > 0).sum()) == 6  # the object, cut to the tiles
-    whole = lumen.decide(probabilities)[0]
+    whole = HISTOLOGY_TASKS["lumen"].decide(probabilities)[0]
     assert int((whole > 0).sum()) == 12
+
+
+def test_a_chunk_where_no_tile_ran_has_no_objects_and_empty_rasters():
+    job = ChunkJob((0, 0, 48, 64), (8, 8, 40, 56), 1.0, 0.5)
+    activated = {n: torch.zeros((1, t.num_outputs, 48, 64)) for n, t in HISTOLOGY_TASKS.items() if t.dense}
+    maps = finishing_maps(activated, job)
+    assert maps.box is None and maps.ran is None and not maps.cues
+    rasters, parts, _ = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)
+    assert all(value.shape[:2] == (32, 48) for value in rasters.values())
+    assert not any(value.any() for name, value in rasters.items() if HISTOLOGY_TASKS[name].kind == "instance")
+    assert {name: part.counts for name, part in parts.items()} == {"nuclei": {}, "gland": {}, "lumen": {}}
 
 
 @pytest.mark.parametrize("config", ["scenes.py", "nyud.py", "pascal_context.py", "histology_tasks.py"])
 def test_raster_spec_is_the_dtype_and_shape_each_task_writes(config):
     """The zarr arrays are created from raster_spec before any chunk: it must say what the
     chunks will hold (a wider raster written into a narrower array would wrap silently)."""
-    from vismtl.wsi.stitch import raster, raster_spec
+    from vismtl.wsi.stitch import finish_maps, raster_spec
 
     tasks = build_tasks(load_config(ROOT / "configs" / "_base_" / "datasets" / config).tasks)
+    dense = {name: task for name, task in tasks.items() if task.dense}
     rng = np.random.default_rng(0)
-    for name, task in tasks.items():
-        if not task.dense:
-            continue
-        logits = torch.from_numpy(rng.normal(0, 3, (1, task.num_outputs, 12, 10)).astype(np.float32))
-        activated = task.activate(logits)
-        decided = activated if task.kind == "instance" else task.decide(activated)
-        written = raster(task, activated, decided)
-        assert raster_spec(task) == (written.dtype, written.shape[2:]), name
+    logits = {
+        n: torch.from_numpy(rng.normal(0, 3, (1, t.num_outputs, 12, 10)).astype(np.float32)) for n, t in dense.items()
+    }
+    job = ChunkJob((0, 0, 12, 10), (2, 1, 12, 10), 1.0, None)
+    rasters, _ = finish_maps(chunk_maps({n: t.activate(logits[n]) for n, t in dense.items()}, dense, job), dense, job)
+    for name, task in dense.items():
+        written = rasters[name]
+        assert written.shape[:2] == (10, 9) and raster_spec(task) == (written.dtype, written.shape[2:]), name

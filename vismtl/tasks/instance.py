@@ -138,19 +138,33 @@ class InstanceTask(Task):
 
     def decide(self, activated: torch.Tensor) -> torch.Tensor:
         """Probabilities ``[B, 3, H, W]`` -> instance ids ``[B, H, W]`` int32 (on the CPU)."""
-        maps = [self._instances(p) for p in activated.cpu().numpy()]
-        return torch.from_numpy(np.stack(maps)) if maps else torch.zeros((0, *activated.shape[-2:]), dtype=torch.int32)
+        return self.decide_from_cues(self.pixel_cues(activated))
+
+    def pixel_cues(self, activated: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-pixel part of :meth:`decide`, where ``activated`` is (the model's device):
+        ``{name: [B, H, W]}``, a few bytes a pixel instead of the probabilities' twelve."""
+        if self.postprocess_kind == "watershed":
+            return it.watershed_cues(activated, self.threshold)
+        return it.seed_cues(activated, self.threshold)
+
+    def decide_from_cues(self, cues: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The rest of :meth:`decide` (components, flooding, growth), on the CPU: ids ``[B, H, W]`` int32."""
+        cues = {name: value.cpu().numpy() for name, value in cues.items()}  # float64 rise kept as it is
+        count, shape = len(next(iter(cues.values()))), next(iter(cues.values())).shape[1:]
+        if self.postprocess_kind == "watershed":
+            maps = [
+                it.watershed_from_cues(cues["mask"][k], cues["marked"][k], cues["rise"][k], self.min_size, self.band)
+                for k in range(count)
+            ]
+        else:
+            maps = [it.grow_seeds(cues["seeds"][k], self.band, self.min_size) for k in range(count)]
+        return torch.from_numpy(np.stack(maps)) if maps else torch.zeros((0, *shape), dtype=torch.int32)
 
     @property
     def reach(self) -> int:
         """How far (pixels) the decided objects, and what decides them, reach beyond the pixels
         whose probabilities are not all 0: the growth by the band's inner half, plus one."""
         return it.band_radii(self.band)[0] + 1
-
-    def _instances(self, probabilities: np.ndarray) -> np.ndarray:
-        if self.postprocess_kind == "watershed":
-            return it.postprocess_watershed(probabilities, self.min_size, self.threshold, self.band)
-        return it.postprocess_interior_minus_contour(probabilities, self.threshold, self.band, self.min_size)
 
     def refine(self, prediction: torch.Tensor, predictions: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Drop instances outside the ``inside`` task's objects (lumina outside glands)."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
@@ -213,6 +214,40 @@ def chessboard_reach(markers: np.ndarray, reach: int) -> np.ndarray:
     return distance
 
 
+def watershed_cues(prob: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Tensor]:
+    """The per-pixel part of :func:`postprocess_watershed`, on ``prob``'s device (a GPU's, in the
+    slide engine): float ``[..., 3, H, W]`` probabilities -> ``[..., H, W]`` maps ``mask``
+    (interior + contour > threshold) and ``marked`` (interior > threshold), bool, and ``rise``
+    (contour - interior), float64 as the flooding orders pixels by it. Half the bytes of the
+    probabilities, and what :func:`watershed_from_cues` needs of them."""
+    interior, contour = prob[..., 1, :, :].double(), prob[..., 2, :, :].double()  # background is not used
+    return {"mask": interior + contour > threshold, "marked": interior > threshold, "rise": contour - interior}
+
+
+def watershed_from_cues(
+    mask: np.ndarray,
+    marked: np.ndarray,
+    rise: np.ndarray,
+    min_size: int = 10,
+    band: int | None = 3,
+    min_marker_size: int = 3,
+) -> np.ndarray:
+    """The rest of :func:`postprocess_watershed`, from :func:`watershed_cues` ``[H, W]``: int32 ids."""
+    # 8-connected: the chessboard-eroded core of a 3-px-wide neck is a diagonal line
+    markers = remove_small(ndi.label(marked, structure=EIGHT)[0], min_marker_size)
+    if band is None:
+        distance = ndi.distance_transform_cdt(markers == 0, metric="chessboard")
+    else:  # undo the targets' chessboard erosion; beyond r_in the mask is cut, so distances there do not matter
+        r_in = band_radii(band)[0]
+        distance = chessboard_reach(markers, r_in)
+        mask = mask & (distance <= r_in)  # a new array: the cue may be a view of shared memory
+    # Flood ring by ring away from the markers (contour - interior orders pixels within a ring):
+    # each contour pixel joins the marker it touches, which restores touching objects exactly.
+    elevation = 2.0 * distance + rise
+    labels = watershed(elevation, markers, mask=mask, connectivity=2)
+    return remove_small(labels, min_size)
+
+
 def postprocess_watershed(
     prob: np.ndarray,
     min_size: int = 10,
@@ -229,22 +264,11 @@ def postprocess_watershed(
     pixels that the targets add outside each object; with ``band`` given (the band of the targets) the
     mask is also cut to pixels within ``r_in`` of a marker, which undoes the erosion without the outer
     ring (``band=None``: the plain mask). Objects below ``min_size`` pixels are removed; ids ``1..K``.
+    (:func:`watershed_cues`, then :func:`watershed_from_cues`.)
     """
-    interior, contour = np.asarray(prob)[1:].astype(np.float64)  # the background channel is not used
-    mask = (interior + contour) > threshold
-    # 8-connected: the chessboard-eroded core of a 3-px-wide neck is a diagonal line
-    markers = remove_small(ndi.label(interior > threshold, structure=EIGHT)[0], min_marker_size)
-    if band is None:
-        distance = ndi.distance_transform_cdt(markers == 0, metric="chessboard")
-    else:  # undo the targets' chessboard erosion; beyond r_in the mask is cut, so distances there do not matter
-        r_in = band_radii(band)[0]
-        distance = chessboard_reach(markers, r_in)
-        mask &= distance <= r_in
-    # Flood ring by ring away from the markers (contour - interior orders pixels within a ring):
-    # each contour pixel joins the marker it touches, which restores touching objects exactly.
-    elevation = 2.0 * distance + (contour - interior)
-    labels = watershed(elevation, markers, mask=mask, connectivity=2)
-    return remove_small(labels, min_size)
+    cues = watershed_cues(torch.as_tensor(np.asarray(prob)), threshold)
+    cues = {name: value.numpy() for name, value in cues.items()}
+    return watershed_from_cues(**cues, min_size=min_size, band=band, min_marker_size=min_marker_size)
 
 
 def fill_holes(inst: np.ndarray) -> np.ndarray:
@@ -286,6 +310,20 @@ def expand_chessboard(labels: np.ndarray, distance: int) -> np.ndarray:
     return out
 
 
+def seed_cues(prob: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Tensor]:
+    """The per-pixel part of :func:`postprocess_interior_minus_contour`, on ``prob``'s device:
+    float ``[..., 3, H, W]`` -> bool ``[..., H, W]`` ``seeds``, interior - contour > threshold (in
+    float64, as the CPU compares): one byte a pixel instead of twelve."""
+    interior, contour = prob[..., 1, :, :].double(), prob[..., 2, :, :].double()  # background is not used
+    return {"seeds": interior - contour > threshold}
+
+
+def grow_seeds(seeds: np.ndarray, band: int = 3, min_size: int = 30) -> np.ndarray:
+    """The rest of :func:`postprocess_interior_minus_contour`, from :func:`seed_cues` ``[H, W]``: int32 ids."""
+    grown = expand_chessboard(ndi.label(seeds, structure=EIGHT)[0], band_radii(band)[0])
+    return remove_small(fill_holes(grown), min_size)
+
+
 def postprocess_interior_minus_contour(
     prob: np.ndarray, threshold: float = 0.5, band: int = 3, min_size: int = 30
 ) -> np.ndarray:
@@ -294,11 +332,10 @@ def postprocess_interior_minus_contour(
     interior - contour > threshold -> 8-connected components -> each grown by ``r_in`` of ``band``
     (the chessboard erosion of the targets) with :func:`expand_chessboard`, which gives every pixel to
     the nearest component so neighbours never merge -> fill holes -> drop objects below ``min_size``.
+    (:func:`seed_cues`, then :func:`grow_seeds`.)
     """
-    interior, contour = np.asarray(prob)[1:].astype(np.float64)  # the background channel is not used
-    seeds = ndi.label((interior - contour) > threshold, structure=EIGHT)[0]
-    grown = expand_chessboard(seeds, band_radii(band)[0])
-    return remove_small(fill_holes(grown), min_size)
+    seeds = seed_cues(torch.as_tensor(np.asarray(prob)), threshold)["seeds"]
+    return grow_seeds(seeds.numpy(), band, min_size)
 
 
 def drop_outside(inst: np.ndarray, container: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:

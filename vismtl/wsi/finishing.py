@@ -8,7 +8,8 @@ the GIL to launch every kernel. :class:`ChunkFinisher` runs it either inline (th
 writer thread; the default on the CPU, where every core is already busy) or in a pool of
 spawned worker processes that scales with the machine's cores.
 
-The blended maps travel through a shared-memory block (a single copy, no pickling of the
+The chunk's maps (:class:`~vismtl.wsi.stitch.ChunkMaps`: the instance tasks' pixel cues, not
+their probabilities) travel through a shared-memory block (a single copy, no pickling of the
 arrays; integer maps such as type decisions narrowed to the smallest dtype that holds them),
 and the worker finishes the chunk on views of that block. Blocks are reused from chunk to
 chunk, and each worker keeps the blocks it has seen mapped: the copy into a fresh 50 MB block
@@ -39,7 +40,7 @@ from vismtl.tasks import Task
 from vismtl.wsi.outputs import ChunkFiles, write_chunk_files
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, finish_maps
 
-Spec = list[tuple[str, str, tuple[int, ...], int]]  # (task, dtype, shape, byte offset) per map
+Spec = list[tuple[tuple[str, ...], str, tuple[int, ...], int]]  # (key, dtype, shape, byte offset) per map
 
 _WORKER_TASKS: dict[str, Task] = {}  # set once per worker process by _start_worker
 _WORKER_BLOCKS: OrderedDict[str, shared_memory.SharedMemory] = OrderedDict()  # mapped blocks, latest used last
@@ -95,7 +96,7 @@ class ChunkFinisher:
         and returns no rasters and parts without text: the arrays and the JSON then never pass
         through the engine's process (whose one GIL also launches the model's kernels)."""
         if not self.processes:
-            return _timed_finish({n: m.cpu() for n, m in maps.items()}, self.tasks, job)
+            return _timed_finish(maps.cpu(), self.tasks, job)
         pool = self.start()
         block, spec = pack(maps, self._block)
         try:
@@ -153,10 +154,10 @@ def pack(
 
     Called on a GPU's side stream (the engine's writers use one), the copies wait for that
     stream only, not for the model's batches queued since."""
-    tensors = {name: _narrow(value).contiguous() for name, value in maps.items()}
+    tensors = {key: _narrow(value).contiguous() for key, value in maps.flat().items()}
     spec, offset = [], 0
-    for name, value in tensors.items():
-        spec.append((name, str(_np_dtype(value)), tuple(value.shape), offset))
+    for key, value in tensors.items():
+        spec.append((key, str(_np_dtype(value)), tuple(value.shape), offset))
         offset += _aligned(value.numel() * value.element_size())
     block = block_of(offset) if block_of else shared_memory.SharedMemory(create=True, size=max(offset, 1))
     try:
@@ -170,17 +171,24 @@ def pack(
     return block, spec
 
 
+def packed_nbytes(maps: ChunkMaps) -> int:
+    """Bytes of the shared-memory block that :func:`pack` fills with ``maps``."""
+    return sum(_aligned(_narrow(value).nbytes) for value in maps.flat().values())
+
+
 def _release(block: shared_memory.SharedMemory) -> None:
     block.close()
     block.unlink()
 
 
-def unpack(block: shared_memory.SharedMemory, spec: Spec) -> dict[str, torch.Tensor]:
+def unpack(block: shared_memory.SharedMemory, spec: Spec) -> ChunkMaps:
     """The maps in ``block``, as views of it (no copy: drop them before closing the block)."""
-    return {
-        name: torch.from_numpy(np.ndarray(shape, dtype, buffer=block.buf, offset=start))
-        for name, dtype, shape, start in spec
-    }
+    return ChunkMaps.from_flat(
+        {
+            key: torch.from_numpy(np.ndarray(shape, dtype, buffer=block.buf, offset=start))
+            for key, dtype, shape, start in spec
+        }
+    )
 
 
 def _narrow(value: torch.Tensor) -> torch.Tensor:

@@ -111,24 +111,19 @@ class ChunkResult:
         return sum(part.cut for part in self.parts.values())
 
 
-def raster(task: Task, activated: torch.Tensor, decided: torch.Tensor) -> np.ndarray:
-    """What is stored for a dense task: the object probability for instance tasks, else its export."""
-    if task.kind == "instance":
-        # interior + contour, not 1 - background: pixels no tile covered are 0 in every channel
-        foreground = activated[0, 1:].sum(dim=0)
-        return np.round(foreground.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
-    return task.export(decided[0])
+def instance_raster(activated: torch.Tensor) -> torch.Tensor:
+    """What is stored for an instance task: uint8 ``[H, W]`` object probability of its ``[1, 3, H, W]``
+    probabilities, where they are. Interior + contour, not 1 - background: pixels no tile covered
+    are 0 in every channel."""
+    return (activated[0, 1:].sum(dim=0).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def raster_spec(task: Task) -> tuple[np.dtype, tuple[int, ...]]:
-    """``(dtype, trailing shape)`` of what :func:`raster` stores for ``task`` (from a 2 x 2 probe),
-    so that the arrays exist before any chunk is written."""
+    """``(dtype, trailing shape)`` of the raster stored for ``task`` (from a 2 x 2 probe), so that
+    the arrays exist before any chunk is written."""
     probe = torch.zeros(1, task.num_outputs, 2, 2)
-    sample = raster(task, probe, probe if task.kind == "instance" else task.decide(probe))
+    sample = instance_raster(probe).numpy() if task.kind == "instance" else task.export(task.decide(probe)[0])
     return sample.dtype, tuple(sample.shape[2:])
-
-
-ChunkMaps = dict[str, torch.Tensor]  # task -> [1, C, H, W] probabilities (instance tasks) or [1, ...] decisions
 
 
 @dataclass(frozen=True)
@@ -141,13 +136,77 @@ class ChunkJob:
     scale: float
     mpp: float | None
 
+    @property
+    def crop(self) -> tuple[slice, slice]:
+        """The core within the region."""
+        (y0, x0), core = self.region[:2], self.core
+        return slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0)
 
-def chunk_maps(canvas: ChunkCanvas, tasks: Mapping[str, Task]) -> ChunkMaps:
-    """What finishing needs of a blended chunk, on the canvas's device: the probabilities of
-    instance tasks (their decisions are post-processing) and the decisions of the others
-    (argmax and the like: cheap where the canvas is, and smaller to move)."""
-    activated = canvas.result()
-    return {n: a if tasks[n].kind == "instance" else tasks[n].decide(a) for n, a in activated.items()}
+
+@dataclass
+class ChunkMaps:
+    """What finishing needs of a blended chunk: made where the canvas is (on a GPU, the per-pixel
+    work is done there) and a few bytes a pixel, since it is copied to the host and into the
+    finishing processes (the histology tasks' maps of a tissue chunk: 22 MB instead of 50).
+
+    Args:
+        cues: instance task -> its :meth:`~vismtl.tasks.instance.InstanceTask.pixel_cues` on ``box``,
+            ``[1, h, w]`` each.
+        rasters: instance task -> its stored raster of the core, uint8 (:func:`instance_raster`).
+        decided: every other dense task -> its decisions on the region ``[1, ...]`` (argmax and the like).
+        ran: bool ``[1, h, w]``, the pixels of ``box`` some tile ran on.
+        box: ``(y0, x0, y1, x1)`` in the region: the pixels some tile ran on, grown by the instance
+            tasks' largest reach (a chunk at the edge of the tissue is mostly glass, where nothing
+            starts an object); None where no tile ran, or without instance tasks.
+    """
+
+    cues: dict[str, dict[str, torch.Tensor]]
+    rasters: dict[str, torch.Tensor]
+    decided: dict[str, torch.Tensor]
+    ran: torch.Tensor | None = None
+    box: Box | None = None
+
+    def flat(self) -> dict[tuple[str, ...], torch.Tensor]:
+        """Every map under a key of plain strings (for shared memory): the inverse of :meth:`from_flat`."""
+        flat = {("cues", task, name): value for task, cues in self.cues.items() for name, value in cues.items()}
+        flat.update({("rasters", task): value for task, value in self.rasters.items()})
+        flat.update({("decided", task): value for task, value in self.decided.items()})
+        if self.box is not None:
+            flat[("ran",)], flat[("box",)] = self.ran, torch.tensor(self.box)
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[tuple[str, ...], torch.Tensor]) -> ChunkMaps:
+        maps = cls({}, {}, {})
+        for key, value in flat.items():
+            if key[0] == "cues":
+                maps.cues.setdefault(key[1], {})[key[2]] = value
+            elif key[0] in ("rasters", "decided"):
+                getattr(maps, key[0])[key[1]] = value
+        if ("box",) in flat:
+            maps.ran, maps.box = flat[("ran",)], tuple(int(v) for v in flat[("box",)].tolist())
+        return maps
+
+    def cpu(self) -> ChunkMaps:
+        return ChunkMaps.from_flat({key: value.cpu() for key, value in self.flat().items()})
+
+
+def chunk_maps(activated: Mapping[str, torch.Tensor], tasks: Mapping[str, Task], job: ChunkJob) -> ChunkMaps:
+    """What finishing needs of a blended chunk (:class:`ChunkMaps`), where ``activated`` (the
+    canvas's :meth:`~ChunkCanvas.result`) is."""
+    instance = {n: values for n, values in activated.items() if tasks[n].kind == "instance"}
+    maps = ChunkMaps({}, {n: instance_raster(values[(..., *job.crop)]) for n, values in instance.items()}, {})
+    maps.decided = {n: tasks[n].decide(values) for n, values in activated.items() if n not in instance}
+    if not instance:
+        return maps
+    ran = next(iter(instance.values())).sum(dim=1) > 0  # the same for every task: each tile covers all of them
+    reach = max(getattr(tasks[n], "reach", max(ran.shape[1:])) for n in instance)  # unsaid: the whole region
+    found = nonzero_box(ran[0].cpu().numpy(), reach)
+    if found is not None:
+        where = (..., *found)
+        maps.cues = {n: tasks[n].pixel_cues(values[where]) for n, values in instance.items()}
+        maps.ran, maps.box = ran[where], (found[0].start, found[1].start, found[0].stop, found[1].stop)
+    return maps
 
 
 def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tuple[dict, dict[str, ChunkPart]]:
@@ -156,47 +215,39 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     ``maps`` from :func:`chunk_maps`, on the CPU. Runs in a writer thread or in a worker
     process (:mod:`vismtl.wsi.finishing`); the result is small and plain.
     """
-    dense = {n: tasks[n] for n in maps}
-    instance_tasks = [n for n, t in dense.items() if t.kind == "instance"]
-    # the pixels some tile ran on: the same for every task (each tile covers all of them)
-    ran = maps[instance_tasks[0]].sum(dim=1) > 0 if instance_tasks else None
-    decided = {n: _decide_where_run(t, maps[n], ran) if n in instance_tasks else maps[n] for n, t in dense.items()}
-    decided = {n: t.refine(decided[n], decided) for n, t in dense.items()}
-    (y0, x0), core = job.region[:2], job.core
-    crop = (slice(core[0] - y0, core[2] - y0), slice(core[1] - x0, core[3] - x0))
+    y0, x0, y1, x1 = job.region
+    decided = decide_instances(maps, tasks, (y1 - y0, x1 - x0))
+    decided.update(maps.decided)
+    decided = {n: tasks[n].refine(value, decided) for n, value in decided.items()}
     # every export is per pixel: the core's alone is computed
-    rasters = {n: raster(t, maps[n][(..., *crop)], decided[n][(..., *crop)]) for n, t in dense.items()}
-    local_core = (core[0] - y0, core[1] - x0, core[2] - y0, core[3] - x0)
+    rasters = {n: value.numpy() for n, value in maps.rasters.items()}
+    rasters.update({n: tasks[n].export(decided[n][(..., *job.crop)][0]) for n in maps.decided})
+    local_core = (job.core[0] - y0, job.core[1] - x0, job.core[2] - y0, job.core[3] - x0)
     parts = {}
-    for name, task in dense.items():
-        if task.kind == "instance":
-            labels = decided[name][0].numpy()
-            type_map, class_names = _instance_types(name, tasks, decided)
-            found = extract_chunk(labels, local_core, (x0, y0), job.scale, job.mpp, name, type_map, class_names)
-            parts[name] = chunk_part(found)
+    for name in maps.rasters:  # the instance tasks
+        labels = decided[name][0].numpy()
+        type_map, class_names = _instance_types(name, tasks, decided)
+        found = extract_chunk(labels, local_core, (x0, y0), job.scale, job.mpp, name, type_map, class_names)
+        parts[name] = chunk_part(found)
     return rasters, parts
 
 
-def _decide_where_run(task: Task, probabilities: torch.Tensor, ran: torch.Tensor | None = None) -> torch.Tensor:
-    """The task's instances, cut to the pixels some tile ran on (``ran`` ``[B, H, W]``; by default
-    those whose probabilities are not all 0): growth steps (glands grow their seeds by the band)
-    must not carry an object into a chunk that is not computed, which would then own it and drop it.
+def decide_instances(maps: ChunkMaps, tasks: Mapping[str, Task], shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Every instance task's labels ``[1, *shape]`` over the region, from its cues on ``maps.box``,
+    cut to the pixels some tile ran on: growth steps (glands grow their seeds by the band) must not
+    carry an object into a chunk that is not computed, which would then own it and drop it.
 
-    Decided on the box of those pixels grown by the task's reach, not on the whole region (a
-    chunk at the edge of the tissue is mostly glass): the same labels, since nothing there
-    starts an object and every step of the decision looks no further than that reach.
+    Deciding on the box gives the labels the whole region would: nothing outside it starts an
+    object, and every step of the decision looks no further than the task's reach.
     """
-    if ran is None:
-        ran = probabilities.sum(dim=1) > 0
-    labels = torch.zeros(ran.shape, dtype=torch.int32)
-    pad = getattr(task, "reach", max(ran.shape[1:]))  # a task that does not say: the whole region
-    box = nonzero_box(ran.any(dim=0).numpy(), pad)
-    if box is None:
-        return labels
-    where = (slice(None), *box)  # outside the box every label is 0 already
-    decided = task.decide(probabilities[(slice(None), slice(None), *box)])
-    labels[where] = torch.where(ran[where], decided, torch.zeros((), dtype=decided.dtype))
-    return labels
+    decided = {}
+    for name in maps.rasters:
+        labels = decided[name] = torch.zeros((1, *shape), dtype=torch.int32)
+        if maps.box is not None:
+            y0, x0, y1, x1 = maps.box
+            found = tasks[name].decide_from_cues(maps.cues[name])
+            labels[:, y0:y1, x0:x1] = torch.where(maps.ran, found, torch.zeros((), dtype=found.dtype))
+    return decided
 
 
 def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish, files=None) -> ChunkResult:
@@ -206,7 +257,7 @@ def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task]
     worker processes, timed (a :class:`vismtl.wsi.finishing.ChunkFinisher`); a worker process
     writes the outputs to ``files`` itself and returns none of them.
     """
-    rasters, parts, seconds = finish(chunk_maps(canvas, tasks), job, files)
+    rasters, parts, seconds = finish(chunk_maps(canvas.result(), tasks, job), job, files)
     result = ChunkResult(rasters, parts)
     result.stats = {**_stats(result, canvas), "finish_s": round(seconds, 4)}
     return result
