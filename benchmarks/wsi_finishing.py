@@ -10,17 +10,17 @@ its blended maps are kept. Then, timed on those maps:
 
 - the chunks' pixel cues, rasters and decisions (``chunk_maps``: the per-pixel part of finishing,
   which the engine does where the canvas is, on a GPU there; printed: their size against the
-  probabilities the finishing processes were sent before 2026-11-28);
+  probabilities the finishing processes were sent until 016f312);
 - finishing every chunk in this thread (``finish_maps``: watershed and components of the instance
   tasks, type votes, outlines, JSON): tiles per second of one core; from the cues, as the
-  finishing processes now do, and from the probabilities (cues made, then finishing) as before
-  2026-11-28;
+  finishing processes now do, and from the probabilities (cues made, then finishing) as they
+  did until 016f312;
 - the outlines of every nucleus: the former per-object OpenCV tracer (``tests/outline_reference.py``)
   against ``label_outlines`` (all objects at once);
 - the copy of the chunks' maps into shared memory for the finishing processes (``pack``): into new
   blocks, as before 2026-11-27, and into blocks used before, as ``ChunkFinisher`` now does (a new
-  block's pages are faulted in by the copy); and the probabilities into blocks used before, as
-  before 2026-11-28;
+  block's pages are faulted in by the copy); and the probabilities into blocks used before,
+  as until 016f312;
 - ``ChunkFinisher`` with 1, 2, ... worker processes (as many as the machine's cores), fed by as
   many threads: how the engine's finishing scales where cores are free (GPU machines).
 
@@ -127,18 +127,25 @@ def pack_all(chunks, reused=None) -> None:
 
 
 def sent_before(activated: dict, tasks) -> dict:
-    """What a chunk's finishing was sent before 2026-11-28: the instance tasks' probabilities and
+    """What a chunk's finishing was sent until 016f312: the instance tasks' probabilities and
     the other tasks' decisions."""
     return {n: a if tasks[n].kind == "instance" else tasks[n].decide(a) for n, a in activated.items()}
 
 
 def finish_as_before(sent: dict, tasks, job: ChunkJob):
-    """A finishing process's work before 2026-11-28: the instance tasks' cues from the
+    """A finishing process's work until 016f312: the instance tasks' cues from the
     probabilities it was sent (:func:`sent_before`), then the finishing."""
     instance = {n: value for n, value in sent.items() if tasks[n].kind == "instance"}
     maps = chunk_maps(instance, tasks, job)
     maps.decided = {n: value for n, value in sent.items() if n not in instance}
     return finish_maps(maps, tasks, job)
+
+
+def full_chunk(job: ChunkJob, tasks) -> tuple:
+    """A chunk whose every pixel some tile ran on, as :func:`map_bytes` takes it."""
+    (y0, x0, y1, x1), dense = job.region, {n: t for n, t in tasks.items() if t.dense}
+    activated = {n: torch.full((1, t.num_outputs, y1 - y0, x1 - x0), 1 / t.num_outputs) for n, t in dense.items()}
+    return chunk_maps(activated, tasks, job), job, 0
 
 
 def map_bytes(chunks) -> int:
@@ -167,17 +174,18 @@ def main() -> None:
         ckpt.load_model_weights(model, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
     blended = blended_chunks(model, tasks, make_slide(args.cache / "tissue_20000.tiff", 20_000), args.chunks)
     chunks = [(chunk_maps(activated, tasks, job), job, count) for activated, job, count in blended]
-    # what the finishing processes were sent before 2026-11-28: the probabilities (and decisions)
+    # what the finishing processes were sent until 016f312: the probabilities (and decisions)
     probabilities = [
         (ChunkMaps({}, {}, sent_before(activated, tasks)), job, count) for activated, job, count in blended
     ]
     tiles = sum(c[2] for c in chunks)
     inline = [finish_maps(maps, tasks, job) for maps, job, _ in chunks]
     labels = [tasks["nuclei"].decide_from_cues(maps.cues["nuclei"])[0].numpy() for maps, _, _ in chunks]
+    full = map_bytes([full_chunk(blended[0][1], tasks)]) / 2**20
     print(
         f"maps per chunk for finishing: {map_bytes(probabilities) / len(chunks) / 2**20:.1f} MB of probabilities "
-        f"and decisions (before 2026-11-28), {map_bytes(chunks) / len(chunks) / 2**20:.1f} MB of pixel cues, "
-        "rasters and decisions (now)"
+        f"and decisions (until 016f312), {map_bytes(chunks) / len(chunks) / 2**20:.1f} MB of pixel cues, "
+        f"rasters and decisions (now); a chunk full of tissue: {full:.1f} MB"
     )
     objects = sum(int(ids.max()) for ids in labels)
     print(f"{len(chunks)} chunks, {tiles} model tiles, {objects} nuclei")
@@ -199,7 +207,7 @@ def main() -> None:
     rows.append(Row("finish chunks, this thread", seconds, tiles, "finish"))
     rows.append(
         Row(
-            "pixel cues, then finish chunks, this thread (before 2026-11-28, finishing made the cues)",
+            "pixel cues, then finish chunks, this thread (until 016f312: finishing made the cues)",
             measure(lambda: [finish_as_before(m.decided, tasks, j) for m, j, _ in probabilities], args.repeats),
             tiles,
             "finish",
@@ -237,9 +245,7 @@ def main() -> None:
             block.close()
             block.unlink()
     rows.append(Row("pack maps into new shared-memory blocks", new_blocks, tiles, "pack"))
-    rows.append(
-        Row("pack the probabilities into blocks used before (before 2026-11-28)", used_blocks_before, tiles, "pack")
-    )
+    rows.append(Row("pack the probabilities into blocks used before, until 016f312", used_blocks_before, tiles, "pack"))
     rows.append(Row("pack maps into blocks used before", used_blocks, tiles, "pack"))
     cores = len(os.sched_getaffinity(0))
     for processes in sorted({1, 2, cores // 2, cores} - {0}):

@@ -12,8 +12,8 @@ The chunk's maps (:class:`~vismtl.wsi.stitch.ChunkMaps`: the instance tasks' pix
 their probabilities) travel through a shared-memory block (a single copy, no pickling of the
 arrays; integer maps such as type decisions narrowed to the smallest dtype that holds them),
 and the worker finishes the chunk on views of that block. Blocks are reused from chunk to
-chunk, and each worker keeps the blocks it has seen mapped: the copy into a fresh 50 MB block
-faults its pages in (42 ms a chunk here, against 7 ms into a block used before:
+chunk, and each worker keeps the blocks it has seen mapped: the copy into a fresh block (up
+to 22 MB) faults its pages in (16-22 ms a chunk here, against 4-5 ms into a block used before:
 ``benchmarks/wsi_finishing.py``), and the worker's first mapping does again. Given
 the chunk's files, the worker writes its rasters and part files itself and only the tallies
 come back; otherwise the rasters and the part files' text come back pickled (a few MB).
@@ -237,8 +237,8 @@ def _pid_after(seconds: float) -> int:
 
 
 def _finish_packed(name: str, spec: Spec, job: ChunkJob, files: ChunkFiles | None) -> tuple[dict, dict, float]:
-    """Finish the chunk in shared-memory block ``name`` on views of it (a 50 MB chunk is not
-    copied again); write its outputs to ``files`` if given."""
+    """Finish the chunk in shared-memory block ``name`` on views of it (a chunk's maps are
+    not copied again); write its outputs to ``files`` if given."""
     rasters, parts, seconds = _finish_views(_mapped(name), spec, job)
     if files is None:
         return rasters, parts, seconds

@@ -147,7 +147,8 @@ class ChunkJob:
 class ChunkMaps:
     """What finishing needs of a blended chunk: made where the canvas is (on a GPU, the per-pixel
     work is done there) and a few bytes a pixel, since it is copied to the host and into the
-    finishing processes (the histology tasks' maps of a tissue chunk: 22 MB instead of 50).
+    finishing processes (the histology tasks' maps of a chunk full of tissue: about 22 MB instead
+    of 48, ``benchmarks/wsi_finishing.py``).
 
     Args:
         cues: instance task -> its :meth:`~vismtl.tasks.instance.InstanceTask.pixel_cues` on ``box``,
