@@ -7,6 +7,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage as ndi
 
 from vismtl.tasks.instance_targets import (
@@ -22,8 +23,10 @@ from vismtl.tasks.instance_targets import (
     postprocess_watershed,
     relabel,
     remove_small,
+    seed_cues,
     type_map_from_instances,
     unique_ids,
+    watershed_cues,
 )
 
 
@@ -214,6 +217,20 @@ def test_interior_minus_contour_fills_holes_and_drops_small() -> None:
     pred = postprocess_interior_minus_contour(prob, band=4, min_size=30)
     assert pred.max() == 1 and pred[12, 12] == 1 and pred[28, 28] == 0
     assert pred.sum() == 20 * 20  # 16x16 grown by 2 px (chessboard), hole filled
+
+
+def test_pixel_cues_compare_in_float64_wherever_they_are_made() -> None:
+    """The cues (made on a GPU by the slide engine) keep the CPU's float64 comparisons: in
+    float32 these pixels would fall on the other side of the threshold."""
+    prob = torch.zeros((1, 3, 1, 2))
+    prob[0, 1] = 0.5
+    prob[0, 2, 0, 0] = 1e-9  # 0.5 + 1e-9 rounds to 0.5 in float32
+    cues = watershed_cues(prob, threshold=0.5)
+    assert cues["mask"].tolist() == [[[True, False]]] and cues["rise"].dtype == torch.float64
+    assert cues["rise"][0, 0, 0].item() == float(np.float32(1e-9)) - 0.5  # contour - interior, in float64
+    glands = torch.zeros((1, 3, 1, 2))
+    glands[0, 1] = torch.tensor([0.55, 0.54])  # float32 0.55 is 0.55000001...: above 0.55 in float64 only
+    assert seed_cues(glands, threshold=0.55)["seeds"].tolist() == [[[True, False]]]
 
 
 def test_drop_outside() -> None:
