@@ -42,7 +42,7 @@ step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats
 # the model's own rate by batch size, precision and memory layout
 TAIL=18 step histology_model_rate 90 "$PY" benchmarks/histology_model_rate.py $CHECKPOINT
 # chunk finishing alone: per core, and how the finishing processes scale over this machine's cores
-TAIL=10 step wsi_finishing 150 "$PY" benchmarks/wsi_finishing.py $CHECKPOINT
+TAIL=16 step wsi_finishing 150 "$PY" benchmarks/wsi_finishing.py $CHECKPOINT
 # where the engine's threads, its reading and its finishing processes spend their samples, with
 # py-spy if there is one (PYSPY=...); the raw stacks (tens of MB) are summarised, then removed
 PYSPY=${PYSPY:-$(command -v py-spy)}
