@@ -3,7 +3,10 @@
 A :class:`ChunkCanvas` accumulates the activated outputs (probabilities, ...) of the tiles
 that cover a chunk's region with the blending op; :func:`finalize_chunk` turns the blended
 maps into what is written: uint8 rasters of the chunk's core for every dense task, the
-instances each instance task owns, and per-chunk statistics for the summary.
+instances each instance task owns, and per-chunk statistics for the summary. It does so in
+two steps: :func:`chunk_maps`, per pixel and where the canvas is (a GPU's, beside the model),
+makes the small :class:`ChunkMaps`; :func:`finish_maps`, on the CPU (a writer thread or a
+finishing process), decides the objects and makes the rasters and the instances' GeoJSON.
 """
 
 from __future__ import annotations
