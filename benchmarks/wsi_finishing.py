@@ -141,11 +141,11 @@ def finish_as_before(sent: dict, tasks, job: ChunkJob):
     return finish_maps(maps, tasks, job)
 
 
-def full_chunk(job: ChunkJob, tasks) -> tuple:
-    """A chunk whose every pixel some tile ran on, as :func:`map_bytes` takes it."""
+def full_chunk(job: ChunkJob, tasks) -> ChunkMaps:
+    """The maps of a chunk whose every pixel some tile ran on."""
     (y0, x0, y1, x1), dense = job.region, {n: t for n, t in tasks.items() if t.dense}
     activated = {n: torch.full((1, t.num_outputs, y1 - y0, x1 - x0), 1 / t.num_outputs) for n, t in dense.items()}
-    return chunk_maps(activated, tasks, job), job, 0
+    return chunk_maps(activated, tasks, job)
 
 
 def map_bytes(chunks) -> int:
@@ -181,7 +181,7 @@ def main() -> None:
     tiles = sum(c[2] for c in chunks)
     inline = [finish_maps(maps, tasks, job) for maps, job, _ in chunks]
     labels = [tasks["nuclei"].decide_from_cues(maps.cues["nuclei"])[0].numpy() for maps, _, _ in chunks]
-    full = map_bytes([full_chunk(blended[0][1], tasks)]) / 2**20
+    full = packed_nbytes(full_chunk(blended[0][1], tasks)) / 2**20
     print(
         f"maps per chunk for finishing: {map_bytes(probabilities) / len(chunks) / 2**20:.1f} MB of probabilities "
         f"and decisions (until 016f312), {map_bytes(chunks) / len(chunks) / 2**20:.1f} MB of pixel cues, "

@@ -81,16 +81,12 @@ def histology_maps(seed: int, height: int = 160, width: int = 176) -> dict[str, 
     return maps
 
 
-def finishing_maps(activated: dict[str, torch.Tensor], job: ChunkJob, tasks=HISTOLOGY_TASKS) -> ChunkMaps:
-    return chunk_maps(activated, {n: tasks[n] for n in activated}, job)
-
-
 def test_processes_finish_chunks_like_the_writer_threads():
     job = ChunkJob(region=(64, 128, 224, 304), core=(80, 144, 208, 288), scale=2.0, mpp=0.25)
     before = shared_blocks()
     with ChunkFinisher(HISTOLOGY_TASKS, processes=2) as finisher:
         for seed in range(3):
-            maps = finishing_maps(histology_maps(seed), job)
+            maps = chunk_maps(histology_maps(seed), HISTOLOGY_TASKS, job)
             rasters, parts, seconds = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)  # inline
             rasters_p, parts_p, seconds_p = finisher(maps, job)
             assert seconds > 0 and seconds_p > 0
@@ -108,7 +104,8 @@ def test_blocks_are_reused_across_chunks_of_any_size():
     sizes = [(160, 176), (96, 120), (200, 240), (160, 176), (64, 64), (200, 240)] * 2
     jobs = [ChunkJob((0, 0, h, w), (0, 0, h, w), 1.0, None) for h, w in sizes]
     chunks = [
-        (finishing_maps(histology_maps(seed, *size), job), job) for seed, (size, job) in enumerate(zip(sizes, jobs))
+        (chunk_maps(histology_maps(seed, *size), HISTOLOGY_TASKS, job), job)
+        for seed, (size, job) in enumerate(zip(sizes, jobs))
     ]
     expected = [ChunkFinisher(HISTOLOGY_TASKS)(maps, job)[:2] for maps, job in chunks]
     before = shared_blocks()
@@ -132,7 +129,7 @@ def test_blocks_are_reused_across_chunks_of_any_size():
 
 def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():
     job = ChunkJob(region=(0, 0, 160, 176), core=(0, 0, 160, 176), scale=1.0, mpp=None)
-    maps = finishing_maps(histology_maps(5), job)
+    maps = chunk_maps(histology_maps(5), HISTOLOGY_TASKS, job)
     with ChunkFinisher(HISTOLOGY_TASKS, processes=1) as finisher:
         expected = finisher(maps, job)
         (worker,) = finisher._pool._processes.values()
@@ -231,7 +228,7 @@ def test_objects_get_the_majority_type_of_their_pixels():
 
     activated = histology_maps(7)
     job = ChunkJob(region=(0, 0, 160, 176), core=(0, 0, 160, 176), scale=1.0, mpp=None)  # every object owned
-    _, parts, _ = ChunkFinisher(HISTOLOGY_TASKS)(finishing_maps(activated, job), job)
+    _, parts, _ = ChunkFinisher(HISTOLOGY_TASKS)(chunk_maps(activated, HISTOLOGY_TASKS, job), job)
     labels = HISTOLOGY_TASKS["nuclei"].decide(activated["nuclei"])[0].numpy()
     types = HISTOLOGY_TASKS["nuclei_type"].decide(activated["nuclei_type"])[0].numpy()
     votes = it.majority_type(labels, types, 7)  # voted over the raw type decisions
@@ -249,7 +246,7 @@ def test_decisions_on_the_box_of_the_tiles_that_ran_equal_those_on_the_whole_reg
     ran[40:120, 56:184] = ran[120:200, 56:120] = True  # an L of tiles, away from the region's border
     activated = {n: value * torch.from_numpy(ran) for n, value in histology_maps(seed, 224, 240).items()}
     job = ChunkJob((0, 0, 224, 240), (0, 0, 224, 240), 1.0, None)
-    maps = finishing_maps(activated, job)
+    maps = chunk_maps(activated, HISTOLOGY_TASKS, job)
     assert maps.box == (40 - 6, 56 - 6, 200 + 6, 184 + 6)  # grown by the glands' reach, the largest
     decided = decide_instances(maps, HISTOLOGY_TASKS, (224, 240))
     for name in ("nuclei", "gland", "lumen"):
@@ -267,7 +264,9 @@ def test_objects_at_the_edge_of_the_tiles_that_ran_keep_their_size_for_min_size(
     probabilities[0, 0, 20:60, 30:80] = 1.0  # tiles ran here: background...
     probabilities[0, :, 59, 78:80] = torch.tensor([0.0, 1.0, 0.0])[:, None]  # ...and a seed in their corner
     job = ChunkJob((0, 0, 80, 100), (0, 0, 80, 100), 1.0, None)
-    decided = decide_instances(finishing_maps({"lumen": probabilities}, job), HISTOLOGY_TASKS, (80, 100))["lumen"][0]
+    decided = decide_instances(chunk_maps({"lumen": probabilities}, HISTOLOGY_TASKS, job), HISTOLOGY_TASKS, (80, 100))[
+        "lumen"
+    ][0]
     assert int(decided.max()) == 1 and int((decided > 0).sum()) == 6  # the object, cut to the tiles
     whole = HISTOLOGY_TASKS["lumen"].decide(probabilities)[0]
     assert int((whole > 0).sum()) == 12
@@ -276,7 +275,7 @@ def test_objects_at_the_edge_of_the_tiles_that_ran_keep_their_size_for_min_size(
 def test_a_chunk_where_no_tile_ran_has_no_objects_and_empty_rasters():
     job = ChunkJob((0, 0, 48, 64), (8, 8, 40, 56), 1.0, 0.5)
     activated = {n: torch.zeros((1, t.num_outputs, 48, 64)) for n, t in HISTOLOGY_TASKS.items() if t.dense}
-    maps = finishing_maps(activated, job)
+    maps = chunk_maps(activated, HISTOLOGY_TASKS, job)
     assert maps.box is None and maps.ran is None and not maps.cues
     rasters, parts, _ = ChunkFinisher(HISTOLOGY_TASKS)(maps, job)
     assert all(value.shape[:2] == (32, 48) for value in rasters.values())

@@ -214,13 +214,19 @@ def chessboard_reach(markers: np.ndarray, reach: int) -> np.ndarray:
     return distance
 
 
+def _interior_contour(prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The interior and contour channels of ``[..., 3, H, W]`` probabilities in float64, as the
+    post-processing compares them (the background channel is not used)."""
+    return prob[..., 1, :, :].double(), prob[..., 2, :, :].double()
+
+
 def watershed_cues(prob: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Tensor]:
     """The per-pixel part of :func:`postprocess_watershed`, on ``prob``'s device (a GPU's, in the
     slide engine): float ``[..., 3, H, W]`` probabilities -> ``[..., H, W]`` maps ``mask``
     (interior + contour > threshold) and ``marked`` (interior > threshold), bool, and ``rise``
     (contour - interior), float64 as the flooding orders pixels by it. Half the bytes of the
     probabilities, and what :func:`watershed_from_cues` needs of them."""
-    interior, contour = prob[..., 1, :, :].double(), prob[..., 2, :, :].double()  # background is not used
+    interior, contour = _interior_contour(prob)
     return {"mask": interior + contour > threshold, "marked": interior > threshold, "rise": contour - interior}
 
 
@@ -314,7 +320,7 @@ def seed_cues(prob: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Ten
     """The per-pixel part of :func:`postprocess_interior_minus_contour`, on ``prob``'s device:
     float ``[..., 3, H, W]`` -> bool ``[..., H, W]`` ``seeds``, interior - contour > threshold (in
     float64, as the CPU compares): one byte a pixel instead of twelve."""
-    interior, contour = prob[..., 1, :, :].double(), prob[..., 2, :, :].double()  # background is not used
+    interior, contour = _interior_contour(prob)
     return {"seeds": interior - contour > threshold}
 
 

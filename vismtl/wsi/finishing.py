@@ -154,14 +154,10 @@ def pack(
 
     Called on a GPU's side stream (the engine's writers use one), the copies wait for that
     stream only, not for the model's batches queued since."""
-    tensors = {key: _narrow(value).contiguous() for key, value in maps.flat().items()}
-    spec, offset = [], 0
-    for key, value in tensors.items():
-        spec.append((key, str(_np_dtype(value)), tuple(value.shape), offset))
-        offset += _aligned(value.numel() * value.element_size())
-    block = block_of(offset) if block_of else shared_memory.SharedMemory(create=True, size=max(offset, 1))
+    tensors, spec, nbytes = _layout(maps)
+    block = block_of(nbytes) if block_of else shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
     try:
-        for (_, dtype, shape, start), value in zip(spec, tensors.values()):
+        for (_, dtype, shape, start), value in zip(spec, tensors):
             view = np.ndarray(shape, dtype, buffer=block.buf, offset=start)
             torch.from_numpy(view).copy_(value)  # straight from the device into the block
             del view
@@ -173,7 +169,18 @@ def pack(
 
 def packed_nbytes(maps: ChunkMaps) -> int:
     """Bytes of the shared-memory block that :func:`pack` fills with ``maps``."""
-    return sum(_aligned(_narrow(value).nbytes) for value in maps.flat().values())
+    return _layout(maps)[2]
+
+
+def _layout(maps: ChunkMaps) -> tuple[list[torch.Tensor], Spec, int]:
+    """The maps as packed (integers narrowed, contiguous), where each goes, and the bytes in all."""
+    flat = maps.flat()
+    tensors = [_narrow(value).contiguous() for value in flat.values()]
+    spec, offset = [], 0
+    for key, value in zip(flat, tensors):
+        spec.append((key, str(_np_dtype(value)), tuple(value.shape), offset))
+        offset += _aligned(value.numel() * value.element_size())
+    return tensors, spec, offset
 
 
 def _release(block: shared_memory.SharedMemory) -> None:

@@ -226,7 +226,8 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     # every export is per pixel: the core's alone is computed
     rasters = {n: value.numpy() for n, value in maps.rasters.items()}
     rasters.update({n: tasks[n].export(decided[n][(..., *job.crop)][0]) for n in maps.decided})
-    local_core = (job.core[0] - y0, job.core[1] - x0, job.core[2] - y0, job.core[3] - x0)
+    rows, cols = job.crop
+    local_core = (rows.start, cols.start, rows.stop, cols.stop)
     parts = {}
     for name in maps.rasters:  # the instance tasks
         labels = decided[name][0].numpy()
