@@ -300,3 +300,19 @@ def test_raster_spec_is_the_dtype_and_shape_each_task_writes(config):
     for name, task in dense.items():
         written = rasters[name]
         assert written.shape[:2] == (10, 9) and raster_spec(task) == (written.dtype, written.shape[2:]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the engine makes the maps there")
+@pytest.mark.parametrize("seed", range(2))
+def test_maps_made_on_the_gpu_equal_those_made_on_the_cpu(seed):
+    """On a GPU the cues, the instance rasters and the other tasks' decisions are made beside the
+    model: from the same probabilities they must be the CPU's, bit for bit (float64 cues)."""
+    ran = np.zeros((224, 240), bool)
+    ran[40:200, 56:184] = True
+    activated = {n: value * torch.from_numpy(ran) for n, value in histology_maps(seed, 224, 240).items()}
+    job = ChunkJob((0, 0, 224, 240), (16, 16, 208, 224), 1.0, 0.5)
+    on_cpu = chunk_maps(activated, HISTOLOGY_TASKS, job).flat()
+    on_gpu = chunk_maps({n: v.cuda() for n, v in activated.items()}, HISTOLOGY_TASKS, job).cpu().flat()
+    assert on_cpu.keys() == on_gpu.keys() and ("cues", "nuclei", "rise") in on_cpu
+    for key, value in on_cpu.items():
+        assert value.dtype == on_gpu[key].dtype and torch.equal(value, on_gpu[key]), key
