@@ -272,7 +272,7 @@ class SlideRunner:
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
             loader = prefetched(tiles[i] for i in range(len(tiles)))
         threads = torch.get_num_threads()
-        if settings.threads and self.device.type == "cpu":
+        if settings.threads:  # on a GPU: the CPU work around the model (copies, packing)
             torch.set_num_threads(settings.threads)
         try:
             return self._pipeline(loader, slide_input, plan, outputs, scale)

@@ -28,7 +28,8 @@ class WSISettings:
             the main process, which copies no tile between processes. Default: 0 when the model
             runs on the CPU (a thread decodes ~190 MP/s, far more than CPU models consume, and
             is the fastest choice on few cores: ``benchmarks/wsi_throughput.py``), 4 on a GPU.
-        threads: CPU threads of the model (default: PyTorch's, one per core). With few cores,
+        threads: CPU threads of the engine's process (default: PyTorch's, one per core): the
+            model's on the CPU, the copies and packing around it on a GPU. With few cores,
             fewer threads than cores leaves room for reading and writing: a model thread
             sharing a core with the reader stalls every parallel operation it takes part in
             (``--threads 1`` is fastest for light models on 2 cores).
