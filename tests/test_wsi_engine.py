@@ -241,15 +241,17 @@ def test_stitching_in_its_own_thread_gives_the_same_outputs(tmp_path):
     assert text_t == text and np.array_equal(raster_t, raster) and summary_t["counts"] == summary["counts"]
 
 
-def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order():
+@pytest.mark.parametrize("device", ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order(device):
     # chunks of 5, 0 (all taken from the tile cache), 3, 7, 0 tiles; each tile's value is its
     # chunk * 100 + its row, so the rows put back from the pieces can be checked one by one
     sizes = {0: 5, 1: 0, 2: 3, 3: 7, 4: 0}
     chunks = [(k, torch.arange(n).view(n, 1, 1, 1) + 100 * k) for k, n in sizes.items()]
     for size in (1, 4, 16):
         seconds = {"input_wait_s": 0.0}
-        batches = list(batches_across_chunks(chunks, size, seconds))
+        batches = list(batches_across_chunks(chunks, size, seconds, torch.device(device)))
         assert all(len(images) == size for _, images in batches[:-1]) and len(batches[-1][1]) <= size
+        assert all(images.device.type == device for _, images in batches if len(images))
         seen = {k: [] for k in sizes}
         order = []
         for pieces, images in batches:

@@ -155,6 +155,11 @@ def test_finishing_defaults_give_a_gpu_machine_cores_to_finish_and_the_cpu_none(
     explicit = wsi_settings.WSISettings(finish_workers=3, writers=5, workers=8)
     assert explicit.finishing_processes("cpu", instances=True) == 3 and explicit.writer_threads(3) == 5
     assert wsi_settings.WSISettings(workers=14).finishing_processes("cuda", instances=True) == 1
+    # the engine's own CPU threads: PyTorch's on the CPU (the model's), 4 around a GPU's model
+    assert default.engine_threads("cpu") is None and default.engine_threads("cuda") == 4
+    assert wsi_settings.WSISettings(threads=2).engine_threads("cuda") == 2
+    monkeypatch.setattr(wsi_settings, "_cores", lambda: 2)
+    assert default.engine_threads("cuda") == 2
 
 
 def test_ranks_on_one_machine_share_its_cores(monkeypatch):

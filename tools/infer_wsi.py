@@ -43,7 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, help="tile-reading processes (0: one thread; default 0 on the CPU, 4 on a GPU)"
     )
-    parser.add_argument("--threads", type=int, help="CPU threads of the model (default: one per core)")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads of the engine's process (default: one per core; 4 with a GPU)"
+    )
     parser.add_argument(
         "--writers", type=int, help="threads finishing and writing chunks (default 2, or finish workers + 1)"
     )

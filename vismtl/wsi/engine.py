@@ -272,8 +272,8 @@ class SlideRunner:
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
             loader = prefetched(tiles[i] for i in range(len(tiles)))
         threads = torch.get_num_threads()
-        if settings.threads:  # on a GPU: the CPU work around the model (copies, packing)
-            torch.set_num_threads(settings.threads)
+        if settings.engine_threads(self.device.type):
+            torch.set_num_threads(settings.engine_threads(self.device.type))
         try:
             return self._pipeline(loader, slide_input, plan, outputs, scale)
         finally:
@@ -304,11 +304,11 @@ class SlideRunner:
                 stitcher = StitchThread(stitcher, self.device)
             bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
             try:
-                for pieces, images in batches_across_chunks(loader, settings.batch_size, seconds):
+                for pieces, images in batches_across_chunks(loader, settings.batch_size, seconds, self.device):
                     activated = {}
                     if len(images):
                         with clock:
-                            activated = self._activated(images.to(self.device, non_blocking=True))
+                            activated = self._activated(images)
                     for piece in pieces:
                         if piece.start == 0:
                             seconds["output_wait_s"] += stitcher.begin(piece.chunk, piece.total)
@@ -344,7 +344,10 @@ class Piece(NamedTuple):
 
 
 def batches_across_chunks(
-    chunks: Iterable[tuple[int, torch.Tensor]], size: int, seconds: dict[str, float]
+    chunks: Iterable[tuple[int, torch.Tensor]],
+    size: int,
+    seconds: dict[str, float],
+    device: torch.device | None = None,
 ) -> Iterator[tuple[list[Piece], torch.Tensor]]:
     """Batches of ``size`` tiles filled from consecutive chunks, with the pieces they hold in order.
 
@@ -352,7 +355,9 @@ def batches_across_chunks(
     make a small batch: on a GPU each call's launches cost as much as a full one's. Every
     chunk appears in a piece, in order, those with no tile to compute as an empty one; the
     last batch may be short (or empty, holding only such chunks). Seconds spent waiting for
-    ``chunks`` are added to ``seconds["input_wait_s"]``.
+    ``chunks`` are added to ``seconds["input_wait_s"]``. The batch is joined on ``device``
+    (default: where the tiles are): on a GPU each piece is copied there from the loader's
+    pinned memory without waiting, and the join is the GPU's, not a copy in the model's thread.
     """
     pieces: list[Piece] = []
     held: list[torch.Tensor] = []  # tiles of the batch being filled
@@ -370,7 +375,7 @@ def batches_across_chunks(
         while start < total:
             count = min(size - filled, total - start)
             pieces.append(Piece(chunk_index, start, count, total, filled))
-            held.append(images[start : start + count])
+            held.append(images[start : start + count].to(device or images.device, non_blocking=True))
             filled += count
             start += count
             if filled == size:

@@ -28,11 +28,13 @@ class WSISettings:
             the main process, which copies no tile between processes. Default: 0 when the model
             runs on the CPU (a thread decodes ~190 MP/s, far more than CPU models consume, and
             is the fastest choice on few cores: ``benchmarks/wsi_throughput.py``), 4 on a GPU.
-        threads: CPU threads of the engine's process (default: PyTorch's, one per core): the
-            model's on the CPU, the copies and packing around it on a GPU. With few cores,
-            fewer threads than cores leaves room for reading and writing: a model thread
-            sharing a core with the reader stalls every parallel operation it takes part in
-            (``--threads 1`` is fastest for light models on 2 cores).
+        threads: CPU threads of the engine's process: the model's on the CPU (default:
+            PyTorch's, one per core), the copies and packing around it on a GPU (default: 4).
+            With few cores, fewer threads than cores leaves room for reading and writing: a
+            model thread sharing a core with the reader stalls every parallel operation it
+            takes part in (``--threads 1`` is fastest for light models on 2 cores). On a GPU,
+            one thread per core kept 3 cores busy in the engine's process, which the reading
+            and finishing processes need (``benchmarks/wsi_throughput.py --threads 0 1 4``).
         writers: threads that finish and write chunks while the model runs on the next ones
             (default: 2, or one more than ``finish_workers``, whose jobs they wait on).
         finish_workers: processes that finish chunks (instance decisions such as watershed,
@@ -114,6 +116,12 @@ class WSISettings:
         if self.workers is not None:
             return self.workers
         return 0 if device == "cpu" else 4
+
+    def engine_threads(self, device: str) -> int | None:
+        """``threads``, or its default for a model on ``device`` (None: PyTorch's)."""
+        if self.threads is not None or device == "cpu":
+            return self.threads
+        return min(4, _cores())
 
     def finishing_processes(self, device: str, instances: bool) -> int:
         """``finish_workers``, or its default for a model on ``device`` with or without instance tasks."""
