@@ -40,6 +40,11 @@ TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py t
 # alternating on one engine
 step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats 3 --histology-repeats 3 --replay \
     --finish-workers "$FINISHERS" --tile-cache-mb 512 --batch-size 16 64 --stitch-thread off on $CHECKPOINT
+# how busy the engine keeps a model that costs what the published Cerberus (ResNet-34) costs,
+# under the trained quickstart's post-processing load (its outputs replayed behind that model)
+TAIL=8 step wsi_costly_model 180 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 \
+    --replay-behind configs/cerberus/cerberus_resnet34.py --finish-workers "$FINISHERS" --tile-cache-mb 512 \
+    --batch-size 16 64 $CHECKPOINT
 # the model's own rate by batch size, precision and memory layout
 TAIL=18 step histology_model_rate 90 "$PY" benchmarks/histology_model_rate.py $CHECKPOINT
 # chunk finishing alone: per core, and how the finishing processes scale over this machine's cores

@@ -1,6 +1,8 @@
-"""Parameters and multiply-accumulates of the baseline (HPS) and TaskExpert decoders.
+"""Parameters and multiply-accumulates of the baseline (HPS) and TaskExpert decoders, or of
+the models of given configs.
 
     python benchmarks/model_cost.py [--size 512 512] [--tasks pascal|nyud]
+    python benchmarks/model_cost.py --config configs/cerberus/quickstart_tissue.py ... --size 320 320
 
 Counted with torch's FlopCounterMode on the meta device (shapes only, no weights, no
 download): MACs = FLOPs / 2 of the convolutions and matrix products of one forward pass
@@ -32,10 +34,10 @@ def decoders() -> dict[str, dict]:
     }
 
 
-def cost(backbone: dict, decoder: dict, tasks, size: tuple[int, int]) -> tuple[float, float, float, float]:
+def cost(model_cfg: dict, tasks, size: tuple[int, int]) -> tuple[float, float, float, float]:
     """(params M, decoder+heads params M, GMACs, decoder+heads GMACs) of one forward pass."""
     with torch.device("meta"), torch.no_grad():
-        model = build_model(dict(backbone={**backbone, "img_size": size}, decoder=decoder), tasks)
+        model = build_model(model_cfg, tasks)
         image = torch.zeros(1, 3, *size)
         with FlopCounterMode(display=False) as whole:
             model(image)
@@ -51,16 +53,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=2, default=(512, 512))
     parser.add_argument("--tasks", choices=list(TASK_CONFIGS), default="pascal")
+    parser.add_argument("--config", nargs="+", help="configs whose models to count instead (their own tasks)")
     args = parser.parse_args()
+    if args.config:
+        return configs_cost(args.config, tuple(args.size))
     tasks = build_tasks(load_config(TASK_CONFIGS[args.tasks]).tasks)
     size = tuple(args.size)
     print(f"{args.tasks} tasks ({', '.join(tasks)}), input {size[0]}x{size[1]}, one image")
     print(f"{'backbone':10s} {'decoder':11s} {'params M':>9s} {'decoder M':>10s} {'GMACs':>8s} {'decoder GMACs':>14s}")
     for backbone_name, backbone in BACKBONES.items():
         for decoder_name, decoder in decoders().items():
-            params, decoder_params, macs, decoder_macs = cost(backbone, decoder, tasks, size)
+            model_cfg = dict(backbone={**backbone, "img_size": size}, decoder=decoder)
+            params, decoder_params, macs, decoder_macs = cost(model_cfg, tasks, size)
             numbers = f"{params:9.1f} {decoder_params:10.2f} {macs:8.1f} {decoder_macs:14.1f}"
             print(f"{backbone_name:10s} {decoder_name:11s} {numbers}")
+
+
+def configs_cost(paths: list[str], size: tuple[int, int]) -> None:
+    """One row per config: its model with its tasks, at ``size``; the ratio to the first."""
+    print(f"input {size[0]}x{size[1]}, one image")
+    print(f"{'config':45s} {'params M':>9s} {'decoder M':>10s} {'GMACs':>8s} {'decoder GMACs':>14s} {'vs first':>9s}")
+    first = None
+    for path in paths:
+        cfg = load_config(path)
+        model_cfg = dict(cfg.model, backbone={**cfg.model.backbone, "pretrained": False})
+        params, decoder_params, macs, decoder_macs = cost(model_cfg, build_tasks(cfg.tasks), size)
+        first = first or macs
+        print(f"{path:45s} {params:9.1f} {decoder_params:10.2f} {macs:8.1f} {decoder_macs:14.1f} {macs / first:8.1f}x")
 
 
 if __name__ == "__main__":

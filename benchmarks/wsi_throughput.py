@@ -18,7 +18,12 @@ H&E-like tiles) is made once (cached in --cache). Two runs at 0.5 um/px with 256
   unless a checkpoint is given): the fraction of wall time the model is busy;
 - with ``--replay``, the histology tasks with the model's outputs on 16 real tiles handed
   out again and again (a model that costs nothing): the tiles/s the rest of the engine
-  allows, i.e. the most any GPU could get out of it with this post-processing.
+  allows, i.e. the most any GPU could get out of it with this post-processing;
+- with ``--replay-behind CONFIG``, the same outputs handed out after CONFIG's model (random
+  weights) has run on the batch: how busy the engine keeps a model that costs what that one
+  costs (the published Cerberus, ``configs/cerberus/cerberus_resnet34.py``, 13x the
+  quickstart's multiply-accumulates), under the trained quickstart's post-processing load
+  (random weights would make the post-processing's load meaningless).
 
 The runs of a row share one engine (``SlideRunner``) whose finishing processes, if any, are up
 before the first run is timed, as for every slide of a batch after the first (the seconds
@@ -97,13 +102,17 @@ class Replayed(nn.Module):
     """A model that costs nothing but gives real outputs: ``outputs`` of a batch of real tiles,
     handed out row by row in turn. The histology tasks' post-processing then runs on real
     predictions at the rate the rest of the engine allows: the ceiling that a GPU fast enough
-    to make the model free would meet."""
+    to make the model free would meet. With ``cost``, that model runs on the batch first (its
+    outputs dropped): the model then costs what ``cost`` costs."""
 
-    def __init__(self, outputs: dict[str, torch.Tensor]) -> None:
+    def __init__(self, outputs: dict[str, torch.Tensor], cost: nn.Module | None = None) -> None:
         super().__init__()
         self.outputs = outputs
+        self.cost = cost
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.cost is not None:
+            self.cost(image)
         rows = torch.arange(len(image)) % len(next(iter(self.outputs.values())))
         return {name: value[rows.to(value.device)] for name, value in self.outputs.items()}
 
@@ -322,6 +331,9 @@ def main() -> None:
     parser.add_argument(
         "--replay", action="store_true", help="also the histology tasks with the model's outputs replayed (Replayed)"
     )
+    parser.add_argument(
+        "--replay-behind", nargs="+", default=[], metavar="CONFIG", help="also replayed after CONFIG's model has run"
+    )
     args = parser.parse_args()
     args.stitch_thread = [choice == "on" for choice in args.stitch_thread]
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -376,9 +388,19 @@ def histology_rows(args: argparse.Namespace, slide: Path) -> None:
         print(f"histology model alone (batch {batch} of 320 x 320, activations included): {alone:.1f} tiles/s")
     if args.histology_repeats:
         compare(args, "histology", histology, tasks, slide, 32, args.histology_repeats)
+    if args.replay or args.replay_behind:
+        outputs = real_outputs(histology, slide, args.size, 256 + 2 * 32)
     if args.replay:
-        replayed = Replayed(real_outputs(histology, slide, args.size, 256 + 2 * 32))
-        compare(args, "histology replayed", replayed, tasks, slide, 32, args.histology_repeats or 1)
+        compare(args, "histology replayed", Replayed(outputs), tasks, slide, 32, args.histology_repeats or 1)
+    for path in args.replay_behind:
+        cost_cfg = load_config(path)
+        cost_tasks = build_tasks(cost_cfg.tasks)
+        cost = build_model(dict(cost_cfg.model, backbone={**cost_cfg.model.backbone, "pretrained": False}), cost_tasks)
+        for batch in args.batch_size:
+            alone = model_alone(cost, cost_tasks, batch, args.amp)
+            print(f"{Path(path).stem} alone (batch {batch} of 320 x 320, activations included): {alone:.1f} tiles/s")
+        name = f"histology replayed behind {Path(path).stem}"
+        compare(args, name, Replayed(outputs, cost.eval()), tasks, slide, 32, args.histology_repeats or 1)
 
 
 if __name__ == "__main__":
