@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ from vismtl.wsi import SlideRunner, WSISettings
 from vismtl.wsi.engine import batches_across_chunks, prefetched
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
-from vismtl.wsi.stitcher import vote_patches
+from vismtl.wsi.stitcher import drain, vote_patches
 from wsi_helpers import GreyOracle, ellipses, write_label_slide
 
 TINY = ROOT / "tests" / "configs" / "tiny_histology.py"
@@ -263,6 +264,24 @@ def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order(devi
                 order.append(piece.chunk)
         assert {k: len(v) for k, v in seen.items()} == sizes
         assert order == sorted(order) and set(order) == set(sizes)  # every chunk, in order
+
+
+def test_drain_makes_room_when_any_write_ends_not_only_the_oldest():
+    slow, done = Future(), [Future() for _ in range(3)]
+    for future in done:
+        future.set_result(None)
+    timer = threading.Timer(3.0, slow.set_result, (None,))  # ends a drain that waits for the oldest
+    timer.start()
+    started = time.perf_counter()
+    try:
+        assert drain([slow, *done], keep=1) == [slow]
+        assert time.perf_counter() - started < 1.0
+    finally:
+        timer.cancel()
+    failed = Future()
+    failed.set_exception(OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):  # a writer's error surfaces at once
+        drain([Future(), failed], keep=5)
 
 
 def test_the_batch_size_changes_no_output(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from queue import Empty, Full, Queue, SimpleQueue
 
@@ -258,13 +258,19 @@ def side_stream(device: torch.device, ready: torch.cuda.Event | None):
 
 
 def drain(pending: list[Future], keep: int) -> list[Future]:
-    """Wait for the oldest writes until at most ``keep`` are in flight (re-raising their errors)."""
-    while len(pending) > keep:
-        pending.pop(0).result()
-    for future in pending:
-        if future.done():
-            future.result()  # surface a writer's error now, not at the end of the slide
-    return [f for f in pending if not f.done()]
+    """Wait until at most ``keep`` writes are in flight, re-raising the errors of those done.
+
+    Any write that ends makes room, not only the oldest: chunks take from a few ms (glass) to
+    half a second (dense tissue), and waiting for a slow oldest one would idle the writers
+    that are already free."""
+    while True:
+        for future in pending:
+            if future.done():
+                future.result()  # surface a writer's error now, not at the end of the slide
+        pending = [f for f in pending if not f.done()]
+        if len(pending) <= keep:
+            return pending
+        wait(pending, return_when=FIRST_COMPLETED)
 
 
 def finish_chunk(
