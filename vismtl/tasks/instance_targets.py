@@ -301,13 +301,15 @@ def expand_chessboard(labels: np.ndarray, distance: int) -> np.ndarray:
     labels = np.asarray(labels)
     square = np.ones((2 * distance + 1, 2 * distance + 1), np.uint8)
     reached = cv2.dilate((labels > 0).astype(np.uint8), square)  # within `distance` of a region
-    groups, _ = ndi.label(reached, structure=EIGHT)
+    # OpenCV's components, a few times faster than scipy's: the groups' numbering decides nothing
+    count, groups, boxes, _ = cv2.connectedComponentsWithStats(reached, connectivity=8, ltype=cv2.CV_32S)
     out = labels.copy()
     height, width = labels.shape
-    for group, (rows, cols) in enumerate(ndi.find_objects(groups), start=1):
+    for group in range(1, count):
+        x0, y0, box_width, box_height = boxes[group, :4]
         window = (
-            slice(max(rows.start - 1, 0), min(rows.stop + 1, height)),
-            slice(max(cols.start - 1, 0), min(cols.stop + 1, width)),
+            slice(max(y0 - 1, 0), min(y0 + box_height + 1, height)),
+            slice(max(x0 - 1, 0), min(x0 + box_width + 1, width)),
         )
         sub = labels[window]
         reach, (near_rows, near_cols) = ndi.distance_transform_cdt(sub == 0, metric="chessboard", return_indices=True)
