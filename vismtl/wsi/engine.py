@@ -271,9 +271,9 @@ class SlideRunner:
             )
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
             loader = prefetched(tiles[i] for i in range(len(tiles)))
-        threads = torch.get_num_threads()
-        if settings.engine_threads(self.device.type):
-            torch.set_num_threads(settings.engine_threads(self.device.type))
+        threads, engine_threads = torch.get_num_threads(), settings.engine_threads(self.device.type)
+        if engine_threads:
+            torch.set_num_threads(engine_threads)
         try:
             return self._pipeline(loader, slide_input, plan, outputs, scale)
         finally:
