@@ -42,7 +42,7 @@ step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats
     --finish-workers "$FINISHERS" --tile-cache-mb 512 --batch-size 16 64 --stitch-thread off on $CHECKPOINT
 # how busy the engine keeps a model that costs what the published Cerberus (ResNet-34) costs,
 # under the trained quickstart's post-processing load (its outputs replayed behind that model)
-TAIL=8 step wsi_costly_model 180 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 \
+TAIL=8 step wsi_costly_model 180 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 --batch-size 64 \
     --replay-behind configs/cerberus/cerberus_resnet34.py --finish-workers "$FINISHERS" --tile-cache-mb 512 \
     --batch-size 16 64 $CHECKPOINT
 # the model's own rate by batch size, precision and memory layout
@@ -54,7 +54,7 @@ TAIL=16 step wsi_finishing 150 "$PY" benchmarks/wsi_finishing.py $CHECKPOINT
 PYSPY=${PYSPY:-$(command -v py-spy)}
 if [[ -n "$PYSPY" ]]; then
     step wsi_profile 240 "$PYSPY" record -r 50 -f raw -o "$LOGS/wsi_profile.raw" --threads --subprocesses -- \
-        "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 \
+        "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 --batch-size 64 \
         --finish-workers "$FINISHERS" --tile-cache-mb 512 $CHECKPOINT
     TAIL=120 step wsi_profile_summary 60 "$PY" benchmarks/profile_summary.py "$LOGS/wsi_profile.raw" --top 10 \
         --only SlideRunner.run finish_chunk _finish_packed _worker_loop

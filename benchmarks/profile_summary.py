@@ -6,7 +6,9 @@
 py-spy's raw output (one line per distinct stack: ``frame;frame;... count``) runs to tens of
 MB for a minute of a whole-slide run; this prints a few hundred lines. For every process and
 thread with at least ``--min-share`` of the samples: its samples, the functions its samples
-pass through most (inclusive) and those they stop in most (self). ``--only`` keeps the
+pass through most (inclusive) and those they stop in most (self). First, each process's
+samples summed over its threads (many light threads, such as the engine's writers, can add
+up to a heavy one that no thread shows). ``--only`` keeps the
 samples whose stack passes through one of the given names (e.g. the slide call, leaving out
 set-up); ``--idle`` in py-spy's command adds waiting threads' samples.
 """
@@ -43,6 +45,15 @@ def read_stacks(path: Path, only: list[str]) -> dict[str, Counter]:
 def summarise(groups: dict[str, Counter], top: int, min_share: float) -> list[str]:
     total = sum(sum(stacks.values()) for stacks in groups.values())
     lines = [f"{total} samples in {len(groups)} threads"]
+    processes, threads = Counter(), Counter()
+    for name, stacks in groups.items():
+        process = name.split(", ")[0] if name.startswith("process ") else name
+        processes[process] += sum(stacks.values())
+        threads[process] += 1
+    lines += [
+        f"   {process}: {n} samples in {threads[process]} threads ({100 * n / total:.1f} %)"
+        for process, n in processes.most_common()
+    ]
     for name, stacks in sorted(groups.items(), key=lambda item: -sum(item[1].values())):
         samples = sum(stacks.values())
         if samples < min_share * total:

@@ -31,3 +31,12 @@ def test_stacks_group_by_process_and_thread_with_semicolons_in_command_lines(tmp
     lines = summarise(only_run, top=5, min_share=0.0)
     assert "   all within: run (vismtl/wsi/engine.py)" in lines  # lines 138 and 140: one function
     assert "     75.0 %  forward (model.py)" in lines and "     25.0 %  stitch (stitch.py)" in lines
+
+
+def test_each_process_sums_its_threads(tmp_path):
+    writer = ENGINE.replace("thread (10): MainThread", "thread (12): writer_0")
+    raw = tmp_path / "profile.raw"
+    raw.write_text(RAW + f"{writer}finish_chunk (stitcher.py:9) 30\n")
+    lines = summarise(read_stacks(raw, only=[]), top=5, min_share=0.5)
+    assert lines[1] == "   process 10: 130 samples in 2 threads (86.7 %)"
+    assert lines[2] == "   process 11: 20 samples in 1 threads (13.3 %)"
