@@ -103,7 +103,10 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
     near = cv2.resize(mask.astype(np.uint8), array.shape[::-1], interpolation=cv2.INTER_NEAREST)
     near = cv2.dilate(near, np.ones((2 * 160 + 1, 2 * 160 + 1), np.uint8)) > 0  # tile + context + rounding
     assert (~near).any() and (array[:][~near] == 0).all()
-    assert cv2.imread(str(done / "thumbnail.png")).shape[2] == 3 and (done / "tissue_mask.png").is_file()
+    # the picture of the predictions as fine as the output grid up to thumbnail_size (512 in
+    # the tiny config); the mask at 8 um/px
+    assert cv2.imread(str(done / "thumbnail.png")).shape == (512, round(512 * 2220 / 2967), 3)
+    assert max(mask.shape) == round(2967 * 0.499 / 8)
     for task in ("nuclei", "gland", "lumen"):
         assert validate_feature_collection(json.loads((done / f"{task}.geojson").read_text())) == []
 
@@ -264,6 +267,20 @@ def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order(devi
                 order.append(piece.chunk)
         assert {k: len(v) for k, v in seen.items()} == sizes
         assert order == sorted(order) and set(order) == set(sizes)  # every chunk, in order
+
+
+def test_the_picture_outlines_objects_in_green_and_leaves_the_rest():
+    from vismtl.wsi.outputs import outlined
+
+    picture = np.full((12, 12, 3), 200, np.uint8)
+    objects = np.zeros((12, 12), bool)
+    objects[3:8, 2:9] = True
+    out = outlined(picture, objects)
+    border = objects.copy()
+    border[4:7, 3:8] = False  # the rectangle's outermost ring of pixels
+    assert (out[border] == (0, 255, 0)).all()
+    assert (out[objects & ~border] == (150, 213, 150)).all()  # 0.75 x 200 + 0.25 x colour
+    assert (out[~objects] == 200).all()
 
 
 def test_drain_makes_room_when_any_write_ends_not_only_the_oldest():

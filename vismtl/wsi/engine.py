@@ -167,6 +167,9 @@ class SlideRunner:
             # The tissue mask needs ~mask_mpp microns per pixel (about 1.25x), not a fixed size.
             side = max(slide.width, slide.height) * slide_mpp / self.settings.mask_mpp
             thumbnail, thumb_scale = slide.thumbnail(int(min(self.settings.thumbnail_size, max(side, 64))))
+            # the picture of the predictions: finer than the mask (nuclei are a pixel at 8 um/px)
+            picture_side = min(self.settings.thumbnail_size, max(layout.height, layout.width))
+            picture = slide.thumbnail(picture_side)[0] if picture_side > max(thumbnail.shape[:2]) else thumbnail
         mask = self._mask(slide_input, thumbnail)
         fingerprint = {
             **self.settings.fingerprint(),
@@ -180,7 +183,7 @@ class SlideRunner:
         finished = outputs.prepare(resume)
         tissue_um2 = float(mask.sum()) * (slide_mpp / thumb_scale) ** 2
         if tissue_um2 < self.settings.min_tissue_um2:
-            outputs.write_pictures(thumbnail, mask, None, False)
+            outputs.write_pictures(picture, mask, None, False)
             raise NoTissueError(
                 f"no tissue found in {slide_input.path} ({tissue_um2:.0f} um^2 of tissue-like pixels, less than "
                 f"wsi.min_tissue_um2 = {self.settings.min_tissue_um2:.0f}; blank slide or too faint)"
@@ -195,7 +198,7 @@ class SlideRunner:
         written = outputs.write_instances()
         overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
         probability = overlay_task is not None and self.tasks[overlay_task].kind == "instance"
-        outputs.write_pictures(thumbnail, mask, overlay_task, probability)
+        outputs.write_pictures(picture, mask, overlay_task, probability)
         wall = time.perf_counter() - timings["start"]
         summary = merge_summaries(entries)
         summary.update(

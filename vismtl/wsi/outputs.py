@@ -3,7 +3,8 @@
 - ``<task>.zarr``: uint8 (or uint16) raster per dense task on the output grid, chunked like
   the run, written one chunk at a time (never held whole in memory);
 - ``<task>.geojson``: the instances of instance tasks as a QuPath-readable FeatureCollection;
-- ``tissue_mask.png``, ``thumbnail.png`` (the slide with the predictions overlaid);
+- ``tissue_mask.png``, ``thumbnail.png`` (the slide with the predictions overlaid, as fine as
+  the output grid up to ``wsi.thumbnail_size``);
 - ``summary.json``: counts, areas, tissue-class proportions, timings -- written last, so its
   presence means the slide is complete;
 - ``run.json`` (the settings a resume must match), ``journal.jsonl`` and ``.parts/`` (per-chunk
@@ -177,13 +178,12 @@ class SlideOutputs:
         self, thumbnail: np.ndarray, mask: np.ndarray, overlay_task: str | None, probability: bool
     ) -> None:
         """``tissue_mask.png`` and ``thumbnail.png``: the slide with ``overlay_task``'s raster in colour
-        (a probability raster shown where it exceeds one half, a label raster by label)."""
+        (a probability raster outlined in green where it exceeds one half, a label raster by label)."""
         write_png_gray(self.folder / "tissue_mask.png", (mask > 0).astype(np.uint8) * 255)
-        picture = thumbnail.copy()
+        picture = thumbnail.copy()  # the mask's size or finer
         if overlay_task is not None and overlay_task in self.arrays:
             values = self._downsampled(overlay_task, picture.shape[:2])
-            labels = (values > 127).astype(np.int64) if probability else values.astype(np.int64)
-            picture = overlay(picture, labels)
+            picture = outlined(picture, values > 127) if probability else overlay(picture, values.astype(np.int64))
         write_png(self.folder / "thumbnail.png", picture)
 
     def _downsampled(self, task: str, size: tuple[int, int]) -> np.ndarray:
@@ -207,6 +207,16 @@ def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.
     colours = PALETTE[labels % 255]
     out = picture.astype(np.float32)
     out[shown] = (1 - alpha) * out[shown] + alpha * colours[shown]
+    return out.astype(np.uint8)
+
+
+def outlined(picture: np.ndarray, objects: np.ndarray, colour=(0, 255, 0), alpha: float = 0.25) -> np.ndarray:
+    """Objects (bool ``[H, W]``) over an RGB picture: tinted, with their borders in ``colour``
+    (green stands out on H&E, where the palette's dark red would not)."""
+    out = picture.astype(np.float32)
+    out[objects] = (1 - alpha) * out[objects] + alpha * np.asarray(colour, np.float32)
+    border = objects & ~cv2.erode(objects.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    out[border] = colour
     return out.astype(np.uint8)
 
 

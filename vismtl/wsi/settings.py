@@ -57,8 +57,10 @@ class WSISettings:
             took longer (``benchmarks/wsi_throughput.py --stitch-thread off on``,
             docs/benchmarks.md). The outputs are the same either way.
         amp: bfloat16 autocast on GPUs.
-        thumbnail_size: longest side (at most) of the tissue-mask thumbnail and the overlay picture.
-        mask_mpp: microns per pixel of that thumbnail (8: about 1.25x, where tissue masks are made).
+        thumbnail_size: longest side (at most) of the tissue-mask thumbnail and of the picture of
+            the predictions (``thumbnail.png``), which is as fine as the output grid up to it.
+        mask_mpp: microns per pixel of the tissue-mask thumbnail (8: about 1.25x, where tissue
+            masks are made).
         mask_dir: folder of user tissue masks ``<slide name>.png`` overriding the automatic mask.
         tissue: ``"auto"`` (run tiles touching the automatic or user tissue mask) or ``"all"``
             (every tile, e.g. for images that are not H&E).
