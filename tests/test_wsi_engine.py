@@ -283,6 +283,17 @@ def test_the_picture_outlines_objects_in_green_and_leaves_the_rest():
     assert (out[~objects] == 200).all()
 
 
+def test_the_picture_is_a_stored_pyramid_level_where_one_fits():
+    from types import SimpleNamespace
+
+    from vismtl.wsi.engine import _picture_side
+
+    pyramid = SimpleNamespace(level_dimensions=[(20000, 16000), (5000, 4000), (1250, 1000), (312, 250)])
+    assert _picture_side(pyramid, 2048) == 1250  # read as stored, not resampled from 5,000 px
+    assert _picture_side(pyramid, 6000) == 5000
+    assert _picture_side(SimpleNamespace(level_dimensions=[(2220, 2967)]), 2048) == 2048  # no level fits
+
+
 def test_drain_makes_room_when_any_write_ends_not_only_the_oldest():
     slow, done = Future(), [Future() for _ in range(3)]
     for future in done:

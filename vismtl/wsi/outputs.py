@@ -3,8 +3,8 @@
 - ``<task>.zarr``: uint8 (or uint16) raster per dense task on the output grid, chunked like
   the run, written one chunk at a time (never held whole in memory);
 - ``<task>.geojson``: the instances of instance tasks as a QuPath-readable FeatureCollection;
-- ``tissue_mask.png``, ``thumbnail.png`` (the slide with the predictions overlaid, as fine as
-  the output grid up to ``wsi.thumbnail_size``);
+- ``tissue_mask.png``, ``thumbnail.png`` (the slide with the predictions overlaid, at the finest
+  pyramid level within ``wsi.thumbnail_size``);
 - ``summary.json``: counts, areas, tissue-class proportions, timings -- written last, so its
   presence means the slide is complete;
 - ``run.json`` (the settings a resume must match), ``journal.jsonl`` and ``.parts/`` (per-chunk

@@ -58,7 +58,8 @@ class WSISettings:
             docs/benchmarks.md). The outputs are the same either way.
         amp: bfloat16 autocast on GPUs.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and of the picture of
-            the predictions (``thumbnail.png``), which is as fine as the output grid up to it.
+            the predictions (``thumbnail.png``): the finest pyramid level within it and the
+            output grid's size, or that size where no level fits.
         mask_mpp: microns per pixel of the tissue-mask thumbnail (8: about 1.25x, where tissue
             masks are made).
         mask_dir: folder of user tissue masks ``<slide name>.png`` overriding the automatic mask.
