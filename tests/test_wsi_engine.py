@@ -288,10 +288,11 @@ def test_the_picture_is_a_stored_pyramid_level_where_one_fits():
 
     from vismtl.wsi.engine import _picture_side
 
-    pyramid = SimpleNamespace(level_dimensions=[(20000, 16000), (5000, 4000), (1250, 1000), (312, 250)])
-    assert _picture_side(pyramid, 2048) == 1250  # read as stored, not resampled from 5,000 px
+    pyramid = SimpleNamespace(width=20000, height=16000, level_downsamples=[1.0, 4.0, 16.005, 64.1])
+    assert _picture_side(pyramid, 2048) == 1249  # 20,000 / 16.005: read as stored, not from 5,000 px
     assert _picture_side(pyramid, 6000) == 5000
-    assert _picture_side(SimpleNamespace(level_dimensions=[(2220, 2967)]), 2048) == 2048  # no level fits
+    one_level = SimpleNamespace(width=2220, height=2967, level_downsamples=[1.0])
+    assert _picture_side(one_level, 2048) == 2048  # no level fits: resampled
 
 
 def test_drain_makes_room_when_any_write_ends_not_only_the_oldest():

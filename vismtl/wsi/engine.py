@@ -339,7 +339,9 @@ def _picture_side(slide: Slide, wanted: int) -> int:
     mask's (nuclei are a pixel at 8 um/px): the finest pyramid level within ``wanted``, read as
     it is stored, or ``wanted`` where no level is that small (on ``benchmarks/wsi_throughput.py``'s
     slide a 2,048 px picture resampled from the 5,000 px level added 0.35 s to a 0.6 s call)."""
-    fitting = [max(size) for size in slide.level_dimensions if max(size) <= wanted]
+    # sizes from the downsamples (rounded down) so that Slide.thumbnail reads that very level
+    sides = [int(max(slide.width, slide.height) / downsample) for downsample in slide.level_downsamples]
+    fitting = [side for side in sides if side <= wanted]
     return max(fitting) if fitting else wanted
 
 
