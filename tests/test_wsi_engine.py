@@ -269,6 +269,13 @@ def test_batches_fill_across_chunks_and_every_tile_comes_back_once_in_order(devi
         assert order == sorted(order) and set(order) == set(sizes)  # every chunk, in order
 
 
+def test_the_summary_adds_up_the_chunks_areas_without_float_noise():
+    from vismtl.wsi.outputs import merge_summaries
+
+    entries = {(0, 0): {"area_um2": {"nuclei": 0.1}}, (0, 1): {"area_um2": {"nuclei": 0.2}}}
+    assert merge_summaries(entries)["area_um2"] == {"nuclei": 0.3}  # not 0.30000000000000004
+
+
 def test_the_picture_outlines_objects_in_green_and_leaves_the_rest():
     from vismtl.wsi.outputs import outlined
 

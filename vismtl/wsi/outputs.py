@@ -239,5 +239,6 @@ def merge_summaries(entries: Mapping[tuple[int, int], Mapping[str, Any]]) -> dic
         for task, hist in entry.get("patch_votes", {}).items():
             total = votes.setdefault(task, [0] * len(hist))
             votes[task] = [a + b for a, b in zip(total, hist)]
+    areas = {task: round(area, 3) for task, area in areas.items()}  # not 83046.24999999999: sums of chunks
     summary = {"tiles": tiles, "cut_objects": cut, "counts": counts, "area_um2": areas, "patch_votes": votes}
     return summary | {"finish_s": round(finish_s, 3)}
