@@ -75,9 +75,8 @@ def configs_cost(paths: list[str], size: tuple[int, int]) -> None:
     print(f"{'config':45s} {'params M':>9s} {'decoder M':>10s} {'GMACs':>8s} {'decoder GMACs':>14s} {'vs first':>9s}")
     first = None
     for path in paths:
-        cfg = load_config(path)
-        model_cfg = dict(cfg.model, backbone={**cfg.model.backbone, "pretrained": False})
-        params, decoder_params, macs, decoder_macs = cost(model_cfg, build_tasks(cfg.tasks), size)
+        cfg = load_config(path, {"model.backbone.pretrained": False})  # shapes only: no download
+        params, decoder_params, macs, decoder_macs = cost(cfg.model, build_tasks(cfg.tasks), size)
         first = first or macs
         print(f"{path:45s} {params:9.1f} {decoder_params:10.2f} {macs:8.1f} {decoder_macs:14.1f} {macs / first:8.1f}x")
 

@@ -393,9 +393,9 @@ def histology_rows(args: argparse.Namespace, slide: Path) -> None:
     if args.replay:
         compare(args, "histology replayed", Replayed(outputs), tasks, slide, 32, args.histology_repeats or 1)
     for path in args.replay_behind:
-        cost_cfg = load_config(path)
+        cost_cfg = load_config(path, {"model.backbone.pretrained": False})  # random weights: no download
         cost_tasks = build_tasks(cost_cfg.tasks)
-        cost = build_model(dict(cost_cfg.model, backbone={**cost_cfg.model.backbone, "pretrained": False}), cost_tasks)
+        cost = build_model(cost_cfg.model, cost_tasks)
         for batch in args.batch_size:
             alone = model_alone(cost, cost_tasks, batch, args.amp)
             print(f"{Path(path).stem} alone (batch {batch} of 320 x 320, activations included): {alone:.1f} tiles/s")

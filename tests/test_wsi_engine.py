@@ -293,13 +293,22 @@ def test_the_picture_outlines_objects_in_green_and_leaves_the_rest():
 def test_the_picture_is_a_stored_pyramid_level_where_one_fits():
     from types import SimpleNamespace
 
-    from vismtl.wsi.engine import _picture_side
+    from vismtl.wsi.reader import Slide
 
-    pyramid = SimpleNamespace(width=20000, height=16000, level_downsamples=[1.0, 4.0, 16.005, 64.1])
-    assert _picture_side(pyramid, 2048) == 1249  # 20,000 / 16.005: read as stored, not from 5,000 px
-    assert _picture_side(pyramid, 6000) == 5000
-    one_level = SimpleNamespace(width=2220, height=2967, level_downsamples=[1.0])
-    assert _picture_side(one_level, 2048) == 2048  # no level fits: resampled
+    def stored_side(levels, downsamples, wanted):  # a Slide's level bookkeeping alone
+        return Slide.stored_side(
+            SimpleNamespace(width=levels[0], height=levels[1], level_downsamples=downsamples), wanted
+        )
+
+    pyramid = ((20000, 16000), [1.0, 4.0, 16.005, 64.1])
+    assert stored_side(*pyramid, 2048) == 1249  # 20,000 / 16.005: read as stored, not from 5,000 px
+    assert stored_side(*pyramid, 6000) == 5000
+    assert stored_side((2220, 2967), [1.0], 2048) == 2048  # no level fits: resampled
+    if SLIDES.is_dir():  # a real pyramid: the chosen side is read from its level (150 px), unresampled
+        with Slide.open(SLIDES / "small_HE_levels.tiff") as real:
+            side = real.stored_side(200)
+            thumbnail, scale = real.thumbnail(side)
+            assert side == 150 and max(thumbnail.shape[:2]) == side and real.best_level(scale) == 1
 
 
 def test_drain_makes_room_when_any_write_ends_not_only_the_oldest():

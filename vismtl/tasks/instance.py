@@ -150,7 +150,8 @@ class InstanceTask(Task):
     def decide_from_cues(self, cues: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The rest of :meth:`decide` (components, flooding, growth), on the CPU: ids ``[B, H, W]`` int32."""
         cues = {name: value.cpu().numpy() for name, value in cues.items()}  # float64 rise kept as it is
-        count, shape = len(next(iter(cues.values()))), next(iter(cues.values())).shape[1:]
+        first = next(iter(cues.values()))
+        count, shape = len(first), first.shape[1:]
         if self.postprocess_kind == "watershed":
             maps = [
                 it.watershed_from_cues(cues["mask"][k], cues["marked"][k], cues["rise"][k], self.min_size, self.band)

@@ -167,7 +167,8 @@ class SlideRunner:
             # The tissue mask needs ~mask_mpp microns per pixel (about 1.25x), not a fixed size.
             side = max(slide.width, slide.height) * slide_mpp / self.settings.mask_mpp
             thumbnail, thumb_scale = slide.thumbnail(int(min(self.settings.thumbnail_size, max(side, 64))))
-            picture_side = _picture_side(slide, min(self.settings.thumbnail_size, max(layout.height, layout.width)))
+            # the picture of the predictions: finer than the mask (nuclei are a pixel at 8 um/px)
+            picture_side = slide.stored_side(min(self.settings.thumbnail_size, max(layout.height, layout.width)))
             picture = slide.thumbnail(picture_side)[0] if picture_side > max(thumbnail.shape[:2]) else thumbnail
         mask = self._mask(slide_input, thumbnail)
         fingerprint = {
@@ -332,17 +333,6 @@ class SlideRunner:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
             logits = self.model(images)
         return {n: t.activate(logits[n]) for n, t in self.tasks.items()}
-
-
-def _picture_side(slide: Slide, wanted: int) -> int:
-    """Longest side of the picture of the predictions (``thumbnail.png``), finer than the tissue
-    mask's (nuclei are a pixel at 8 um/px): the finest pyramid level within ``wanted``, read as
-    it is stored, or ``wanted`` where no level is that small (on ``benchmarks/wsi_throughput.py``'s
-    slide a 2,048 px picture resampled from the 5,000 px level added 0.35 s to a 0.6 s call)."""
-    # sizes from the downsamples (rounded down) so that Slide.thumbnail reads that very level
-    sides = [int(max(slide.width, slide.height) / downsample) for downsample in slide.level_downsamples]
-    fitting = [side for side in sides if side <= wanted]
-    return max(fitting) if fitting else wanted
 
 
 class Piece(NamedTuple):

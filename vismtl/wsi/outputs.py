@@ -201,10 +201,10 @@ class SlideOutputs:
         write_json(self.folder / "summary.json", summary)
 
 
-def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Labels > 0 in palette colours over an RGB picture of the same size."""
+def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45, colour=None) -> np.ndarray:
+    """Labels > 0 in palette colours (or all in ``colour``) over an RGB picture of the same size."""
     shown = labels > 0
-    colours = PALETTE[labels % 255]
+    colours = PALETTE[labels % 255] if colour is None else np.broadcast_to(np.asarray(colour, np.uint8), picture.shape)
     out = picture.astype(np.float32)
     out[shown] = (1 - alpha) * out[shown] + alpha * colours[shown]
     return out.astype(np.uint8)
@@ -213,11 +213,9 @@ def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.
 def outlined(picture: np.ndarray, objects: np.ndarray, colour=(0, 255, 0), alpha: float = 0.25) -> np.ndarray:
     """Objects (bool ``[H, W]``) over an RGB picture: tinted, with their borders in ``colour``
     (green stands out on H&E, where the palette's dark red would not)."""
-    out = picture.astype(np.float32)
-    out[objects] = (1 - alpha) * out[objects] + alpha * np.asarray(colour, np.float32)
-    border = objects & ~cv2.erode(objects.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    out[border] = colour
-    return out.astype(np.uint8)
+    out = overlay(picture, objects, alpha, colour)
+    out[objects & ~cv2.erode(objects.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = colour
+    return out
 
 
 def merge_summaries(entries: Mapping[tuple[int, int], Mapping[str, Any]]) -> dict[str, Any]:
