@@ -16,7 +16,7 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vismtl.config import load_config
+from vismtl.config import ConfigError, load_config
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 
@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("--config", nargs="+", help="configs whose models to count instead (their own tasks)")
     args = parser.parse_args()
     if args.config:
-        return configs_cost(args.config, tuple(args.size))
+        try:
+            return configs_cost(args.config, tuple(args.size))
+        except ConfigError as err:
+            parser.error(str(err))
     tasks = build_tasks(load_config(TASK_CONFIGS[args.tasks]).tasks)
     size = tuple(args.size)
     print(f"{args.tasks} tasks ({', '.join(tasks)}), input {size[0]}x{size[1]}, one image")

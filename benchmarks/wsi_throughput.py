@@ -60,7 +60,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import device_description  # noqa: E402
 from histology_model_rate import seconds_per_call  # noqa: E402
-from vismtl.config import load_config  # noqa: E402
+from vismtl.config import ConfigError, load_config  # noqa: E402
 from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
@@ -336,6 +336,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.stitch_thread = [choice == "on" for choice in args.stitch_thread]
+    try:  # read before the slide is made: a typo fails at once, naming the file
+        no_weights = {"model.backbone.pretrained": False}
+        args.replay_behind = {path: load_config(path, no_weights) for path in args.replay_behind}
+    except ConfigError as err:
+        parser.error(str(err))
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     print(
@@ -392,8 +397,7 @@ def histology_rows(args: argparse.Namespace, slide: Path) -> None:
         outputs = real_outputs(histology, slide, args.size, 256 + 2 * 32)
     if args.replay:
         compare(args, "histology replayed", Replayed(outputs), tasks, slide, 32, args.histology_repeats or 1)
-    for path in args.replay_behind:
-        cost_cfg = load_config(path, {"model.backbone.pretrained": False})  # random weights: no download
+    for path, cost_cfg in args.replay_behind.items():  # random weights: no download
         cost_tasks = build_tasks(cost_cfg.tasks)
         cost = build_model(cost_cfg.model, cost_tasks)
         for batch in args.batch_size:
