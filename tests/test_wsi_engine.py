@@ -137,13 +137,13 @@ def test_plain_tiffs_and_missing_mpp(tmp_path, tiny_checkpoint):
     assert "boxes.tiff has no microns-per-pixel metadata; pass --mpp" in error
 
 
-def oracle_run(slide, out, resume=False, **settings):
+def oracle_run(slide, out, resume=False, model=None, **settings):
     task_cfg = dict(nuclei=dict(kind="instance", band=3, postprocess="watershed", min_size=10))
     defaults = dict(
         tile=96, context=16, chunk=192, margin=48, batch_size=8, workers=0, thumbnail_size=256, tissue="all"
     )
     with SlideRunner(
-        GreyOracle(), build_tasks(task_cfg), WSISettings(**{**defaults, **settings}), torch.device("cpu")
+        model or GreyOracle(), build_tasks(task_cfg), WSISettings(**{**defaults, **settings}), torch.device("cpu")
     ) as runner:
         return runner.run(SlideInput(slide, slide.stem), out, resume=resume)
 
@@ -336,6 +336,29 @@ def test_the_batch_size_changes_no_output(tmp_path):
     assert len(json.loads(outputs[1][0])["features"]) == 60
     for batch in (3, 64):
         assert outputs[batch][0] == outputs[1][0] and np.array_equal(outputs[batch][1], outputs[1][1])
+
+
+def test_amp_runs_the_model_under_bfloat16_autocast_on_the_cpu(tmp_path):
+    """wsi.amp (--amp) on the CPU: a convolution in the model's forward computes in bfloat16; the
+    oracle's objects (elementwise, which autocast leaves in float32) stay the same."""
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=9, borders=96))
+    conv, outputs = torch.nn.Conv2d(3, 1, 1), {}
+    for amp in (False, True):
+        oracle, dtypes = GreyOracle(), set()
+        oracle.register_forward_hook(lambda module, args, output: dtypes.add(conv(args[0].float()).dtype))
+        assert oracle_run(slide, tmp_path / str(amp), model=oracle, amp=amp)["status"] == "done"
+        assert dtypes == {torch.bfloat16 if amp else torch.float32}
+        outputs[amp] = (tmp_path / str(amp) / "labels" / "nuclei.geojson").read_text()
+    assert len(json.loads(outputs[True])["features"]) == 60 and outputs[True] == outputs[False]
+
+
+def test_native_bfloat16_is_false_where_pytorch_cannot_tell(monkeypatch):
+    from vismtl.wsi.batch import native_bfloat16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert native_bfloat16()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert not native_bfloat16()
 
 
 def test_an_error_in_the_stitching_thread_fails_the_slide_and_stops_the_thread(tmp_path, monkeypatch):
