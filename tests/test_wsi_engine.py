@@ -345,7 +345,7 @@ def test_amp_runs_the_model_under_bfloat16_autocast_on_the_cpu(tmp_path):
     conv, outputs = torch.nn.Conv2d(3, 1, 1), {}
     for amp in (False, True):
         oracle, dtypes = GreyOracle(), set()
-        oracle.register_forward_hook(lambda module, args, output: dtypes.add(conv(args[0].float()).dtype))
+        oracle.register_forward_hook(lambda module, args, output, seen=dtypes: seen.add(conv(args[0].float()).dtype))
         assert oracle_run(slide, tmp_path / str(amp), model=oracle, amp=amp)["status"] == "done"
         assert dtypes == {torch.bfloat16 if amp else torch.float32}
         outputs[amp] = (tmp_path / str(amp) / "labels" / "nuclei.geojson").read_text()
