@@ -122,6 +122,41 @@ def test_backward_matches_reference(shape, dtype):
     assert grads["triton"][0].dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_without_weight_sum_matches_reference(shape, dtype):
+    """weight_sum=None: the canvas gets the same sums, and nothing else is written."""
+    tiles, offsets, weight = inputs(*shape, dtype, seed=1)
+    channels, height, width = shape[1], *shape[-2:]
+    prior = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    canvas_buffer, canvas = guarded(prior)
+    triton_kernels.blend_forward(tiles, offsets, weight, canvas, None)
+    expected = prior.clone()
+    blend_tiles_reference(tiles, offsets, weight, expected, None)
+    assert relative_error(canvas, expected) < TOLERANCE[dtype]
+    assert (canvas_buffer[:GUARD] == 1234.5).all() and (canvas_buffer[-GUARD:] == 1234.5).all()
+    with_sums = prior.clone()
+    blend_tiles_reference(tiles, offsets, weight, with_sums, torch.zeros(height, width, device=DEVICE))
+    assert torch.equal(expected, with_sums)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_disjoint_tiles_are_copied_exactly_without_weight_sum(impl):
+    """The slide engine's copy of disjoint tiles: a zeroed canvas, the flat window, no weights.
+    Every covered pixel is its tile's value bit for bit; the rest stays 0."""
+    image = torch.randn(3, 21, 20, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    offsets = grid_offsets(0, (7, 5), 19, 18)[1:]  # the first tile left out
+    canvas = torch.zeros(3, 19, 18, device=DEVICE)
+    window = blend_window(7, 5, "ones", device=DEVICE)
+    assert blend_tiles(crops(image, offsets, 7, 5), offsets, window, canvas, None, impl=impl)[1] is None
+    assert torch.equal(canvas[:, 7:, :], image[:, 7:19, :18]) and torch.equal(canvas[:, :, 5:], image[:, :19, 5:18])
+    assert (canvas[:, :7, :5] == 0).all()
+    with torch.inference_mode():  # the engine's mode; the sliced CPU path
+        again = torch.zeros(3, 19, 18, device=DEVICE)
+        blend_tiles(crops(image, offsets, 7, 5), offsets, window, again, None, impl=impl)
+    assert torch.equal(again, canvas)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_non_overlapping_tiles_with_ones_window_are_reproduced_exactly(impl):
     """A 3 x 4 grid of 7 x 5 tiles on a 19 x 18 canvas (the last row and column overhang)."""

@@ -68,18 +68,21 @@ class ChunkCanvas:
         self.weight_sum: torch.Tensor | None = None
         if not self.copy:
             self.weight_sum = weights.zero_() if weights is not None else torch.zeros((height, width), device=device)
-            self.window = _window(tile, window, torch.device(device))
+        self.window = _window(tile, window, torch.device(device))
         self.patch_votes: dict[str, torch.Tensor] = {}  # task -> [classes] counts, on the device
         self.tiles = 0
 
     def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> None:
         """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``."""
         offsets = positions - torch.tensor(self.region[:2], device=positions.device)
-        if self.copy:  # slices from offsets on the CPU (on a GPU, reading them would wait for its queue)
+        if self.copy and not self.sums.is_cuda:  # slices from offsets on the CPU: contiguous copies
             offsets = offsets.cpu()
             for task, channels in self.slices.items():
                 _copy_tiles(outputs[task], offsets, self.sums[channels])
         elif self.slices:
+            # On a GPU disjoint tiles are added into the zeroed canvas without weights, which copies
+            # them exactly, with one launch for the batch instead of a copy per tile and task: the
+            # engine's process launches everything from one GIL.
             tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
             offsets = offsets.to(self.sums.device, non_blocking=True)
             blend_tiles(tiles, offsets, self.window, self.sums, self.weight_sum)

@@ -24,6 +24,9 @@ class BlendTilesFunction(torch.autograd.Function):
         triton_kernels.blend_forward(tiles, offsets, weight, canvas, weight_sum)
         ctx.save_for_backward(offsets, weight)
         ctx.tiles_meta = (tiles.shape, tiles.dtype)
+        if weight_sum is None:
+            ctx.mark_dirty(canvas)
+            return canvas, None
         ctx.mark_dirty(canvas, weight_sum)
         ctx.mark_non_differentiable(weight_sum)
         return canvas, weight_sum
@@ -53,11 +56,12 @@ def _validate(tiles, offsets, weight, canvas, weight_sum) -> None:
         offsets.shape != (num_tiles, 2)
         or weight.shape != (h, w)
         or canvas.shape[0] != channels
-        or weight_sum.shape != (height, width)
+        or (weight_sum is not None and weight_sum.shape != (height, width))
     ):
         raise ValueError(
             f"blend_tiles shapes disagree: tiles {tuple(tiles.shape)}, offsets {tuple(offsets.shape)}, "
-            f"weight {tuple(weight.shape)}, canvas {tuple(canvas.shape)}, weight_sum {tuple(weight_sum.shape)} "
+            f"weight {tuple(weight.shape)}, canvas {tuple(canvas.shape)}, "
+            f"weight_sum {None if weight_sum is None else tuple(weight_sum.shape)} "
             "(expected [N, C, h, w], [N, 2], [h, w], [C, H, W], [H, W])"
         )
     if tiles.dtype not in TILE_DTYPES or not weight.is_floating_point():
@@ -66,11 +70,15 @@ def _validate(tiles, offsets, weight, canvas, weight_sum) -> None:
         )
     if offsets.dtype != torch.int64:
         raise TypeError(f"blend_tiles needs int64 offsets (y, x), got {offsets.dtype}")
-    if canvas.dtype != torch.float32 or weight_sum.dtype != torch.float32:
-        raise TypeError(f"blend_tiles accumulates in float32, got canvas {canvas.dtype}, weight_sum {weight_sum.dtype}")
-    if not (canvas.is_contiguous() and weight_sum.is_contiguous()):
+    sums = [t for t in (canvas, weight_sum) if t is not None]
+    if any(t.dtype != torch.float32 for t in sums):
+        raise TypeError(
+            f"blend_tiles accumulates in float32, got canvas {canvas.dtype}, "
+            f"weight_sum {None if weight_sum is None else weight_sum.dtype}"
+        )
+    if not all(t.is_contiguous() for t in sums):
         raise ValueError("blend_tiles accumulates in place: canvas and weight_sum must be contiguous")
-    devices = {t.device for t in (tiles, offsets, weight, canvas, weight_sum)}
+    devices = {t.device for t in (tiles, offsets, weight, *sums)}
     if len(devices) > 1:
         raise ValueError(f"blend_tiles inputs are on several devices: {sorted(map(str, devices))}")
     if weight.requires_grad and torch.is_grad_enabled():
@@ -82,9 +90,9 @@ def blend_tiles(
     offsets: torch.Tensor,
     weight: torch.Tensor,
     canvas: torch.Tensor,
-    weight_sum: torch.Tensor,
+    weight_sum: torch.Tensor | None,
     impl: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Add weighted tiles into a canvas, in place: ``canvas[c, y0+i, x0+j] += weight[i, j] tiles[n, c, i, j]``.
 
     Args:
@@ -94,6 +102,9 @@ def blend_tiles(
         weight: ``[h, w]`` blending window (see :func:`blend_window`); gets no gradient.
         canvas: ``[C, H, W]`` float32 accumulator, contiguous.
         weight_sum: ``[H, W]`` float32 accumulator of the window, contiguous; gets no gradient.
+            None: not accumulated (disjoint tiles under the flat window, added into a zeroed
+            canvas, are copied in exactly: on a GPU one launch per batch instead of a copy per
+            tile).
         impl: ``"auto"`` (Triton for CUDA tensors; on the CPU the reference, or its faster
             slice-add form when no gradient is needed), ``"triton"`` or ``"reference"``.
 

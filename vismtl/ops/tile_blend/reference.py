@@ -6,7 +6,7 @@ Shapes (N tiles of C channels and h x w pixels, blended into an H x W canvas):
     offsets    [N, 2]        int64 (y0, x0) of each tile's top-left pixel; may be negative
     weight     [h, w]        the blending window
     canvas     [C, H, W]     float32 accumulator
-    weight_sum [H, W]        float32 accumulator
+    weight_sum [H, W]        float32 accumulator, or None: not accumulated
 
     canvas[c, y0 + i, x0 + j] += weight[i, j] * tiles[n, c, i, j]
     weight_sum[y0 + i, x0 + j] += weight[i, j]
@@ -38,9 +38,9 @@ def blend_tiles_reference(
     offsets: torch.Tensor,
     weight: torch.Tensor,
     canvas: torch.Tensor,
-    weight_sum: torch.Tensor,
+    weight_sum: torch.Tensor | None,
 ) -> None:
-    """Accumulate weighted tiles into ``canvas`` and the window into ``weight_sum``, in place.
+    """Accumulate weighted tiles into ``canvas`` and the window into ``weight_sum`` (if any), in place.
 
     Fully vectorised: one ``index_add_`` over the flattened canvas for all tiles and channels
     (float32 math). Pixels outside the canvas add an exact 0 to pixel (0, 0) instead of being
@@ -55,12 +55,17 @@ def blend_tiles_reference(
     weighted = torch.where(inside[:, None], tiles, 0).to(torch.float32) * window[:, None]  # [N, C, h, w]
     values = weighted.transpose(0, 1).reshape(channels, -1)  # [C, N h w]
     canvas.view(channels, height * width).index_add_(1, flat.view(-1), values)
-    weight_sum.view(-1).index_add_(0, flat.view(-1), window.detach().view(-1))
+    if weight_sum is not None:
+        weight_sum.view(-1).index_add_(0, flat.view(-1), window.detach().view(-1))
 
 
 @torch.no_grad()
 def blend_tiles_sliced(
-    tiles: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, canvas: torch.Tensor, weight_sum: torch.Tensor
+    tiles: torch.Tensor,
+    offsets: torch.Tensor,
+    weight: torch.Tensor,
+    canvas: torch.Tensor,
+    weight_sum: torch.Tensor | None,
 ) -> None:
     """The same accumulation as :func:`blend_tiles_reference`, one slice-add per tile, no autograd.
 
@@ -70,7 +75,8 @@ def blend_tiles_sliced(
     for k, inside, part in clipped_tiles(offsets, tiles.shape[2:], canvas.shape[1:]):
         window = weight[part]
         canvas[(slice(None), *inside)].addcmul_(tiles[(k, slice(None), *part)].float(), window)
-        weight_sum[inside] += window
+        if weight_sum is not None:
+            weight_sum[inside] += window
 
 
 def clipped_tiles(offsets: torch.Tensor, tile_size, canvas_size):

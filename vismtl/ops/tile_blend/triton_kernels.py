@@ -50,11 +50,13 @@ def _blend_forward_kernel(
     plane,
     h,
     w,
+    HAS_WEIGHT_SUM: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
     n, local, pixel, _, in_canvas, window = _tile_block(offsets_ptr, weight_ptr, H, W, h, w, BLOCK_H, BLOCK_W)
-    tl.atomic_add(weight_sum_ptr + pixel, window, mask=in_canvas, sem="relaxed")
+    if HAS_WEIGHT_SUM:
+        tl.atomic_add(weight_sum_ptr + pixel, window, mask=in_canvas, sem="relaxed")
     tile_ptrs = tiles_ptr + n * C * h * w + local
     canvas_ptrs = canvas_ptr + pixel
     # Pointers advance one plane per channel (plane = H * W, int64 when large): no c * H * W overflow.
@@ -103,10 +105,11 @@ def blend_forward(
     offsets: torch.Tensor,
     weight: torch.Tensor,
     canvas: torch.Tensor,
-    weight_sum: torch.Tensor,
+    weight_sum: torch.Tensor | None,
 ) -> None:
     """tiles [N, C, h, w], offsets [N, 2] int64, weight [h, w] float32 -> accumulated into
-    canvas [C, H, W] and weight_sum [H, W] (float32), in place. All contiguous, one device.
+    canvas [C, H, W] and weight_sum [H, W] (float32; None: not accumulated), in place. All
+    contiguous, one device.
 
     The canvas is the output buffer: elements that no tile pixel lands on keep their value.
     """
@@ -115,8 +118,21 @@ def blend_forward(
     if tiles.numel() == 0:
         return
     grid, meta = _grid(num_tiles, h, w)
+    has_weight_sum = weight_sum is not None
     _blend_forward_kernel[grid](
-        tiles, offsets, weight, canvas, weight_sum, channels, height, width, height * width, h, w, **meta
+        tiles,
+        offsets,
+        weight,
+        canvas,
+        weight_sum if has_weight_sum else canvas,  # not touched without weights
+        channels,
+        height,
+        width,
+        height * width,
+        h,
+        w,
+        HAS_WEIGHT_SUM=has_weight_sum,
+        **meta,
     )
 
 
