@@ -31,8 +31,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
-TAIL=4 step kernel_tests 150 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py \
-    tests/test_wsi_finishing.py::test_maps_made_on_the_gpu_equal_those_made_on_the_cpu
+TAIL=4 step kernel_tests 180 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py \
+    tests/test_wsi_finishing.py::test_maps_made_on_the_gpu_equal_those_made_on_the_cpu \
+    tests/test_wsi_engine.py::test_outputs_made_on_the_gpu_equal_those_made_on_the_cpu
 # histology, chunks finished in processes (the GPU default), the tile cache on (each tile computed
 # once); --replay: a model that costs nothing, i.e. the engine's own ceiling. Each row's engine
 # starts its finishing processes before timing (as after a batch's first slide); batches of 16

@@ -526,7 +526,7 @@ def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
     tasks = build_tasks(dict(tissue=dict(kind="patch_class", num_classes=4)))
     canvas = type("Canvas", (), {"patch_votes": {}})()
     core = (0, 0, 512, 512)
-    positions = torch.tensor([[0, 0], [0, 256], [256, 512], [512, 0], [256, 256]])  # 3rd and 4th outside
+    positions = np.array([[0, 0], [0, 256], [256, 512], [512, 0], [256, 256]])  # 3rd and 4th outside
     logits = torch.full((5, 4), -5.0)
     logits[torch.arange(5), torch.tensor([2, 2, 1, 3, 0])] = 5.0
     vote_patches(canvas, tasks, {"tissue": logits}, positions, core, torch.device("cpu"))

@@ -78,8 +78,9 @@ class ChunkStitcher:
         self.core = plan.layout.core(*self.chunk)
         self._take(plan.taken[chunk_index])
         self.first = int(self.starts[chunk_index])
-        # positions stay on the CPU: reading them back from a GPU would wait for its queue
-        self.positions = torch.from_numpy(plan.positions[self.first : self.first + count])
+        # positions stay on the CPU, in numpy: reading them back from a GPU would wait for its
+        # queue, and every torch call (even on the CPU) gives up the GIL the model's launches need
+        self.positions = plan.positions[self.first : self.first + count]
         return 0.0
 
     def add(self, start: int, activated: Mapping[str, torch.Tensor]) -> float:
@@ -87,7 +88,7 @@ class ChunkStitcher:
         count = len(next(iter(activated.values())))
         where = self.positions[start : start + count]
         dense = {n: self._kept(activated[n]) for n in self.dense}
-        self.canvas.add(dense, where)
+        self.canvas.add(dense, torch.from_numpy(where))
         vote_patches(self.canvas, self.patch, activated, where, self.core, self.device)
         self._keep(self.first + start, dense, activated, where)
         return 0.0
@@ -116,7 +117,7 @@ class ChunkStitcher:
             return
         patch = [self.cache.take(self.canvas, corner, last) for corner, last in taken]
         if self.patch:
-            corners = torch.tensor([corner for corner, _ in taken])
+            corners = np.array([corner for corner, _ in taken])
             stacked = {n: torch.stack([p[n] for p in patch]) for n in self.patch}
             vote_patches(self.canvas, self.patch, stacked, corners, self.core, self.device)
 
@@ -125,7 +126,7 @@ class ChunkStitcher:
         for k in range(len(positions)):
             parts = self.plan.kept.get(first_row + k)
             if parts:
-                corner = (int(positions[k, 0]), int(positions[k, 1]))
+                corner = (int(positions[k, 0]), int(positions[k, 1]))  # numpy: no torch call
                 patch = {n: activated[n][k] for n in self.patch}
                 self.cache.keep(corner, parts, [o[k] for o in dense.values()], patch)
 
@@ -210,12 +211,13 @@ class StitchThread:
 
 
 def vote_patches(canvas: ChunkCanvas, patch_tasks: Mapping[str, Task], activated, positions, core, device) -> None:
-    """Patch classes of the tiles whose kept corner lies in the chunk's core (counted once)."""
+    """Patch classes of the tiles whose kept corner (``positions``, numpy ``[N, 2]``) lies in the
+    chunk's core (counted once)."""
     if not patch_tasks:
         return
     y, x = positions[:, 0], positions[:, 1]
-    inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).long()
-    inside = inside.to(device, non_blocking=True)
+    inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).astype(np.int64)
+    inside = torch.from_numpy(inside).to(device, non_blocking=True)
     for name, task in patch_tasks.items():
         # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
         if name not in canvas.patch_votes:
