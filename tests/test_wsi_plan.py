@@ -79,7 +79,7 @@ def run_plan(plan, values, classes):
             if core[0] <= y < core[2] and core[1] <= x < core[3]:
                 counted[int(label)] += 1
             if first + k in plan.kept:
-                cache.keep((y, x), plan.kept[first + k], [output], {"tissue": label})
+                cache.keep((y, x), plan.kept[first + k], output, {"tissue": label})
         canvases.append(canvas.result()["x"].clone())
         votes.append(counted)
     assert len(cache) == 0  # everything kept was taken

@@ -72,21 +72,27 @@ class ChunkCanvas:
         self.patch_votes: dict[str, torch.Tensor] = {}  # task -> [classes] counts, on the device
         self.tiles = 0
 
-    def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> None:
-        """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``."""
+    def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor | None:
+        """outputs ``{task: [N, C, tile, tile]}`` of N tiles whose kept regions start at ``positions`` ``[N, 2]``.
+
+        Returns the tiles as added: ``[N, C, tile, tile]`` float32, every task's channels stacked
+        in the canvas's order (what the tile cache keeps); None without dense tasks.
+        """
+        self.tiles += int(positions.shape[0])
+        if not self.slices:
+            return None
+        # one copy of the batch, then one call per tile (CPU) or per batch (GPU) for every task
+        tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
         offsets = positions - torch.tensor(self.region[:2], device=positions.device)
         if self.copy and not self.sums.is_cuda:  # slices from offsets on the CPU: contiguous copies
-            offsets = offsets.cpu()
-            for task, channels in self.slices.items():
-                _copy_tiles(outputs[task], offsets, self.sums[channels])
-        elif self.slices:
+            _copy_tiles(tiles, offsets.cpu(), self.sums)
+        else:
             # On a GPU disjoint tiles are added into the zeroed canvas without weights, which copies
-            # them exactly, with one launch for the batch instead of a copy per tile and task: the
-            # engine's process launches everything from one GIL.
-            tiles = torch.cat([outputs[t].float() for t in self.slices], dim=1)
+            # them exactly, with one launch for the batch instead of a copy per tile: the engine's
+            # process launches everything from one GIL.
             offsets = offsets.to(self.sums.device, non_blocking=True)
             blend_tiles(tiles, offsets, self.window, self.sums, self.weight_sum)
-        self.tiles += int(positions.shape[0])
+        return tiles
 
     def result(self) -> dict[str, torch.Tensor]:
         """``{task: [1, C, H, W]}`` blended (0 where no tile contributed); call once: blends in place."""

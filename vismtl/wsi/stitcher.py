@@ -87,10 +87,9 @@ class ChunkStitcher:
         """The activated outputs of the chunk's tiles ``start, start + 1, ...``."""
         count = len(next(iter(activated.values())))
         where = self.positions[start : start + count]
-        dense = {n: self._kept(activated[n]) for n in self.dense}
-        self.canvas.add(dense, torch.from_numpy(where))
+        tiles = self.canvas.add({n: self._kept(activated[n]) for n in self.dense}, torch.from_numpy(where))
         vote_patches(self.canvas, self.patch, activated, where, self.core, self.device)
-        self._keep(self.first + start, dense, activated, where)
+        self._keep(self.first + start, tiles, activated, where)
         return 0.0
 
     def end(self) -> float:
@@ -121,14 +120,15 @@ class ChunkStitcher:
             stacked = {n: torch.stack([p[n] for p in patch]) for n in self.patch}
             vote_patches(self.canvas, self.patch, stacked, corners, self.core, self.device)
 
-    def _keep(self, first_row: int, dense, activated, positions) -> None:
-        """Keep the parts of this batch's tiles that later chunks will take (rows of plan.positions)."""
+    def _keep(self, first_row: int, tiles: torch.Tensor | None, activated, positions) -> None:
+        """Keep the parts of this batch's tiles (``[N, C, tile, tile]``, the canvas's channels) that
+        later chunks will take (rows of plan.positions)."""
         for k in range(len(positions)):
             parts = self.plan.kept.get(first_row + k)
-            if parts:
+            if parts and tiles is not None:
                 corner = (int(positions[k, 0]), int(positions[k, 1]))  # numpy: no torch call
                 patch = {n: activated[n][k] for n in self.patch}
-                self.cache.keep(corner, parts, [o[k] for o in dense.values()], patch)
+                self.cache.keep(corner, parts, tiles[k], patch)
 
 
 class StitchThread:

@@ -28,14 +28,13 @@ class TileCache:
         return len(self._parts)
 
     def keep(
-        self, corner: Corner, parts: Sequence[Box], dense: Sequence[torch.Tensor], patch: Mapping[str, torch.Tensor]
+        self, corner: Corner, parts: Sequence[Box], dense: torch.Tensor, patch: Mapping[str, torch.Tensor]
     ) -> None:
-        """Keep ``parts`` of a tile whose dense outputs are ``dense`` (``[C, tile, tile]`` per task)."""
+        """Keep ``parts`` of a tile whose dense outputs are ``dense`` (``[C, tile, tile]``, every
+        task's channels in the canvas's order)."""
         box = (corner[0], corner[1], corner[0] + self.tile, corner[1] + self.tile)
-        # torch.cat copies: a part holds no reference to the batch it came from
-        self._parts[corner] = [
-            (part, torch.cat([output[(slice(None), *within(part, box))] for output in dense])) for part in parts
-        ]
+        # copies: a part holds no reference to the batch it came from
+        self._parts[corner] = [(part, dense[(slice(None), *within(part, box))].clone()) for part in parts]
         self._patch[corner] = {name: value.clone() for name, value in patch.items()}
 
     def take(self, canvas: ChunkCanvas, corner: Corner, last: bool) -> dict[str, torch.Tensor]:
