@@ -17,6 +17,7 @@ from vismtl.tasks.instance_targets import (
     drop_outside,
     expand_chessboard,
     instance_to_classes,
+    label_components,
     majority_type,
     majority_type_map,
     postprocess_interior_minus_contour,
@@ -315,6 +316,22 @@ def test_expand_chessboard_in_windows_equals_the_whole_image_transform(distance)
         np.testing.assert_array_equal(grown, expand_chessboard_whole_image(labels, distance))
         assert (grown > 0).sum() > (labels > 0).sum()
     assert expand_chessboard(np.zeros((5, 5), np.int32), 3).max() == 0
+
+
+def test_label_components_equals_scipy_numbering_included() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        height, width = (int(v) for v in rng.integers(1, 120, 2))
+        mask = rng.random((height, width)) < rng.random()
+        if trial % 3 == 0:  # blobs, as after thresholding
+            mask = ndi.binary_dilation(rng.random((height, width)) < 0.02, iterations=2)
+        if trial % 5 == 0:
+            mask = mask[::2, 1:]  # a strided view
+        expected = ndi.label(mask, structure=np.ones((3, 3), bool))[0]
+        got = label_components(mask)
+        assert got.dtype == np.int32 and np.array_equal(got, expected)
+    assert np.array_equal(label_components(np.array([[0, 3], [2, 0]])), [[0, 1], [1, 0]])  # ints: nonzero
+    assert label_components(np.zeros((0, 5), bool)).shape == (0, 5)
 
 
 def test_relabel() -> None:

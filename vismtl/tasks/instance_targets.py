@@ -43,6 +43,20 @@ BACKGROUND, INTERIOR, CONTOUR = 0, 1, 2
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity for labelling
 
 
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """int32 ids ``1..K`` of the 8-connected components of a 2-D ``mask``, 0 elsewhere.
+
+    ``ndi.label(mask, structure=EIGHT)[0]`` exactly, numbering included (first pixel in scan
+    order): OpenCV's Wu labelling numbers components the same way and is faster; its block-based
+    default (Spaghetti) numbers them differently.
+    """
+    mask = np.asarray(mask)
+    if not mask.size:
+        return np.zeros(mask.shape, np.int32)
+    pixels = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8)
+    return cv2.connectedComponentsWithAlgorithm(pixels, 8, cv2.CV_32S, cv2.CCL_WU)[1]
+
+
 def band_radii(band: int) -> tuple[int, int]:
     """Band width ``k`` -> ``(r_in, r_out)`` with ``r_in + r_out == k`` (see the module docstring)."""
     if band < 0:
@@ -240,7 +254,7 @@ def watershed_from_cues(
 ) -> np.ndarray:
     """The rest of :func:`postprocess_watershed`, from :func:`watershed_cues` ``[H, W]``: int32 ids."""
     # 8-connected: the chessboard-eroded core of a 3-px-wide neck is a diagonal line
-    markers = remove_small(ndi.label(marked, structure=EIGHT)[0], min_marker_size)
+    markers = remove_small(label_components(marked), min_marker_size)
     if band is None:
         distance = ndi.distance_transform_cdt(markers == 0, metric="chessboard")
     else:  # undo the targets' chessboard erosion; beyond r_in the mask is cut, so distances there do not matter
@@ -301,8 +315,9 @@ def expand_chessboard(labels: np.ndarray, distance: int) -> np.ndarray:
     labels = np.asarray(labels)
     square = np.ones((2 * distance + 1, 2 * distance + 1), np.uint8)
     reached = cv2.dilate((labels > 0).astype(np.uint8), square)  # within `distance` of a region
-    # OpenCV's components, a few times faster than scipy's: the groups' numbering decides nothing
-    count, groups, boxes, _ = cv2.connectedComponentsWithStats(reached, connectivity=8, ltype=cv2.CV_32S)
+    # OpenCV's components, a few times faster than scipy's: the groups' numbering decides nothing.
+    # Grana's block-based algorithm: with statistics 2.4x faster than the default (Spaghetti) here.
+    count, groups, boxes, _ = cv2.connectedComponentsWithStatsWithAlgorithm(reached, 8, cv2.CV_32S, cv2.CCL_GRANA)
     out = labels.copy()
     height, width = labels.shape
     for group in range(1, count):
@@ -328,7 +343,7 @@ def seed_cues(prob: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Ten
 
 def grow_seeds(seeds: np.ndarray, band: int = 3, min_size: int = 30) -> np.ndarray:
     """The rest of :func:`postprocess_interior_minus_contour`, from :func:`seed_cues` ``[H, W]``: int32 ids."""
-    grown = expand_chessboard(ndi.label(seeds, structure=EIGHT)[0], band_radii(band)[0])
+    grown = expand_chessboard(label_components(seeds), band_radii(band)[0])
     return remove_small(fill_holes(grown), min_size)
 
 
