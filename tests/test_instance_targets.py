@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
+from skimage.segmentation import watershed
 
+from vismtl.tasks import instance_targets as it
 from vismtl.tasks.instance_targets import (
     band_radii,
     boundary_weight_map,
@@ -28,6 +30,7 @@ from vismtl.tasks.instance_targets import (
     type_map_from_instances,
     unique_ids,
     watershed_cues,
+    watershed_from_cues,
 )
 
 
@@ -190,6 +193,47 @@ def test_watershed_round_trip() -> None:
     assert pred.dtype == np.int32 and pred.max() == gt.max() == 20
     assert set(np.unique(pred)) == set(range(21))
     assert match_all(gt, pred) > 0.8
+
+
+def _flooded_by_skimage(mask, marked, rise, min_size=10):
+    """The nuclei watershed as skimage floods it (the definition flood_one_ring follows)."""
+    markers = remove_small(label_components(marked), 3)
+    distance = chessboard_reach(markers, 1)
+    labels = watershed(2.0 * distance + rise, markers, mask=mask & (distance <= 1), connectivity=2)
+    return remove_small(labels, min_size)
+
+
+def test_one_ring_flood_equals_skimage_where_rises_do_not_tie() -> None:
+    """Crowded blobs of continuous (never equal) probabilities, markers cut by the mask included."""
+    rng = np.random.default_rng(5)
+    for trial in range(8):
+        field = ndi.gaussian_filter(rng.random((90, 110)), 2.0)
+        interior = np.clip((field - field.mean()) / field.std() * 0.35 + 0.45, 0, 1)
+        contour = np.clip(rng.random((90, 110)) * (1 - interior), 0, 1)
+        prob = torch.from_numpy(np.stack([1 - interior - contour, interior, contour]))
+        cues = {name: value.numpy() for name, value in watershed_cues(prob).items()}
+        if trial % 2:
+            cues["mask"] = cues["mask"] & (rng.random(cues["mask"].shape) > 0.05)  # some markers outside it
+        assert it._floods_in_one_ring(**cues) == (trial % 2 == 0)  # else skimage's flood, as before
+        expected = _flooded_by_skimage(**cues)
+        assert expected.max() > 5
+        np.testing.assert_array_equal(watershed_from_cues(**cues, band=3), expected)
+
+
+def test_one_ring_flood_gives_a_tied_pixel_to_the_first_marker_in_scan_order() -> None:
+    marked = np.zeros((7, 9), bool)
+    marked[1:6, 1:3] = marked[1:6, 6:8] = True  # markers 1 and 2, three columns apart
+    mask = np.ones((7, 9), bool)
+    labels = watershed_from_cues(mask, marked, np.where(marked, -1.0, 0.5), min_size=1, band=3)
+    assert (labels[0:7, 3] == 1).all() and (labels[0:7, 5] == 2).all()  # each ring pixel next to one marker
+    assert (labels[:, 4] == 0).all()  # two columns from both: beyond the ring
+    marked[:, 6:8] = False
+    marked[1:6, 4:6] = True  # now column 3 touches both markers
+    rise = np.where(marked, -1.0, 0.5)  # equal rises: the first neighbour in scan order (marker 1's)
+    assert (watershed_from_cues(mask, marked, rise, min_size=1, band=3)[:, 3] == 1).all()
+    rise[3, 4] = -2.0  # lower: the ring pixels next to it join marker 2
+    labels = watershed_from_cues(mask, marked, rise, min_size=1, band=3)
+    assert labels[2:5, 3].tolist() == [2, 2, 2] and labels[1, 3] == labels[5, 3] == 1
 
 
 def test_watershed_without_band_keeps_outer_ring() -> None:

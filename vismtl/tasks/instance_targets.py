@@ -255,6 +255,8 @@ def watershed_from_cues(
     """The rest of :func:`postprocess_watershed`, from :func:`watershed_cues` ``[H, W]``: int32 ids."""
     # 8-connected: the chessboard-eroded core of a 3-px-wide neck is a diagonal line
     markers = remove_small(label_components(marked), min_marker_size)
+    if band is not None and band_radii(band)[0] == 1 and _floods_in_one_ring(mask, marked, rise):
+        return remove_small(flood_one_ring(markers, mask, rise), min_size)  # nuclei (band 3)
     if band is None:
         distance = ndi.distance_transform_cdt(markers == 0, metric="chessboard")
     else:  # undo the targets' chessboard erosion; beyond r_in the mask is cut, so distances there do not matter
@@ -266,6 +268,50 @@ def watershed_from_cues(
     elevation = 2.0 * distance + rise
     labels = watershed(elevation, markers, mask=mask, connectivity=2)
     return remove_small(labels, min_size)
+
+
+def _floods_in_one_ring(mask: np.ndarray, marked: np.ndarray, rise: np.ndarray) -> bool:
+    """Whether :func:`flood_one_ring` gives the watershed: the markers lie in the mask (so every
+    ring pixel touches one that floods it) and the rises are those of probabilities, in [-1, 1]
+    (so every marker pixel, at elevation rise < 1, comes before every ring pixel, at 2 + rise).
+    Always so for :func:`watershed_cues`' maps."""
+    return not (marked & ~mask).any() and (rise.size == 0 or (rise.min() >= -1.0 and rise.max() <= 1.0))
+
+
+def flood_one_ring(markers: np.ndarray, mask: np.ndarray, rise: np.ndarray) -> np.ndarray:
+    """The watershed of :func:`watershed_from_cues` where ``r_in`` is 1, without a priority queue.
+
+    The mask is cut to the markers and the ring of pixels next to them (chessboard distance 1),
+    whose elevations (2 + rise, at least 1) exceed the markers' (rise < 1 where the interior
+    passes the threshold). A priority flood therefore takes every marker pixel before any ring
+    pixel, and each ring pixel joins the marker pixel among its 8 neighbours that comes first:
+    the one of lowest rise. This picks that neighbour directly, over the ring's pixels only
+    (several times faster than skimage's flood on whole-slide chunks); where two neighbours of
+    different markers have equal rises, skimage's heap leaves the order unspecified and this
+    takes the first in scan order. ``markers`` int ``[H, W]`` (inside ``mask``), ``mask`` bool, ``rise`` float in [-1, 1]
+    (:func:`_floods_in_one_ring`): int32 ids.
+    """
+    height, width = markers.shape
+    objects = (markers > 0).astype(np.uint8)
+    ring = (cv2.dilate(objects, np.ones((3, 3), np.uint8)) > objects) & mask
+    where = np.flatnonzero(ring)
+    rows, cols = np.divmod(where, width)
+    padded = np.pad(markers.astype(np.int32, copy=False), 1).ravel()  # 0 beyond the border: no marker
+    at = (rows + 1) * (width + 2) + cols + 1
+    rises = np.ascontiguousarray(rise).ravel()
+    lowest, chosen = np.full(where.size, np.inf), np.zeros(where.size, np.int32)
+    for dy in (-1, 0, 1):  # neighbours in scan order: on equal rises the first one stays
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                label = padded[at + dy * (width + 2) + dx]
+                near = np.flatnonzero(label)
+                value = rises[where[near] + dy * width + dx]
+                lower = value < lowest[near]
+                picked = near[lower]
+                lowest[picked], chosen[picked] = value[lower], label[picked]
+    out = markers.astype(np.int32)
+    out.ravel()[where] = chosen
+    return out
 
 
 def postprocess_watershed(
