@@ -288,8 +288,8 @@ def flood_one_ring(markers: np.ndarray, mask: np.ndarray, rise: np.ndarray) -> n
     the one of lowest rise. This picks that neighbour directly, over the ring's pixels only
     (several times faster than skimage's flood on whole-slide chunks); where two neighbours of
     different markers have equal rises, skimage's heap leaves the order unspecified and this
-    takes the first in scan order. ``markers`` int ``[H, W]`` (inside ``mask``), ``mask`` bool, ``rise`` float in [-1, 1]
-    (:func:`_floods_in_one_ring`): int32 ids.
+    takes the first in scan order. ``markers`` int ``[H, W]`` (inside ``mask``), ``mask`` bool,
+    ``rise`` float in [-1, 1] (:func:`_floods_in_one_ring`): int32 ids.
     """
     height, width = markers.shape
     objects = (markers > 0).astype(np.uint8)

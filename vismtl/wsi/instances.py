@@ -46,7 +46,10 @@ _ID_NAMESPACE = uuid.UUID("6f1d6c52-3c1e-4d43-9a55-0c7a4c3e2b11").bytes
 class Instance:
     """One object in slide level-0 coordinates."""
 
-    polygon: np.ndarray  # float64 [N, 2]: closed exterior ring (x, y), first point == last point
+    # [N, 2] closed exterior ring (x, y), first point == last point: int64 where every vertex is
+    # an integer (an integer level-0 scale), which the GeoJSON then writes as "12" for "12.0";
+    # else float64 rounded to 0.001 level-0 pixel
+    polygon: np.ndarray
     centroid: tuple[float, float]  # (x, y)
     area_px: float  # in output pixels
     area_um2: float | None
@@ -106,9 +109,12 @@ def extract_chunk(
     owned = np.flatnonzero((first[:, 0] >= y0) & (first[:, 0] < y1) & (first[:, 1] >= x0) & (first[:, 1] < x1))
     touching = _labels_on_margin_sides(labels, core)
     origin_xy = np.asarray(origin, np.float64)
-    rings = (vertices + origin_xy) * scale
+    if float(scale).is_integer() and all(float(v).is_integer() for v in origin):  # exact in integers
+        rings = (vertices.astype(np.int64) + np.asarray(origin, np.int64)) * int(scale)
+    else:  # to a thousandth of a level-0 pixel: "33.066", not "33.06613226452905", in the GeoJSON
+        rings = np.round((vertices + origin_xy) * scale, 3)
     starts, stops = offsets[:-1].tolist(), offsets[1:].tolist()
-    centres = ((centroid + origin_xy) * scale)[owned].tolist()
+    centres = np.round((centroid + origin_xy) * scale, 3)[owned].tolist()  # to 0.001 px, as the vertices
     # the rings run along pixel edges with integer vertices: their lengths are exact integers
     walked = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(vertices, axis=0)).sum(axis=1))])
     perimeters = ((walked[offsets[1:] - 1] - walked[offsets[:-1]]) * scale)[owned].tolist()
