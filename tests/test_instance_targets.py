@@ -220,6 +220,14 @@ def test_one_ring_flood_equals_skimage_where_rises_do_not_tie() -> None:
         np.testing.assert_array_equal(watershed_from_cues(**cues, band=3), expected)
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (1, 7), (6, 1)])
+def test_watershed_on_empty_and_thin_maps(shape) -> None:
+    full = np.ones(shape, bool)
+    labels = watershed_from_cues(full, full, np.full(shape, -0.5), min_size=1, band=3)
+    assert labels.shape == shape and labels.dtype == np.int32
+    assert (labels == (1 if min(shape) and max(shape) >= 3 else 0)).all()  # markers need 3 pixels
+
+
 def test_one_ring_flood_gives_a_tied_pixel_to_the_first_marker_in_scan_order() -> None:
     marked = np.zeros((7, 9), bool)
     marked[1:6, 1:3] = marked[1:6, 6:8] = True  # markers 1 and 2, three columns apart

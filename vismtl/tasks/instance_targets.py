@@ -253,6 +253,8 @@ def watershed_from_cues(
     min_marker_size: int = 3,
 ) -> np.ndarray:
     """The rest of :func:`postprocess_watershed`, from :func:`watershed_cues` ``[H, W]``: int32 ids."""
+    if not np.asarray(marked).size:
+        return np.zeros(np.shape(marked), np.int32)
     # 8-connected: the chessboard-eroded core of a 3-px-wide neck is a diagonal line
     markers = remove_small(label_components(marked), min_marker_size)
     if band is not None and band_radii(band)[0] == 1 and _floods_in_one_ring(mask, marked, rise):
