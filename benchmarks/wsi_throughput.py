@@ -113,7 +113,10 @@ class Replayed(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cost is not None:
             self.cost(image)
-        rows = torch.arange(len(image)) % len(next(iter(self.outputs.values())))
+        stored = len(next(iter(self.outputs.values())))
+        if len(image) <= stored:  # the first rows as views: no copy of the output maps
+            return {name: value[: len(image)] for name, value in self.outputs.items()}
+        rows = torch.arange(len(image)) % stored
         return {name: value[rows.to(value.device)] for name, value in self.outputs.items()}
 
 
