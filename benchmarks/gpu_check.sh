@@ -48,6 +48,9 @@ TAIL=8 step wsi_costly_model 180 "$PY" benchmarks/wsi_throughput.py --skip-trivi
     --batch-size 16 64 $CHECKPOINT
 # PyTorch calls of the model's thread per tile (the GPU path: canvases filled with one launch per batch)
 TAIL=16 step wsi_host_ops 120 "$PY" benchmarks/wsi_host_ops.py --batch-size 64 $CHECKPOINT
+# the model compiled by torch.compile (fewer launches from the engine's one GIL) against eager
+TAIL=8 step wsi_compile 300 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 3 \
+    --batch-size 64 --compile off on --finish-workers "$FINISHERS" --tile-cache-mb 512 $CHECKPOINT
 # the model's own rate by batch size, precision and memory layout
 TAIL=18 step histology_model_rate 90 "$PY" benchmarks/histology_model_rate.py $CHECKPOINT
 # chunk finishing alone: per core, and how the finishing processes scale over this machine's cores

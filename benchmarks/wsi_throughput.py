@@ -165,8 +165,9 @@ def _process_cpu() -> float:
 
 def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
     """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` x ``--tile-cache-mb`` x
-    ``--batch-size`` x ``--stitch-thread`` setting: medians of ``repeats`` runs. Rows differing
-    only in batch size or where the stitching runs share one engine, and their runs alternate."""
+    ``--batch-size`` x ``--stitch-thread`` x ``--compile`` setting: medians of ``repeats`` runs.
+    Rows differing only in batch size, where the stitching runs or compilation share one engine,
+    and their runs alternate (a compiled row's first run includes the compile)."""
     instances = bool(context)  # the trivial model has no instances, so no margins
     for workers, threads, finishers, cache_mb in itertools.product(
         args.workers,
@@ -176,8 +177,10 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
     ):
         settings = bench_settings(args, threads, context, workers, finishers, cache_mb)
         variants = {
-            (batch, stitch): dataclasses.replace(settings, batch_size=batch, stitch_thread=stitch)
-            for batch, stitch in itertools.product(args.batch_size, args.stitch_thread)
+            (batch, stitch, compiled): dataclasses.replace(
+                settings, batch_size=batch, stitch_thread=stitch, compile=compiled
+            )
+            for batch, stitch, compiled in itertools.product(args.batch_size, args.stitch_thread, args.compile)
         }
         runs: dict = {key: [] for key in variants}
         with SlideRunner(model.to(DEVICE), tasks, settings, DEVICE) as runner:
@@ -198,6 +201,8 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
                 name += f", batch {variant.batch_size}"
             if len(args.stitch_thread) > 1:
                 name += f", stitch thread {'on' if variant.stitch_thread else 'off'}"
+            if len(args.compile) > 1:
+                name += f", compiled {'on' if variant.compile else 'off'}"
             report(name, runs[key], settings.tile)
 
 
@@ -326,7 +331,8 @@ def main() -> None:
     compared("--finish-workers", type=int, default=[None], help="finishing processes (0: the writer threads)")
     compared("--tile-cache-mb", type=float, default=[None], help="tile cache budgets (0: margins computed again)")
     compared("--stitch-thread", choices=["on", "off"], default=["off"], help="stitching in a thread of its own")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPUs)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    compared("--compile", choices=["off", "on"], default=["off"], help="torch.compile the model (wsi.compile)")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")
     parser.add_argument("--histology-repeats", type=int, default=1, help="histology-model runs (0: none)")
     parser.add_argument("--skip-histology", action="store_true")
@@ -339,6 +345,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.stitch_thread = [choice == "on" for choice in args.stitch_thread]
+    args.compile = [choice == "on" for choice in args.compile]
     try:  # read before the slide is made: a typo fails at once, naming the file
         no_weights = {"model.backbone.pretrained": False}
         args.replay_behind = {path: load_config(path, no_weights) for path in args.replay_behind}

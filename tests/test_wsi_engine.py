@@ -370,6 +370,28 @@ def test_amp_runs_the_model_under_bfloat16_autocast_on_the_cpu(tmp_path):
     assert len(json.loads(outputs[True])["features"]) == 60 and outputs[True] == outputs[False]
 
 
+def test_a_compiled_model_compiles_one_graph_for_the_run_and_gives_the_same_outputs(tmp_path, monkeypatch):
+    """wsi.compile: torch.compile once, every batch (the short last one padded) of one shape and
+    layout, so one graph; the objects and rasters of the eager model. Dynamo traces here, but
+    the graph runs eagerly (a counting backend): inductor's compile is the benchmark's."""
+    graphs, compile_model = [], torch.compile
+
+    def counting(model, **options):
+        def backend(graph, inputs):
+            graphs.append([(tuple(t.shape), t.stride()) for t in inputs if isinstance(t, torch.Tensor)])
+            return graph.forward
+
+        return compile_model(model, backend=backend, **options)
+
+    monkeypatch.setattr(torch, "compile", counting)
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=11, borders=96))
+    eager = oracle_outputs(slide, tmp_path / "eager", batch_size=8)
+    compiled = oracle_outputs(slide, tmp_path / "compiled", batch_size=8, compile=True)
+    assert compiled[2]["tiles"] % 8 != 0  # a short last batch, padded
+    assert len(graphs) == 1 and graphs[0][0][0] == (8, 3, 128, 128)
+    assert compiled[0] == eager[0] and np.array_equal(compiled[1], eager[1])
+
+
 def test_native_bfloat16_is_false_where_pytorch_cannot_tell(monkeypatch):
     from vismtl.wsi.batch import native_bfloat16
 

@@ -112,6 +112,7 @@ class SlideRunner:
         model_id: str = "",
     ) -> None:
         self.model, self.tasks, self.settings, self.device = model.eval(), dict(tasks), settings, device
+        self._compiled: torch.nn.Module | None = None  # torch.compile's, made at the first batch
         self.model_id = model_id
         self.dense = {n: t for n, t in tasks.items() if t.dense}
         has_instances = any(t.kind == "instance" for t in tasks.values())
@@ -330,9 +331,29 @@ class SlideRunner:
         return {"model_s": clock.seconds(), **seconds}
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        model, count = self.model, len(images)
+        if self.settings.compile:
+            if self._compiled is None:
+                self._compiled = torch.compile(self.model, dynamic=False)
+            model, images = self._compiled, padded(images, self.settings.batch_size)
+            if not images.is_inference():  # a chunk's own tiles (not joined): one kind of tensor, one graph
+                images = images.clone()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
-            logits = self.model(images)
-        return {n: t.activate(logits[n]) for n, t in self.tasks.items()}
+            logits = model(images)
+        return {n: t.activate(logits[n][:count]) for n, t in self.tasks.items()}
+
+
+def padded(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images [n, C, H, W]`` followed by zero images up to ``size``, in their memory layout (the
+    engine's are channels-last): a compiled model then sees one shape and one layout, and runs the
+    graph it compiled at the first batch instead of compiling another for a slide's last batch."""
+    if len(images) >= size:
+        return images
+    order = sorted(range(4), key=lambda d: -images.stride(d))  # outermost dimension first
+    shape = [size if d == 0 else images.shape[d] for d in order]
+    out = images.new_zeros(shape).permute(*[order.index(d) for d in range(4)])
+    out[: len(images)] = images
+    return out
 
 
 class Piece(NamedTuple):

@@ -59,6 +59,9 @@ class WSISettings:
         amp: bfloat16 autocast, on GPUs and on CPUs that compute bfloat16 natively (AVX-512 BF16,
             AMX): the histology quickstart ran slides 1.8-2.0x faster on such a CPU, with 98-99.7 %
             of its objects matched at IoU 0.5 to float32's (``benchmarks/wsi_precision.py``).
+        compile: compile the model with ``torch.compile`` at its first batch (about a minute on
+            2 CPU cores), every batch padded to ``batch_size`` so that one graph serves the whole
+            run: worth it for many or large slides (see docs/benchmarks.md for the measured gain).
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and of the picture of
             the predictions (``thumbnail.png``): the finest pyramid level within it and the
             output grid's size, or that size where no level fits.
@@ -86,6 +89,7 @@ class WSISettings:
     tile_cache_mb: float = 512.0
     stitch_thread: bool = False
     amp: bool = False
+    compile: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
     mask_dir: str | None = None
