@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tissue", choices=["auto", "all"], help="'all': run every tile, not only tissue")
     parser.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast")
     parser.add_argument(
-        "--compile", action="store_true", default=None, help="torch.compile the model (about a minute, once per run)"
+        "--compile", action="store_true", default=None, help="torch.compile the model (a slow first batch)"
     )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
     return parser.parse_args(argv)
