@@ -392,6 +392,25 @@ def test_a_compiled_model_compiles_one_graph_for_the_run_and_gives_the_same_outp
     assert compiled[0] == eager[0] and np.array_equal(compiled[1], eager[1])
 
 
+def test_a_model_that_fails_to_compile_runs_uncompiled_with_a_warning(tmp_path, monkeypatch, caplog):
+    def failing(model, **options):
+        def broken(images):
+            raise RuntimeError("inductor: no C++ compiler found\nmore lines")
+
+        return broken
+
+    monkeypatch.setattr(torch, "compile", failing)
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=12, borders=96))
+    eager = oracle_outputs(slide, tmp_path / "eager")
+    with caplog.at_level("WARNING", logger="vismtl"):
+        fallback = oracle_outputs(slide, tmp_path / "fallback", compile=True)
+    assert (
+        "torch.compile failed, the model runs uncompiled: RuntimeError: inductor: no C++ compiler found" in caplog.text
+    )
+    assert caplog.text.count("torch.compile failed") == 1  # once, not per batch
+    assert fallback[0] == eager[0] and np.array_equal(fallback[1], eager[1])
+
+
 def test_native_bfloat16_is_false_where_pytorch_cannot_tell(monkeypatch):
     from vismtl.wsi.batch import native_bfloat16
 

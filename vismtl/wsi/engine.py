@@ -331,16 +331,29 @@ class SlideRunner:
         return {"model_s": clock.seconds(), **seconds}
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        model, count = self.model, len(images)
+        count = len(images)
         if self.settings.compile:
-            if self._compiled is None:
-                self._compiled = torch.compile(self.model, dynamic=False)
-            model, images = self._compiled, padded(images, self.settings.batch_size)
+            images = padded(images, self.settings.batch_size)
             if not images.is_inference():  # a chunk's own tiles (not joined): one kind of tensor, one graph
                 images = images.clone()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
-            logits = model(images)
+            logits = self._compiled_forward(images) if self.settings.compile else self.model(images)
         return {n: t.activate(logits[n][:count]) for n, t in self.tasks.items()}
+
+    def _compiled_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model compiled by ``torch.compile`` (at its first call) on ``images``; where compiling
+        fails (no C++ compiler, an op inductor lacks), the model itself from then on, with a warning."""
+        if self._compiled is not None:
+            return self._compiled(images)
+        compiled = torch.compile(self.model, dynamic=False)
+        try:
+            logits = compiled(images)  # compiles now; the run's later batches reuse the graph
+        except Exception as err:  # noqa: BLE001 -- any compiler failure: run uncompiled
+            first_line = (str(err).strip().splitlines() or [""])[0]
+            log.warning("torch.compile failed, the model runs uncompiled: %s: %s", type(err).__name__, first_line)
+            compiled, logits = self.model, self.model(images)
+        self._compiled = compiled
+        return logits
 
 
 def padded(images: torch.Tensor, size: int) -> torch.Tensor:
