@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -80,3 +81,19 @@ def bandwidth_line(label: str, row: Row, baseline: Row, moved_bytes: int, bandwi
         f"{label} {row.median * 1e3:10.3f} {baseline.median / row.median:12.2f}x {rate:8.1f}"
         f" {100 * rate / bandwidth:9.1f}%"
     )
+
+
+def quickstart_histology(checkpoint: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
+    """The histology quickstart model (``configs/cerberus/quickstart_tissue.py``) in eval mode and its
+    tasks; random weights unless ``checkpoint`` is given (the WSI benchmarks' model)."""
+    from vismtl.config import load_config
+    from vismtl.engine import checkpoint as ckpt
+    from vismtl.models import build_model
+    from vismtl.tasks import build_tasks
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "cerberus" / "quickstart_tissue.py")
+    tasks = build_tasks(cfg.tasks)
+    model = build_model(cfg.model, tasks).eval()
+    if checkpoint:
+        ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
+    return model, tasks

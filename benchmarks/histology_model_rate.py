@@ -18,13 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_description, measure  # noqa: E402
-from vismtl.config import load_config  # noqa: E402
-from vismtl.engine import checkpoint as ckpt  # noqa: E402
-from vismtl.models import build_model  # noqa: E402
-from vismtl.tasks import build_tasks  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from harness import device_description, measure, quickstart_histology  # noqa: E402
 
 
 def seconds_per_call(model, tasks, images: torch.Tensor, amp: bool, repeats: int, warmup: int = 2) -> float:
@@ -47,11 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
-    cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
-    tasks = build_tasks(cfg.tasks)
-    model = build_model(cfg.model, tasks).eval().to(device)
-    if args.histology_checkpoint:
-        ckpt.load_model_weights(model, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
+    model, tasks = quickstart_histology(args.histology_checkpoint)
+    model = model.to(device)
     print(f"device: {device_description()}; tiles 320 x 320; median of {args.repeats} calls")
     print(f"{'layout':14s} {'precision':9s} {'batch':>6s} {'tiles/s':>9s} {'vs NCHW fp32':>13s}")
     base: dict[int, float] = {}

@@ -51,18 +51,14 @@ from shapely.geometry import Polygon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import Row, measure, print_table  # noqa: E402
+from harness import Row, measure, print_table, quickstart_histology  # noqa: E402
 from outline_reference import reference_polygon  # noqa: E402
-from vismtl.config import load_config  # noqa: E402
-from vismtl.engine import checkpoint as ckpt  # noqa: E402
-from vismtl.models import build_model  # noqa: E402
-from vismtl.tasks import build_tasks  # noqa: E402
 from vismtl.wsi import WSISettings  # noqa: E402
 from vismtl.wsi.engine import ChunkTiles  # noqa: E402
 from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes  # noqa: E402
 from vismtl.wsi.outlines import label_outlines  # noqa: E402
 from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, ChunkMaps, chunk_maps, finish_maps  # noqa: E402
-from wsi_throughput import ROOT, bench_plan, make_slide  # noqa: E402
+from wsi_throughput import bench_plan, make_slide  # noqa: E402
 
 
 def blended_chunks(model, tasks, slide_path: Path, count: int) -> list[tuple[dict, ChunkJob, int]]:
@@ -167,11 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # one core per finishing job, as in a finishing process
-    cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
-    tasks = build_tasks(cfg.tasks)
-    model = build_model(cfg.model, tasks).eval()
-    if args.histology_checkpoint:
-        ckpt.load_model_weights(model, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
+    model, tasks = quickstart_histology(args.histology_checkpoint)
     blended = blended_chunks(model, tasks, make_slide(args.cache / "tissue_20000.tiff", 20_000), args.chunks)
     chunks = [(chunk_maps(activated, tasks, job), job, count) for activated, job, count in blended]
     # what the finishing processes were sent until 016f312: the probabilities (and decisions)

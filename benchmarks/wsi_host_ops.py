@@ -26,14 +26,10 @@ from pathlib import Path
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_description  # noqa: E402
-from vismtl.config import load_config  # noqa: E402
-from vismtl.engine import checkpoint as ckpt  # noqa: E402
-from vismtl.models import build_model  # noqa: E402
-from vismtl.tasks import build_tasks  # noqa: E402
+from harness import device_description, quickstart_histology  # noqa: E402
 from vismtl.wsi import SlideRunner  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
-from wsi_throughput import DEVICE, ROOT, Replayed, bench_settings, make_slide, real_outputs  # noqa: E402
+from wsi_throughput import DEVICE, Replayed, bench_settings, make_slide, real_outputs  # noqa: E402
 
 
 def top_level(event) -> bool:
@@ -58,11 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
-    cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
-    tasks = build_tasks(cfg.tasks)
-    model = build_model(cfg.model, tasks)
-    if args.histology_checkpoint:
-        ckpt.load_model_weights(model, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
+    model, tasks = quickstart_histology(args.histology_checkpoint)
     replayed = Replayed(real_outputs(model, slide, args.size, 256 + 2 * 32))
     options = argparse.Namespace(batch_size=[args.batch_size], workers=[0], writers=None, amp=False)
     settings = bench_settings(options, threads=0, context=32)

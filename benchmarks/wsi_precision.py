@@ -39,11 +39,7 @@ import zarr
 from shapely.geometry import shape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_description  # noqa: E402
-from vismtl.config import load_config  # noqa: E402
-from vismtl.engine import checkpoint as ckpt  # noqa: E402
-from vismtl.models import build_model  # noqa: E402
-from vismtl.tasks import build_tasks  # noqa: E402
+from harness import device_description, quickstart_histology  # noqa: E402
 from vismtl.wsi import SlideRunner  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
 from wsi_throughput import DEVICE, ROOT, bench_settings, make_slide  # noqa: E402
@@ -148,10 +144,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     slides = ([make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)] if args.size else []) + args.slides
 
-    cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
-    tasks = build_tasks(cfg.tasks)
-    model = build_model(cfg.model, tasks)
-    ckpt.load_model_weights(model, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
+    model, tasks = quickstart_histology(args.histology_checkpoint)
     options = argparse.Namespace(batch_size=[16], workers=[0], writers=None, amp=False)
     settings = bench_settings(options, threads=0, context=32)
     print(f"device: {device_description()}; histology quickstart, {args.histology_checkpoint}")

@@ -58,10 +58,9 @@ import zarr
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_description  # noqa: E402
+from harness import device_description, quickstart_histology  # noqa: E402
 from histology_model_rate import seconds_per_call  # noqa: E402
 from vismtl.config import ConfigError, load_config  # noqa: E402
-from vismtl.engine import checkpoint as ckpt  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
 from vismtl.wsi import Slide, SlideRunner, WSISettings  # noqa: E402
@@ -393,11 +392,7 @@ def histology_rows(args: argparse.Namespace, slide: Path) -> None:
     """The histology model alone, in the engine, and replayed."""
     if args.skip_trivial:
         print(HEADER)
-    cfg = load_config(ROOT / "configs" / "cerberus" / "quickstart_tissue.py")
-    tasks = build_tasks(cfg.tasks)
-    histology = build_model(cfg.model, tasks)
-    if args.histology_checkpoint:
-        ckpt.load_model_weights(histology, ckpt.load_checkpoint(args.histology_checkpoint), args.histology_checkpoint)
+    histology, tasks = quickstart_histology(args.histology_checkpoint)
     for batch in args.batch_size:
         alone = model_alone(histology, tasks, batch, args.amp)
         print(f"histology model alone (batch {batch} of 320 x 320, activations included): {alone:.1f} tiles/s")
