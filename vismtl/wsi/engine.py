@@ -334,8 +334,6 @@ class SlideRunner:
         count = len(images)
         if self.settings.compile:
             images = padded(images, self.settings.batch_size)
-            if not images.is_inference():  # a chunk's own tiles (not joined): one kind of tensor, one graph
-                images = images.clone()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
             logits = self._compiled_forward(images) if self.settings.compile else self.model(images)
         return {n: t.activate(logits[n][:count]) for n, t in self.tasks.items()}
@@ -357,15 +355,15 @@ class SlideRunner:
 
 
 def padded(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``images [n, C, H, W]`` followed by zero images up to ``size``, in their memory layout (the
-    engine's are channels-last): a compiled model then sees one shape and one layout, and runs the
-    graph it compiled at the first batch instead of compiling another for a slide's last batch."""
-    if len(images) >= size:
-        return images
+    """``images [n, C, H, W]`` (n <= ``size``) followed by zero images up to ``size``, in a new tensor
+    of their memory layout (the engine's are channels-last). A compiled model then sees one shape,
+    one layout and, made in inference mode, one kind of tensor (a chunk's own tiles are not one),
+    so it runs the graph it compiled at the first batch instead of compiling others."""
     order = sorted(range(4), key=lambda d: -images.stride(d))  # outermost dimension first
     shape = [size if d == 0 else images.shape[d] for d in order]
-    out = images.new_zeros(shape).permute(*[order.index(d) for d in range(4)])
+    out = images.new_empty(shape).permute(*[order.index(d) for d in range(4)])
     out[: len(images)] = images
+    out[len(images) :] = 0
     return out
 
 
