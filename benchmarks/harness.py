@@ -85,7 +85,8 @@ def bandwidth_line(label: str, row: Row, baseline: Row, moved_bytes: int, bandwi
 
 def quickstart_histology(checkpoint: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     """The histology quickstart model (``configs/cerberus/quickstart_tissue.py``) in eval mode and its
-    tasks; random weights unless ``checkpoint`` is given (the WSI benchmarks' model)."""
+    tasks; random weights unless ``checkpoint`` is given (the WSI benchmarks' model). A checkpoint
+    that is missing or of another model ends the benchmark with one line naming it."""
     from vismtl.config import load_config
     from vismtl.engine import checkpoint as ckpt
     from vismtl.models import build_model
@@ -95,5 +96,8 @@ def quickstart_histology(checkpoint: str | Path | None = None) -> tuple[torch.nn
     tasks = build_tasks(cfg.tasks)
     model = build_model(cfg.model, tasks).eval()
     if checkpoint:
-        ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
+        try:
+            ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
+        except ckpt.CheckpointError as err:  # one line naming the file, not a traceback
+            raise SystemExit(f"error: {err}") from None
     return model, tasks
