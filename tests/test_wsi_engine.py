@@ -137,15 +137,17 @@ def test_plain_tiffs_and_missing_mpp(tmp_path, tiny_checkpoint):
     assert "boxes.tiff has no microns-per-pixel metadata; pass --mpp" in error
 
 
-def oracle_run(slide, out, resume=False, model=None, device="cpu", **settings):
+def oracle_runner(model=None, device="cpu", **settings) -> SlideRunner:
     task_cfg = dict(nuclei=dict(kind="instance", band=3, postprocess="watershed", min_size=10))
     defaults = dict(
         tile=96, context=16, chunk=192, margin=48, batch_size=8, workers=0, thumbnail_size=256, tissue="all"
     )
     model = (model or GreyOracle()).to(device)
-    with SlideRunner(
-        model, build_tasks(task_cfg), WSISettings(**{**defaults, **settings}), torch.device(device)
-    ) as runner:
+    return SlideRunner(model, build_tasks(task_cfg), WSISettings(**{**defaults, **settings}), torch.device(device))
+
+
+def oracle_run(slide, out, resume=False, model=None, device="cpu", **settings):
+    with oracle_runner(model, device, **settings) as runner:
         return runner.run(SlideInput(slide, slide.stem), out, resume=resume)
 
 
@@ -337,6 +339,70 @@ def test_the_batch_size_changes_no_output(tmp_path):
     assert len(json.loads(outputs[1][0])["features"]) == 60
     for batch in (3, 64):
         assert outputs[batch][0] == outputs[1][0] and np.array_equal(outputs[batch][1], outputs[1][1])
+
+
+def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, monkeypatch):
+    """run_many prepares the next slide and concludes the last one while a slide's tiles run, only
+    once its reading process is forked; a failing slide in the middle is recorded and the others
+    give the same outputs, summaries' counts and entries as one run each."""
+    from vismtl.wsi import engine
+
+    slides = [
+        write_label_slide(tmp_path / f"slide{k}.tiff", ellipses(288, 384, 20, seed=k, borders=96)) for k in range(3)
+    ]
+    inputs = [SlideInput(slides[0], "slide0"), SlideInput(tmp_path / "missing.tiff", "missing")]
+    inputs += [SlideInput(slide, slide.stem) for slide in slides[1:]]
+    events, lock = [], threading.Lock()
+
+    def logged(name, method):
+        def wrapper(self, job, *args):
+            with lock:
+                events.append((name, job.input.name))
+            result = method(self, job, *args)
+            with lock:
+                events.append((f"{name} ended", job.input.name))
+            return result
+
+        return wrapper
+
+    class LoggedLoader(engine.DataLoader):
+        def __iter__(self):
+            chunks = super().__iter__()  # forks the reading process
+            with lock:
+                events.append(("forked", self.dataset.path.stem))
+            return chunks
+
+    for name in ("_prepare", "_tiles", "_conclude"):
+        monkeypatch.setattr(SlideRunner, name, logged(name, getattr(SlideRunner, name)))
+    monkeypatch.setattr(engine, "DataLoader", LoggedLoader)
+    with oracle_runner(workers=1) as runner:
+        entries = list(runner.run_many(inputs, tmp_path / "batch", resume=False))
+        alone = {s.stem: runner.run(SlideInput(s, s.stem), tmp_path / "alone", resume=False) for s in slides}
+
+    assert [e["name"] for e in entries] == ["slide0", "missing", "slide1", "slide2"]
+    assert entries[1]["status"] == "failed" and "slide not found" in entries[1]["error"]
+    for entry in entries[:1] + entries[2:]:
+        name = entry["name"]
+        assert entry["status"] == "done" and entry["tiles"] == alone[name]["tiles"] > 0
+        batch, single = tmp_path / "batch" / name, tmp_path / "alone" / name
+        assert (batch / "nuclei.geojson").read_text() == (single / "nuclei.geojson").read_text()
+        raster = zarr.open_array(str(batch / "nuclei.zarr"), mode="r")[:]
+        assert np.array_equal(raster, zarr.open_array(str(single / "nuclei.zarr"), mode="r")[:])
+        summary = json.loads((batch / "summary.json").read_text())
+        assert summary["counts"] == json.loads((single / "summary.json").read_text())["counts"]
+        t = summary["timings"]
+        assert abs(t["wall_s"] - (t["prepare_s"] + t["tiles_s"] + t["conclude_s"])) < 0.005
+        assert t["drain_s"] <= t["tiles_s"]
+
+    batch_events = events[: events.index(("_conclude ended", "slide2")) + 1]
+    at = {event: k for k, event in enumerate(batch_events)}
+    for this, following in (("slide0", "missing"), ("slide1", "slide2")):
+        # the next slide is prepared while this one's tiles run, not before its reader is forked
+        assert at[("forked", this)] < at[("_prepare", following)] < at[("_tiles ended", this)]
+    # slide1's conclusion (its last writes, GeoJSON, pictures) runs beside slide2's tiles
+    assert at[("forked", "slide2")] < at[("_conclude", "slide1")] < at[("_tiles ended", "slide2")]
+    # and nothing is left running
+    assert not [t for t in threading.enumerate() if t.name.startswith(("vismtl-slide", "vismtl-writer"))]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

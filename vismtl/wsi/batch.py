@@ -73,10 +73,11 @@ def infer_slides(
         if info.device.type == "cpu" and not settings.amp and native_bfloat16():
             log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
-            for slide in slides:
-                entries.append(runner.run(slide, out_dir, resume, mpp))
+            # the next slide is prepared and the last one concluded while a slide's tiles run
+            for entry in runner.run_many(slides, out_dir, resume, mpp):
+                entries.append(entry)
                 write_json(part, {"slides": entries})
-                log.info("%s: %s", slide.name, entries[-1]["status"])
+                log.info("%s: %s", entry["name"], entry["status"])
         if not slides:
             write_json(part, {"slides": []})
         barrier()

@@ -17,8 +17,10 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Full, Queue
 from typing import Any, NamedTuple
@@ -89,6 +91,36 @@ class ChunkTiles(Dataset):
         return index, torch.from_numpy(tiles).permute(0, 3, 1, 2)
 
 
+@dataclass
+class Prepared:
+    """A slide made ready for its tiles by :meth:`SlideRunner._prepare`."""
+
+    scale: float  # output pixels per level-0 pixel
+    mpp: float  # level-0 microns per pixel
+    layout: TileLayout
+    mask: np.ndarray  # tissue, at the thumbnail's scale
+    picture: np.ndarray  # what the predictions are drawn over
+    outputs: SlideOutputs
+    plan: SlidePlan
+    resumed: int  # chunks an earlier run finished
+
+
+class SlideJob:
+    """One slide on its way through the phases of :class:`SlideRunner`: prepare, tiles, conclude.
+
+    A phase that fails records the error in ``entry`` (its manifest entry, which then has a
+    ``status``) and the later phases skip the slide.
+    """
+
+    def __init__(self, slide_input: SlideInput, out_dir: Path) -> None:
+        self.input, self.folder = slide_input, out_dir / slide_input.name
+        self.entry: dict[str, Any] = {"slide": str(slide_input.path), "name": slide_input.name}
+        self.state: Prepared | None = None
+        self.busy: dict[str, float] = {}  # the model thread's seconds: model_s, input_wait_s, ...
+        self.writes: Callable[[], None] | None = None  # waits for the chunks still being finished
+        self.seconds: dict[str, float] = {}  # each phase's own seconds
+
+
 class SlideRunner:
     """Runs one model over slides with fixed settings (the Python API of tools/infer_wsi.py).
 
@@ -128,28 +160,82 @@ class SlideRunner:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- one slide -------------------------------------------------------------------------
+    # -- slides ------------------------------------------------------------------------------
 
     def run(self, slide_input: SlideInput, out_dir: Path, resume: bool, mpp: float | None = None) -> dict[str, Any]:
         """Process one slide; returns its manifest entry (never raises for a bad slide)."""
-        start = time.perf_counter()
-        entry: dict[str, Any] = {"slide": str(slide_input.path), "name": slide_input.name}
-        folder = Path(out_dir) / slide_input.name
-        try:
-            entry.update(self._run(slide_input, folder, resume, mpp))
-        except NoTissueError as err:
-            entry.update(status="no_tissue", error=str(err))
-        except (SlideError, OSError, RuntimeError, ValueError) as err:
-            log.error("slide %s failed: %s", slide_input.path, err)
-            log.debug("%s", traceback.format_exc())
-            entry.update(status="failed", error=f"{type(err).__name__}: {err}")
-        entry["seconds"] = round(time.perf_counter() - start, 3)
-        entry["outputs"] = str(folder)
-        return entry
+        job = SlideJob(slide_input, Path(out_dir))
+        self._prepare(job, resume, mpp)
+        self._tiles(job)
+        return self._conclude(job)
 
-    def _run(self, slide_input: SlideInput, folder: Path, resume: bool, mpp: float | None) -> dict[str, Any]:
-        timings = {"start": time.perf_counter()}
-        self.finisher.start()  # its processes start while the tissue mask is made
+    def run_many(
+        self, slides: Sequence[SlideInput], out_dir: Path, resume: bool, mpp: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Process slides one after the other, yielding their manifest entries in order; the same
+        outputs as :meth:`run` on each.
+
+        Only the tiles of a slide need the model. The next slide is prepared (opened, its
+        tissue mask and plan made, its arrays created) and the previous one concluded (its last
+        chunks written, its GeoJSON put together, its pictures and summary written) in two
+        helper threads while this one's tiles run, so the model does not wait for either
+        between slides.
+        """
+        if not slides:
+            return
+        jobs = [SlideJob(slide, Path(out_dir)) for slide in slides]
+        with ThreadPoolExecutor(2, thread_name_prefix="vismtl-slide") as helpers:
+            prepared = helpers.submit(self._prepare, jobs[0], resume, mpp)
+            for index, job in enumerate(jobs):
+                prepared.result()
+                handed: dict[str, Any] = {}
+
+                def hand_over(index: int = index, handed: dict = handed) -> None:
+                    """Prepare the next slide and conclude the last one beside this one's tiles; not
+                    before its reading processes are forked: a lock that another thread holds while
+                    reading a slide stays held in the child, which then hangs (2 of 80 forks did,
+                    in a test with a thread reading slides)."""
+                    if handed.get("done"):
+                        return
+                    handed["done"] = True
+                    if index + 1 < len(jobs):
+                        handed["prepared"] = helpers.submit(self._prepare, jobs[index + 1], resume, mpp)
+                    if index > 0:
+                        handed["concluded"] = helpers.submit(self._conclude, jobs[index - 1])
+
+                self._tiles(job, hand_over)
+                hand_over()  # the slide had no tiles to run
+                if "concluded" in handed:
+                    yield handed["concluded"].result()
+                prepared = handed.get("prepared", prepared)
+            yield self._conclude(jobs[-1])
+
+    @contextmanager
+    def _phase(self, job: SlideJob, name: str) -> Iterator[None]:
+        """Times phase ``name`` of ``job`` (``prepare_s``, ...) and records a bad slide's error in its
+        entry (the phase stops there)."""
+        started = time.perf_counter()
+        try:
+            yield
+        except NoTissueError as err:
+            job.entry.update(status="no_tissue", error=str(err))
+        except (SlideError, OSError, RuntimeError, ValueError) as err:
+            log.error("slide %s failed: %s", job.input.path, err)
+            log.debug("%s", traceback.format_exc())
+            job.entry.update(status="failed", error=f"{type(err).__name__}: {err}")
+        finally:
+            job.seconds[name] = time.perf_counter() - started
+
+    def _prepare(self, job: SlideJob, resume: bool, mpp: float | None) -> None:
+        """Open the slide, make its tissue mask and plan, and create its outputs (or end the job:
+        skipped, no tissue, failed)."""
+        with self._phase(job, "prepare_s"):
+            self.finisher.start()  # its processes start while the tissue mask is made
+            job.state = self._prepared(job.input, job.folder, resume, mpp)
+            if job.state is None:
+                job.entry.update(status="skipped", error=None, reason="already done")
+
+    def _prepared(self, slide_input: SlideInput, folder: Path, resume: bool, mpp: float | None) -> Prepared | None:
         with Slide.open(slide_input.path) as slide:
             # --mpp only fills in for slides whose metadata has none
             slide_mpp = slide.mpp if slide.mpp is not None else mpp
@@ -180,7 +266,7 @@ class SlideRunner:
         }
         outputs = SlideOutputs(folder, layout, fingerprint)
         if resume and outputs.is_complete():
-            return {"status": "skipped", "error": None, "reason": "already done"}
+            return None
         finished = outputs.prepare(resume)
         tissue_um2 = float(mask.sum()) * (slide_mpp / thumb_scale) ** 2
         if tissue_um2 < self.settings.min_tissue_um2:
@@ -192,34 +278,67 @@ class SlideRunner:
         tissue = TissueIndex(mask, thumb_scale / scale)
         plan = plan_slide(layout, tissue, finished, slide_mpp, *self._tile_cache_budget())
         outputs.create_arrays({name: raster_spec(task) for name, task in self.dense.items()})
-        timings["tiles"] = time.perf_counter()
-        busy = self._run_tiles(slide_input, scale, plan, outputs)
-        timings["tiles"] = time.perf_counter() - timings["tiles"]
+        return Prepared(scale, slide_mpp, layout, mask, picture, outputs, plan, len(finished))
+
+    def _tiles(self, job: SlideJob, started: Callable[[], None] | None = None) -> None:
+        """Run the model over the job's tiles (the chunks still being finished after its last batch
+        are waited for by :meth:`_conclude`, which :meth:`run_many` runs beside the next slide);
+        ``started()`` is called once the reading processes are up."""
+        if "status" in job.entry:
+            return
+        with self._phase(job, "tiles_s"):
+            state = job.state
+            job.busy, job.writes = self._run_tiles(job.input, state.scale, state.plan, state.outputs, started)
+
+    def _conclude(self, job: SlideJob) -> dict[str, Any]:
+        """Wait for the job's last chunks, put its GeoJSON together, write its pictures and summary:
+        its manifest entry."""
+        if "status" not in job.entry:
+            with self._phase(job, "conclude_s"):
+                started = time.perf_counter()
+                writes, job.writes = job.writes, None
+                if writes is not None:
+                    writes()  # re-raises a writer's error: the slide failed
+                job.busy["drain_s"] = time.perf_counter() - started
+                job.entry.update(self._concluded(job, started))
+        job.entry["seconds"] = round(sum(job.seconds.values()), 3)
+        job.entry["outputs"] = str(job.folder)
+        return job.entry
+
+    def _concluded(self, job: SlideJob, started: float) -> dict[str, Any]:
+        state, slide_input = job.state, job.input
+        outputs, layout, mask = state.outputs, state.layout, state.mask
         entries = outputs.journal.entries()
         written = outputs.write_instances()
         overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
         probability = overlay_task is not None and self.tasks[overlay_task].kind == "instance"
-        outputs.write_pictures(picture, mask, overlay_task, probability)
-        wall = time.perf_counter() - timings["start"]
+        outputs.write_pictures(state.picture, mask, overlay_task, probability)
+        # the slide's own time (its phases overlap other slides' in run_many); the tile pipeline
+        # ends with its last chunk's write
+        tiles_s = job.seconds["tiles_s"] + job.busy["drain_s"]
+        conclude_s = time.perf_counter() - started - job.busy["drain_s"]
         summary = merge_summaries(entries)
         summary.update(
             slide=str(slide_input.path),
-            mpp_level0=slide_mpp,
+            mpp_level0=state.mpp,
             output_grid=[layout.height, layout.width],
-            chunks={"total": len(layout.chunks()), "with_tissue": len(entries), "resumed": len(finished)},
+            chunks={"total": len(layout.chunks()), "with_tissue": len(entries), "resumed": state.resumed},
             tissue_fraction=float(mask.mean()),
             instances_written=written,
             # this run's tiles taken from the cache instead of computed again, and the cache's peak
-            tiles_shared=plan.shared,
-            tile_cache_mb=round(plan.peak_bytes / 2**20, 1),
+            tiles_shared=state.plan.shared,
+            tile_cache_mb=round(state.plan.peak_bytes / 2**20, 1),
             tissue_classes=self._proportions(summary["patch_votes"]),
-            # tiles_s: the read -> model -> write pipeline alone (wall_s adds the tissue mask,
-            # GeoJSON and pictures); the model thread's time split into model_s, waiting for
-            # tiles (input_wait_s) and waiting for the writers (output_wait_s); finish_s: the
-            # chunks' post-processing, added up over the threads or processes that ran it
-            timings={"wall_s": round(wall, 3), "tiles_s": round(timings["tiles"], 3)}
-            | {k: round(v, 3) for k, v in busy.items()}
-            | {"finish_s": summary.pop("finish_s")},
+            # wall_s: the slide's phases (prepare_s: opening, tissue mask, plan; tiles_s: the read ->
+            # model -> write pipeline, up to its last chunk's write; conclude_s: GeoJSON, pictures);
+            # within tiles_s the model's thread computed (model_s), waited for tiles (input_wait_s)
+            # and for the writers (output_wait_s), and drain_s went to the chunks still being
+            # finished after its last batch; finish_s: the chunks' post-processing, added up over
+            # the threads or processes that ran it
+            timings={"wall_s": round(job.seconds["prepare_s"] + tiles_s + conclude_s, 3)}
+            | {"prepare_s": round(job.seconds["prepare_s"], 3), "tiles_s": round(tiles_s, 3)}
+            | {k: round(v, 3) for k, v in job.busy.items()}
+            | {"conclude_s": round(conclude_s, 3), "finish_s": summary.pop("finish_s")},
             settings=self.settings.fingerprint(),
         )
         if summary["cut_objects"]:
@@ -227,7 +346,7 @@ class SlideRunner:
                 "%s: %d objects touched a chunk margin; raise wsi.margin", slide_input.name, summary["cut_objects"]
             )
         outputs.write_summary(summary)
-        return {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": len(finished)}
+        return {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": state.resumed}
 
     def _tile_cache_budget(self) -> tuple[int, int]:
         """(bytes for tiles kept between chunks, bytes per output pixel of a tile); (0, 0): none
@@ -258,14 +377,21 @@ class SlideRunner:
     # -- the pipeline --------------------------------------------------------------------------
 
     def _run_tiles(
-        self, slide_input: SlideInput, scale: float, plan: SlidePlan, outputs: SlideOutputs
-    ) -> dict[str, float]:
+        self,
+        slide_input: SlideInput,
+        scale: float,
+        plan: SlidePlan,
+        outputs: SlideOutputs,
+        started: Callable[[], None] | None = None,
+    ) -> tuple[dict[str, float], Callable[[], None] | None]:
         """Read (worker processes, or a thread, chunk by chunk) -> model (here) -> finalise and write (threads).
 
-        Returns the seconds the model was busy and those it waited for tiles and for the writers.
+        Returns the seconds the model was busy and those it waited for tiles and for the writers,
+        and a function that waits for the chunks still being finished after the last batch
+        (re-raising a writer's error) and stops the writers.
         """
         if not len(plan.positions):
-            return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}
+            return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
         settings = self.settings
         tiles = ChunkTiles(slide_input.path, scale, plan, settings)
         workers = settings.reading_workers(self.device.type)
@@ -279,7 +405,7 @@ class SlideRunner:
         if engine_threads:
             torch.set_num_threads(engine_threads)
         try:
-            return self._pipeline(loader, slide_input, plan, outputs, scale)
+            return self._pipeline(loader, slide_input, plan, outputs, scale, started)
         finally:
             torch.set_num_threads(threads)
             if not workers:
@@ -287,8 +413,14 @@ class SlideRunner:
                 tiles.close()
 
     def _pipeline(
-        self, loader: Iterable, slide_input: SlideInput, plan: SlidePlan, outputs, scale: float
-    ) -> dict[str, float]:
+        self,
+        loader: Iterable,
+        slide_input: SlideInput,
+        plan: SlidePlan,
+        outputs,
+        scale: float,
+        started: Callable[[], None] | None,
+    ) -> tuple[dict[str, float], Callable[[], None]]:
         settings = self.settings
         seconds = {"input_wait_s": 0.0, "output_wait_s": 0.0}
         clock = ModelClock(self.device)
@@ -302,33 +434,42 @@ class SlideRunner:
             outputs=outputs,
             device=self.device,
         )
-        with ThreadPoolExecutor(writers) as writer, torch.inference_mode():
-            stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers)
-            if settings.stitch_thread:
-                stitcher = StitchThread(stitcher, self.device)
-            bar = tqdm(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True)
-            try:
-                for pieces, images in batches_across_chunks(loader, settings.batch_size, seconds, self.device):
-                    activated = {}
-                    if len(images):
-                        with clock:
-                            activated = self._activated(images)
-                    for piece in pieces:
-                        if piece.start == 0:
-                            seconds["output_wait_s"] += stitcher.begin(piece.chunk, piece.total)
-                        if piece.count:
-                            part = {n: v[piece.offset : piece.offset + piece.count] for n, v in activated.items()}
-                            seconds["output_wait_s"] += stitcher.add(piece.start, part)
-                        if piece.start + piece.count == piece.total:
-                            seconds["output_wait_s"] += stitcher.end()
-                    bar.update(len(images))
-                seconds["output_wait_s"] += stitcher.close()
-            except BaseException:
-                if isinstance(stitcher, StitchThread):
-                    stitcher.abort()
-                raise
-            bar.close()
-        return {"model_s": clock.seconds(), **seconds}
+        writer = ThreadPoolExecutor(writers, thread_name_prefix="vismtl-writer")
+        try:
+            with torch.inference_mode():
+                stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers)
+                if settings.stitch_thread:
+                    stitcher = StitchThread(stitcher, self.device)
+                bar = tqdm(
+                    total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True
+                )
+                try:
+                    chunks = iter(loader)  # forks the reading processes, if any
+                    if started is not None:
+                        started()
+                    for pieces, images in batches_across_chunks(chunks, settings.batch_size, seconds, self.device):
+                        activated = {}
+                        if len(images):
+                            with clock:
+                                activated = self._activated(images)
+                        for piece in pieces:
+                            if piece.start == 0:
+                                seconds["output_wait_s"] += stitcher.begin(piece.chunk, piece.total)
+                            if piece.count:
+                                part = {n: v[piece.offset : piece.offset + piece.count] for n, v in activated.items()}
+                                seconds["output_wait_s"] += stitcher.add(piece.start, part)
+                            if piece.start + piece.count == piece.total:
+                                seconds["output_wait_s"] += stitcher.end()
+                        bar.update(len(images))
+                except BaseException:
+                    if isinstance(stitcher, StitchThread):
+                        stitcher.abort()
+                    raise
+                bar.close()
+        except BaseException:
+            writer.shutdown(wait=True)  # the chunks handed over are still written (and journaled)
+            raise
+        return {"model_s": clock.seconds(), **seconds}, functools.partial(close_writers, stitcher, writer)
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         count = len(images)
@@ -352,6 +493,14 @@ class SlideRunner:
             compiled, logits = self.model, self.model(images)
         self._compiled = compiled
         return logits
+
+
+def close_writers(stitcher: ChunkStitcher | StitchThread, writer: ThreadPoolExecutor) -> None:
+    """Wait for a slide's chunks still being finished (re-raising a writer's error), then stop its writers."""
+    try:
+        stitcher.close()
+    finally:
+        writer.shutdown(wait=True)
 
 
 def padded(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -50,6 +50,7 @@ class ChunkFiles:
 
 _OPEN_ARRAYS: dict[tuple[str, str], zarr.Array] = {}  # (run, path) -> array, per process
 _OPEN_LOCK = threading.Lock()
+_OPEN_RUNS_KEPT = 3
 
 
 def write_chunk_files(files: ChunkFiles, rasters: Mapping[str, np.ndarray], parts: Mapping[str, ChunkPart]) -> None:
@@ -68,16 +69,18 @@ def write_chunk_files(files: ChunkFiles, rasters: Mapping[str, np.ndarray], part
 
 def _run_array(run_id: str, path: str, array: zarr.Array | None = None) -> zarr.Array:
     """Run ``run_id``'s array at ``path``, opened for writing once per process (``array``: one
-    already open); an earlier run's arrays are dropped."""
+    already open). The arrays of the last :data:`_OPEN_RUNS_KEPT` runs stay open: a slide's last
+    chunks are written beside the next slide's first (``SlideRunner.run_many``)."""
     key = (run_id, path)
     with _OPEN_LOCK:
         if key not in _OPEN_ARRAYS:
-            for old in [k for k in _OPEN_ARRAYS if k[0] != run_id]:
-                del _OPEN_ARRAYS[old]
             array = array if array is not None else zarr.open_array(path, mode="r+")
             # Only chunks with tissue are written: skip zarr's check for all-fill chunks, a full
             # pass over every chunk that cost a fifth of the trivial model's pipeline.
             _OPEN_ARRAYS[key] = array.with_config({"write_empty_chunks": True})
+            runs = list(dict.fromkeys(k[0] for k in _OPEN_ARRAYS))  # oldest first
+            for old in [k for k in _OPEN_ARRAYS if k[0] in runs[:-_OPEN_RUNS_KEPT]]:
+                del _OPEN_ARRAYS[old]
         return _OPEN_ARRAYS[key]
 
 
