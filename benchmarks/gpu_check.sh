@@ -43,9 +43,12 @@ step wsi_throughput 420 "$PY" benchmarks/wsi_throughput.py --workers 4 --repeats
     --finish-workers "$FINISHERS" --tile-cache-mb 512 --batch-size 16 64 --stitch-thread off on $CHECKPOINT
 # how busy the engine keeps a model that costs what the published Cerberus (ResNet-34) costs,
 # under the trained quickstart's post-processing load (its outputs replayed behind that model)
-TAIL=8 step wsi_costly_model 180 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 --batch-size 64 \
+TAIL=8 step wsi_costly_model 180 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 2 \
     --replay-behind configs/cerberus/cerberus_resnet34.py --finish-workers "$FINISHERS" --tile-cache-mb 512 \
     --batch-size 16 64 $CHECKPOINT
+# a batch of slides, one after the other against overlapped (the next slide prepared, the last one
+# concluded beside a slide's tiles): the GPU's share of a batch, not of one slide's pipeline
+TAIL=8 step wsi_batch 180 "$PY" benchmarks/wsi_batch.py --workers 4 --batch-size 64 --repeats 3 $CHECKPOINT
 # PyTorch calls of the model's thread per tile (the GPU path: canvases filled with one launch per batch)
 TAIL=16 step wsi_host_ops 120 "$PY" benchmarks/wsi_host_ops.py --batch-size 64 $CHECKPOINT
 # the model compiled by torch.compile (fewer launches from the engine's one GIL) against eager

@@ -208,7 +208,9 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
 def report(name: str, results: list[dict], tile: int) -> None:
     """Medians over repeats. "pipeline": reading, model, blending, post-processing and writing
     of the tiles; "slide": the whole call (adds tissue mask, GeoJSON, thumbnail, summary).
-    "wait in/out": the share of the pipeline the model thread waited for tiles / for writers.
+    "wait in/out": the share of the pipeline the model thread waited for tiles / for writers
+    before its last batch; "drain": the share after it, spent waiting for the last chunks'
+    finishing and writes (a slide's tail, which a batch of slides overlaps with the next slide).
     "finish/s": tiles per second of chunk finishing (post-processing) on one core, i.e. how
     many tiles/s each finishing process or writer thread can absorb. "cores": CPU seconds of the
     engine's own process (all its threads) per second of the slide call; near 1 with the model on
@@ -219,20 +221,23 @@ def report(name: str, results: list[dict], tile: int) -> None:
     wall = statistics.median(r["wall"] for r in results)
     busy_pipe = statistics.median(r["model_s"] / r["tiles_s"] for r in results)
     busy_wall = statistics.median(r["model_s"] / r["wall"] for r in results)
-    waits = [100 * statistics.median(r[k] / r["tiles_s"] for r in results) for k in ("input_wait_s", "output_wait_s")]
+    waits = [
+        100 * statistics.median(r[k] / r["tiles_s"] for r in results)
+        for k in ("input_wait_s", "output_wait_s", "drain_s")
+    ]
     finish = statistics.median(r["tiles"] / max(r["finish_s"], 1e-9) for r in results)
     cores = statistics.median(r["cpu"] / r["wall"] for r in results)
     print(
         f"{name:56s} {len(results):>3d} {tiles:6d} {pipe:8.2f} {wall:8.2f} {tiles / pipe:8.1f} "
         f"{mp / pipe:8.1f} {mp / wall:8.1f} {100 * busy_pipe:8.1f}% {100 * busy_wall:8.1f}% "
-        f"{waits[0]:6.1f}% {waits[1]:6.1f}% {finish:8.1f} {cores:6.2f}"
+        f"{waits[0]:6.1f}% {waits[1]:6.1f}% {waits[2]:6.1f}% {finish:8.1f} {cores:6.2f}"
     )
 
 
 HEADER = (
     f"{'run':56s} {'n':>3s} {'tiles':>6s} {'pipe s':>8s} {'slide s':>8s} {'tiles/s':>8s} "
-    f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s} {'finish/s':>8s} "
-    f"{'cores':>6s}\n"
+    f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s} {'drain':>7s} "
+    f"{'finish/s':>8s} {'cores':>6s}\n"
     "(tiles/s, MP/s, busy and waits over the tile pipeline; * over the whole slide call; cores: the engine "
     "process's CPU s per s of the slide call; medians of n runs)"
 )

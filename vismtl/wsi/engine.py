@@ -283,7 +283,7 @@ class SlideRunner:
     def _tiles(self, job: SlideJob, started: Callable[[], None] | None = None) -> None:
         """Run the model over the job's tiles (the chunks still being finished after its last batch
         are waited for by :meth:`_conclude`, which :meth:`run_many` runs beside the next slide);
-        ``started()`` is called once the reading processes are up."""
+        ``started()`` is called after the first batch, once the reading processes are forked."""
         if "status" in job.entry:
             return
         with self._phase(job, "tiles_s"):
@@ -444,10 +444,8 @@ class SlideRunner:
                     total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True
                 )
                 try:
-                    chunks = iter(loader)  # forks the reading processes, if any
-                    if started is not None:
-                        started()
-                    for pieces, images in batches_across_chunks(chunks, settings.batch_size, seconds, self.device):
+                    batches = batches_across_chunks(loader, settings.batch_size, seconds, self.device)
+                    for pieces, images in batches:
                         activated = {}
                         if len(images):
                             with clock:
@@ -461,6 +459,9 @@ class SlideRunner:
                             if piece.start + piece.count == piece.total:
                                 seconds["output_wait_s"] += stitcher.end()
                         bar.update(len(images))
+                        if started is not None:  # after the first batch: the reading processes are up
+                            started()
+                            started = None
                 except BaseException:
                     if isinstance(stitcher, StitchThread):
                         stitcher.abort()
