@@ -343,7 +343,7 @@ def test_the_batch_size_changes_no_output(tmp_path):
 
 def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, monkeypatch):
     """run_many prepares the next slide and concludes the last one while a slide's tiles run, only
-    once its reading process is forked; a failing slide in the middle is recorded and the others
+    once its reading process is forked (after its first batch); a failing slide in the middle is recorded and the others
     give the same outputs, summaries' counts and entries as one run each."""
     from vismtl.wsi import engine
 
@@ -375,7 +375,9 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
     for name in ("_prepare", "_tiles", "_conclude"):
         monkeypatch.setattr(SlideRunner, name, logged(name, getattr(SlideRunner, name)))
     monkeypatch.setattr(engine, "DataLoader", LoggedLoader)
-    with oracle_runner(workers=1) as runner:
+    # a reading process and finishing processes, as on a GPU: a slide's last chunks are written by
+    # the finishing processes while the next slide's first are
+    with oracle_runner(workers=1, finish_workers=2) as runner:
         entries = list(runner.run_many(inputs, tmp_path / "batch", resume=False))
         alone = {s.stem: runner.run(SlideInput(s, s.stem), tmp_path / "alone", resume=False) for s in slides}
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vismtl.config import call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
@@ -74,10 +77,15 @@ def infer_slides(
             log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
             # the next slide is prepared and the last one concluded while a slide's tiles run
-            for entry in runner.run_many(slides, out_dir, resume, mpp):
-                entries.append(entry)
-                write_json(part, {"slides": entries})
-                log.info("%s: %s", entry["name"], entry["status"])
+            bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=len(slides) < 2, dynamic_ncols=True)
+            with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+                for entry in runner.run_many(slides, out_dir, resume, mpp):
+                    entries.append(entry)
+                    write_json(part, {"slides": entries})
+                    log.info("%s: %s", entry["name"], entry["status"])
+                    bar.set_postfix(Counter(e["status"] for e in entries), refresh=False)
+                    bar.update()
+            bar.close()
         if not slides:
             write_json(part, {"slides": []})
         barrier()
