@@ -7,7 +7,7 @@ near the top-left corner) on otherwise blank glass, so the work is the same and 
 slide's size differs. Each run is a separate process (tools/infer_wsi.py's Python API with
 the histology quickstart model, random weights) whose peak memory is sampled every 50 ms
 as the sum of the proportional set size (PSS: shared pages split between processes) of the
-process and its loader workers. Targets: under 3 GiB, and the large slide within 1.2x of
+process and its reading processes. Targets: under 3 GiB, and the large slide within 1.2x of
 the small one.
 """
 

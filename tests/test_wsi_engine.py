@@ -342,10 +342,9 @@ def test_the_batch_size_changes_no_output(tmp_path):
 
 
 def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, monkeypatch):
-    """run_many prepares the next slide and concludes the last one while a slide's tiles run, only
-    once its reading process is forked (after its first batch); a failing slide in the middle is recorded and the others
+    """run_many prepares the next slide and concludes the last one while a slide's tiles run (from
+    its first batch on); a failing slide in the middle is recorded and the others
     give the same outputs, summaries' counts and entries as one run each."""
-    from vismtl.wsi import engine
 
     slides = [
         write_label_slide(tmp_path / f"slide{k}.tiff", ellipses(288, 384, 20, seed=k, borders=96)) for k in range(3)
@@ -365,18 +364,11 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
 
         return wrapper
 
-    class LoggedLoader(engine.DataLoader):
-        def __iter__(self):
-            chunks = super().__iter__()  # forks the reading process
-            with lock:
-                events.append(("forked", self.dataset.path.stem))
-            return chunks
-
     for name in ("_prepare", "_tiles", "_conclude"):
         monkeypatch.setattr(SlideRunner, name, logged(name, getattr(SlideRunner, name)))
-    monkeypatch.setattr(engine, "DataLoader", LoggedLoader)
-    # a reading process and finishing processes, as on a GPU: a slide's last chunks are written by
-    # the finishing processes while the next slide's first are
+    # a reading process and finishing processes, as on a GPU: the reading process serves every
+    # slide, and a slide's last chunks are written by the finishing processes while the next
+    # slide's first are
     with oracle_runner(workers=1, finish_workers=2) as runner:
         entries = list(runner.run_many(inputs, tmp_path / "batch", resume=False))
         alone = {s.stem: runner.run(SlideInput(s, s.stem), tmp_path / "alone", resume=False) for s in slides}
@@ -399,12 +391,23 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
     batch_events = events[: events.index(("_conclude ended", "slide2")) + 1]
     at = {event: k for k, event in enumerate(batch_events)}
     for this, following in (("slide0", "missing"), ("slide1", "slide2")):
-        # the next slide is prepared while this one's tiles run, not before its reader is forked
-        assert at[("forked", this)] < at[("_prepare", following)] < at[("_tiles ended", this)]
+        # the next slide is prepared while this one's tiles run
+        assert at[("_tiles", this)] < at[("_prepare", following)] < at[("_tiles ended", this)]
     # slide1's conclusion (its last writes, GeoJSON, pictures) runs beside slide2's tiles
-    assert at[("forked", "slide2")] < at[("_conclude", "slide1")] < at[("_tiles ended", "slide2")]
+    assert at[("_tiles", "slide2")] < at[("_conclude", "slide1")] < at[("_tiles ended", "slide2")]
     # and nothing is left running
     assert not [t for t in threading.enumerate() if t.name.startswith(("vismtl-slide", "vismtl-writer"))]
+
+
+def test_a_reading_process_that_dies_fails_its_slide_and_the_next_slide_gets_new_ones(tmp_path):
+    slides = [write_label_slide(tmp_path / f"s{k}.tiff", ellipses(288, 384, 20, seed=k, borders=96)) for k in range(2)]
+    with oracle_runner(workers=1) as runner:
+        pool = runner._readers().start()
+        os.kill(pool.submit(os.getpid).result(), signal.SIGKILL)
+        entries = list(runner.run_many([SlideInput(s, s.stem) for s in slides], tmp_path / "out", resume=False))
+    assert entries[0]["status"] == "failed", entries[0]
+    assert f"a reading process died while reading {slides[0]}" in entries[0]["error"]
+    assert entries[1]["status"] == "done" and entries[1]["tiles"] > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -1,11 +1,13 @@
 """Run a model over slides: tissue-masked tiles, batched inference, blending, chunked writes, resume.
 
-Per slide, loader worker processes (or one reading thread) read tiles, each with its own
-slide handle; the main thread runs the model and blends its outputs into the chunk's canvas
-(:mod:`vismtl.wsi.stitcher`; ``wsi.stitch_thread``: in a thread of its own), and writer
-threads finalise finished chunks (normalising, decisions, post-processing, instances) and
-write them, inline or through finishing processes that also write, so reading, the model
-and writing overlap. Memory holds only the chunks in flight, whatever the slide's size.
+Per slide, reading processes that serve every slide of the run (:mod:`vismtl.wsi.reading`), or
+one reading thread, read the tiles chunk by chunk; the main thread runs the model and blends
+its outputs into the chunk's canvas (:mod:`vismtl.wsi.stitcher`; ``wsi.stitch_thread``: in a
+thread of its own), and writer threads finalise finished chunks (normalising, decisions,
+post-processing, instances) and write them, inline or through finishing processes that also
+write, so reading, the model and writing overlap. Memory holds only the chunks in flight,
+whatever the slide's size. In a batch (:meth:`SlideRunner.run_many`) the next slide is
+prepared and the last one concluded beside a slide's tiles.
 Every finished chunk is journaled; ``resume`` skips finished slides and finished chunks.
 One failing slide is recorded in the manifest and the batch goes on.
 """
@@ -27,7 +29,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vismtl.tasks import Task
@@ -36,6 +37,7 @@ from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
+from vismtl.wsi.reading import ReadingPool, read_chunk
 from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import raster_spec
 from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
@@ -49,25 +51,30 @@ class NoTissueError(RuntimeError):
     """The tissue mask of a slide is empty: nothing to run."""
 
 
-class ChunkTiles(Dataset):
-    """Item ``k``: the model inputs of chunk ``k``'s tiles, uint8 ``[n_k, 3, S, S]`` (S = tile + 2 context).
-
-    The tiles' bounding box is read from the slide in one call and cut into tiles: the
-    slide's JPEG tiles are decoded once per chunk instead of once per model tile.
+class ChunkTiles:
+    """Item ``k``: ``(k, the model inputs of chunk k's tiles)``, uint8 ``[n_k, 3, S, S]`` (S = tile + 2
+    context), channels-last: a view of the ``[n_k, S, S, 3]`` pixels, no copy (CPU convolutions
+    are also several times faster on it than on a planar copy). Read in this process (the
+    reading thread) with :func:`~vismtl.wsi.reading.read_chunk`, or by a
+    :class:`~vismtl.wsi.reading.ReadingPool` from :meth:`corners`.
     """
 
     def __init__(self, path: Path, scale: float, plan: SlidePlan, settings: WSISettings):
         self.path, self.scale = path, scale
         self.positions, self.bounds = plan.positions, np.cumsum([0, *plan.counts])
         self.size, self.context = settings.tile + 2 * settings.context, settings.context
-        self._slide: Slide | None = None  # opened in each worker process on first use
+        self._slide: Slide | None = None  # opened on first use
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
 
+    def corners(self, index: int) -> np.ndarray:
+        """Chunk ``index``'s tile corners, context included (``[n, 2]`` (y, x) on the output grid)."""
+        return self.positions[self.bounds[index] : self.bounds[index + 1]] - self.context
+
     def box(self, index: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """Chunk ``index``'s tile corners (with context) and the ``(x, y, w, h)`` read that covers them."""
-        corners = self.positions[self.bounds[index] : self.bounds[index + 1]] - self.context
+        """Chunk ``index``'s tile corners and the ``(x, y, w, h)`` read that covers them."""
+        corners = self.corners(index)
         y0, x0 = corners.min(axis=0)
         y1, x1 = corners.max(axis=0) + self.size
         return corners, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
@@ -78,17 +85,19 @@ class ChunkTiles(Dataset):
             self._slide = None
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
-        size = self.size
-        if self.bounds[index] == self.bounds[index + 1]:  # every tile of it comes from the tile cache
-            return index, torch.zeros((0, size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+        corners = self.corners(index)
+        if not len(corners):  # every tile of it comes from the tile cache
+            return index, as_images(np.zeros((0, self.size, self.size, 3), np.uint8))
         if self._slide is None:
             self._slide = Slide.open(self.path)
-        corners, (x0, y0, width, height) = self.box(index)
-        block = self._slide.read(x0, y0, width, height, self.scale)
-        tiles = np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
-        # [n, 3, S, S] as a view of the [n, S, S, 3] pixels: channels-last, no copy; CPU
-        # convolutions are also several times faster on it than on a planar copy.
-        return index, torch.from_numpy(tiles).permute(0, 3, 1, 2)
+        return index, as_images(read_chunk(self._slide, corners, self.size, self.scale))
+
+
+def as_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:
+    """uint8 ``[n, S, S, 3]`` -> the model's ``[n, 3, S, S]``, channels-last (a view); ``pin``: in
+    pinned memory first, for copies to a GPU that do not wait."""
+    images = torch.from_numpy(tiles)
+    return (images.pin_memory() if pin else images).permute(0, 3, 1, 2)
 
 
 @dataclass
@@ -150,9 +159,24 @@ class SlideRunner:
         has_instances = any(t.kind == "instance" for t in tasks.values())
         self.margin = settings.margin if has_instances else 0
         self.finisher = ChunkFinisher(tasks, settings.finishing_processes(device.type, has_instances))
+        self.readers: ReadingPool | None = None  # made by _readers, for the settings' reading processes
+        self._readers_lock = threading.Lock()
 
     def close(self) -> None:
         self.finisher.close()
+        if self.readers is not None:
+            self.readers.close()
+
+    def _readers(self) -> ReadingPool | None:
+        """The reading processes the settings ask for (None: a reading thread), kept from slide to slide."""
+        processes = self.settings.reading_workers(self.device.type)
+        with self._readers_lock:
+            if self.readers is not None and self.readers.processes != processes:
+                self.readers.close()
+                self.readers = None
+            if self.readers is None and processes:
+                self.readers = ReadingPool(processes)
+            return self.readers
 
     def __enter__(self) -> SlideRunner:
         return self
@@ -191,10 +215,8 @@ class SlideRunner:
                 handed: dict[str, Any] = {}
 
                 def hand_over(index: int = index, handed: dict = handed) -> None:
-                    """Prepare the next slide and conclude the last one beside this one's tiles; not
-                    before its reading processes are forked: a lock that another thread holds while
-                    reading a slide stays held in the child, which then hangs (2 of 80 forks did,
-                    in a test with a thread reading slides)."""
+                    """Prepare the next slide and conclude the last one beside this one's tiles, from
+                    its first batch on: its start (the first reads, the first batch) goes first."""
                     if handed.get("done"):
                         return
                     handed["done"] = True
@@ -230,7 +252,10 @@ class SlideRunner:
         """Open the slide, make its tissue mask and plan, and create its outputs (or end the job:
         skipped, no tissue, failed)."""
         with self._phase(job, "prepare_s"):
-            self.finisher.start()  # its processes start while the tissue mask is made
+            self.finisher.start()  # the processes start while the tissue mask is made
+            readers = self._readers()
+            if readers is not None:
+                readers.start()
             job.state = self._prepared(job.input, job.folder, resume, mpp)
             if job.state is None:
                 job.entry.update(status="skipped", error=None, reason="already done")
@@ -283,7 +308,7 @@ class SlideRunner:
     def _tiles(self, job: SlideJob, started: Callable[[], None] | None = None) -> None:
         """Run the model over the job's tiles (the chunks still being finished after its last batch
         are waited for by :meth:`_conclude`, which :meth:`run_many` runs beside the next slide);
-        ``started()`` is called after the first batch, once the reading processes are forked."""
+        ``started()`` is called after the first batch."""
         if "status" in job.entry:
             return
         with self._phase(job, "tiles_s"):
@@ -394,11 +419,12 @@ class SlideRunner:
             return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
         settings = self.settings
         tiles = ChunkTiles(slide_input.path, scale, plan, settings)
-        workers = settings.reading_workers(self.device.type)
-        if workers:
-            loader: Iterable = DataLoader(
-                tiles, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda"
-            )
+        readers = self._readers()
+        if readers is not None:  # reading processes; a thread collects their chunks (and pins them for a GPU)
+            pin = self.device.type == "cuda"
+            corners = [tiles.corners(k) for k in range(len(tiles))]
+            chunks = readers.chunks(tiles.path, scale, corners, tiles.size, ahead=2 * readers.processes)
+            loader = prefetched((k, as_images(chunk, pin)) for k, chunk in enumerate(chunks))
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
             loader = prefetched(tiles[i] for i in range(len(tiles)))
         threads, engine_threads = torch.get_num_threads(), settings.engine_threads(self.device.type)
@@ -408,9 +434,8 @@ class SlideRunner:
             return self._pipeline(loader, slide_input, plan, outputs, scale, started)
         finally:
             torch.set_num_threads(threads)
-            if not workers:
-                loader.close()  # stops and joins the reading thread before its slide handle closes
-                tiles.close()
+            loader.close()  # stops and joins the reading thread before its slide handle closes
+            tiles.close()
 
     def _pipeline(
         self,
@@ -459,7 +484,7 @@ class SlideRunner:
                             if piece.start + piece.count == piece.total:
                                 seconds["output_wait_s"] += stitcher.end()
                         bar.update(len(images))
-                        if started is not None:  # after the first batch: the reading processes are up
+                        if started is not None:  # the first batch is in: run_many's helpers may start
                             started()
                             started = None
                 except BaseException:

@@ -39,6 +39,7 @@ import torch
 from vismtl.tasks import Task
 from vismtl.wsi.outputs import ChunkFiles, write_chunk_files
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, finish_maps
+from vismtl.wsi.watchdog import watch_parent
 
 Spec = list[tuple[tuple[str, ...], str, tuple[int, ...], int]]  # (key, dtype, shape, byte offset) per map
 
@@ -230,12 +231,7 @@ def _start_worker(tasks: Mapping[str, Task]) -> None:
     _WORKER_TASKS.update(tasks)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    threading.Thread(target=_exit_with_parent, name="vismtl-watchdog", daemon=True).start()
-
-
-def _exit_with_parent() -> None:
-    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
-    os._exit(1)
+    watch_parent()
 
 
 def _pid_after(seconds: float) -> int:

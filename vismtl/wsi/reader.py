@@ -16,7 +16,7 @@ Backends:
   OpenSlide refuses (e.g. stripped, non-tiled ones), read through tifffile's zarr store so that a
   region decodes only the strips/tiles it touches (a single-strip uncompressed TIFF is one chunk).
 
-Thread safety: one Slide must be used by one thread at a time. Loader workers each open their own
+Thread safety: one Slide must be used by one thread at a time. Reading processes each open their own
 Slide (opening is cheap: only headers are read). After OpenSlide reports a read error, its handle
 stays in the error state and every later read on that Slide fails too.
 """

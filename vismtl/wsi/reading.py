@@ -1,0 +1,120 @@
+"""Reading a slide's chunks of tiles: in the engine's reading thread, or in processes that outlive a slide.
+
+A chunk's tiles are cut from one read of their bounding box (:func:`read_chunk`), so each of the
+slide's JPEG tiles is decoded once per chunk instead of once per model tile.
+
+:class:`ReadingPool` spawns its processes once per engine, beside the finishing processes; each
+keeps the last slides it read open, and the engine asks for a slide's chunks in order, a few
+ahead. PyTorch's DataLoader, used until 2026-11-27, forked new workers for every slide: 0.05-0.09 s
+to the first chunk on the 2-core VM, a fork of the engine's process (which on a GPU holds CUDA and
+gigabytes of mappings) per slide, and a fork while another thread reads a slide can leave the
+child waiting forever on a lock that thread held (2 of 80 forks did in a test).
+
+This module imports only the reader and numpy: a spawned process pays for what it imports.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+
+from vismtl.wsi.reader import Slide
+from vismtl.wsi.watchdog import watch_parent
+
+_OPEN: OrderedDict[tuple[str, int, int], Slide] = OrderedDict()  # a reading process's slides, latest last
+_OPEN_KEPT = 2  # the slide being read and the one before it
+
+
+def read_chunk(slide: Slide, corners: np.ndarray, size: int, scale: float) -> np.ndarray:
+    """The tiles of side ``size`` whose top-left corners are ``corners`` (``[n, 2]`` (y, x) on the
+    output grid at ``scale`` output pixels per level-0 pixel): uint8 ``[n, size, size, 3]``, cut
+    from one read of their bounding box."""
+    y0, x0 = corners.min(axis=0)
+    y1, x1 = corners.max(axis=0) + size
+    block = slide.read(int(x0), int(y0), int(x1 - x0), int(y1 - y0), scale)
+    return np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
+
+
+class ReadingPool:
+    """``processes`` spawned reading processes, started by :meth:`start` (or the first read) and
+    kept until :meth:`close`. A process that dies fails the slide being read, and a new pool
+    takes over at the next slide."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> ProcessPoolExecutor:
+        """Spawn the processes now (they import the reader: about a second), so that they are up by the first chunk."""
+        with self._lock:
+            if self._pool is None:
+                # spawn: forking the engine (threads, CUDA) is what this pool avoids
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=watch_parent
+                )
+                for _ in range(self.processes):  # each submit with no idle process spawns one
+                    self._pool.submit(int)
+            return self._pool
+
+    def chunks(
+        self, path: Path, scale: float, corners: Sequence[np.ndarray], size: int, ahead: int
+    ) -> Iterator[np.ndarray]:
+        """Each chunk's tiles (:func:`read_chunk` of ``corners[k]``, in order), at most ``ahead``
+        chunks being read at once; a chunk without tiles gives ``[0, size, size, 3]`` at once."""
+        pool = self.start()
+        pending: deque = deque()
+        submitted = 0
+        try:
+            for _ in range(len(corners)):
+                while submitted < len(corners) and len(pending) < ahead:
+                    empty = not len(corners[submitted])
+                    pending.append(None if empty else pool.submit(_read, str(path), scale, corners[submitted], size))
+                    submitted += 1
+                future = pending.popleft()
+                yield np.zeros((0, size, size, 3), np.uint8) if future is None else future.result()
+        except BrokenProcessPool as err:
+            self._discard(pool)
+            raise RuntimeError(
+                f"a reading process died while reading {path} (killed, or out of memory: lower --workers)"
+            ) from err
+        finally:
+            for future in pending:
+                if future is not None:
+                    future.cancel()
+
+    def close(self) -> None:
+        self._discard(self._pool)
+
+    def _discard(self, pool: ProcessPoolExecutor | None) -> None:
+        with self._lock:
+            if pool is None or pool is not self._pool:
+                return
+            self._pool = None
+        pool.shutdown(cancel_futures=True)
+
+
+def _read(path: str, scale: float, corners: np.ndarray, size: int) -> np.ndarray:
+    """In a reading process: :func:`read_chunk` on this process's handle of ``path`` (opened on its
+    first chunk; a file rewritten since is opened again). A failed read closes the handle, which
+    OpenSlide leaves in its error state."""
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _OPEN:
+        _OPEN[key] = Slide.open(path)
+        while len(_OPEN) > _OPEN_KEPT:
+            _OPEN.popitem(last=False)[1].close()
+    _OPEN.move_to_end(key)
+    try:
+        return read_chunk(_OPEN[key], corners, size, scale)
+    except BaseException:
+        _OPEN.pop(key).close()
+        raise
