@@ -79,7 +79,7 @@ def same_outputs(first: Path, second: Path, slides: list[SlideInput], tasks) -> 
 def compare(label: str, model, tasks, settings: WSISettings, slides: list[SlideInput], args) -> None:
     runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
     with SlideRunner(model.to(DEVICE), tasks, settings, DEVICE) as runner:
-        runner.finisher.wait_ready()  # as for a batch's slides after the first
+        runner.wait_ready()  # as for a batch's slides after the first
         for repeat in range(args.repeats):
             outs = {}
             for mode in MODES if repeat % 2 == 0 else MODES[::-1]:

@@ -61,7 +61,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="wsi_host_ops_", dir=args.cache))
     try:
         with SlideRunner(replayed, tasks, settings, DEVICE) as runner:
-            runner.finisher.wait_ready()
+            runner.wait_ready()
             with profile(activities=[ProfilerActivity.CPU]) as recorded:
                 entry = runner.run(SlideInput(slide, "bench"), out, resume=False)
         if entry["status"] != "done":

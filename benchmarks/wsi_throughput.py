@@ -183,10 +183,10 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
         }
         runs: dict = {key: [] for key in variants}
         with SlideRunner(model.to(DEVICE), tasks, settings, DEVICE) as runner:
-            # as for every slide of a batch but the first: the finishing processes are up
-            ready = runner.finisher.wait_ready()
+            # as for every slide of a batch but the first: the reading and finishing processes are up
+            ready = runner.wait_ready()
             if runner.finisher.processes:
-                print(f"  {runner.finisher.processes} finishing processes up in {ready:.1f} s", file=sys.stderr)
+                print(f"  finishing and reading processes up in {ready:.1f} s", file=sys.stderr)
             for _ in range(repeats):
                 for key, variant in variants.items():
                     runner.settings = variant

@@ -167,6 +167,16 @@ class SlideRunner:
         if self.readers is not None:
             self.readers.close()
 
+    def wait_ready(self) -> float:
+        """Start the reading and finishing processes and wait until they are up: the seconds it took
+        (for measurements of a warm engine: a batch pays this once, with its first slide)."""
+        started = time.perf_counter()
+        readers = self._readers()
+        if readers is not None:
+            readers.wait_ready()
+        self.finisher.wait_ready()
+        return time.perf_counter() - started
+
     def _readers(self) -> ReadingPool | None:
         """The reading processes the settings ask for (None: a reading thread), kept from slide to slide."""
         processes = self.settings.reading_workers(self.device.type)

@@ -22,8 +22,6 @@ come back; otherwise the rasters and the part files' text come back pickled (a f
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.connection
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +37,7 @@ import torch
 from vismtl.tasks import Task
 from vismtl.wsi.outputs import ChunkFiles, write_chunk_files
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, finish_maps
-from vismtl.wsi.watchdog import watch_parent
+from vismtl.wsi.workers import wait_until_up, watch_parent
 
 Spec = list[tuple[tuple[str, ...], str, tuple[int, ...], int]]  # (key, dtype, shape, byte offset) per map
 
@@ -85,10 +83,7 @@ class ChunkFinisher:
         For measurements of a warm engine (a batch of slides pays this once, with its first slide)."""
         started = time.perf_counter()
         pool = self.start()
-        seen: set[int] = set()
-        while pool is not None and len(seen) < self.processes and time.perf_counter() - started < timeout:
-            seen.update(pool.map(_pid_after, [0.05] * self.processes))
-        return time.perf_counter() - started
+        return wait_until_up(pool, self.processes, timeout) if pool is not None else time.perf_counter() - started
 
     def __call__(self, maps: ChunkMaps, job: ChunkJob, files: ChunkFiles | None = None) -> tuple[dict, dict, float]:
         """``(*finish_maps(maps, tasks, job), seconds it took)``, here or in a worker process.
@@ -232,11 +227,6 @@ def _start_worker(tasks: Mapping[str, Task]) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     watch_parent()
-
-
-def _pid_after(seconds: float) -> int:
-    time.sleep(seconds)  # long enough that the other workers take the other tasks
-    return os.getpid()
 
 
 def _finish_packed(name: str, spec: Spec, job: ChunkJob, files: ChunkFiles | None) -> tuple[dict, dict, float]:

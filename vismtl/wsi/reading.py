@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vismtl.wsi.reader import Slide
-from vismtl.wsi.watchdog import watch_parent
+from vismtl.wsi.workers import wait_until_up, watch_parent
 
 _OPEN: OrderedDict[tuple[str, int, int], Slide] = OrderedDict()  # a reading process's slides, latest last
 _OPEN_KEPT = 2  # the slide being read and the one before it
@@ -64,6 +64,10 @@ class ReadingPool:
                 for _ in range(self.processes):  # each submit with no idle process spawns one
                     self._pool.submit(int)
             return self._pool
+
+    def wait_ready(self, timeout: float = 300.0) -> float:
+        """Start the processes and block until every one of them is up: the seconds it took."""
+        return wait_until_up(self.start(), self.processes, timeout)
 
     def chunks(
         self, path: Path, scale: float, corners: Sequence[np.ndarray], size: int, ahead: int
