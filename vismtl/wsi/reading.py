@@ -59,7 +59,7 @@ class ReadingPool:
             if self._pool is None:
                 # spawn: forking the engine (threads, CUDA) is what this pool avoids
                 self._pool = ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=watch_parent
+                    self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_reader
                 )
                 for _ in range(self.processes):  # each submit with no idle process spawns one
                     self._pool.submit(int)
@@ -104,6 +104,11 @@ class ReadingPool:
                 return
             self._pool = None
         pool.shutdown(cancel_futures=True)
+
+
+def _start_reader() -> None:
+    """Per reading process, at its start: this module (and the reader's libraries) imported, the watchdog."""
+    watch_parent()
 
 
 def _read(path: str, scale: float, corners: np.ndarray, size: int) -> np.ndarray:
