@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -526,37 +527,75 @@ RESUME_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from test_wsi_engine import oracle_run
+from test_wsi_engine import oracle_runner
+from vismtl.wsi.inputs import SlideInput
 torch.set_num_threads(1)
-entry = oracle_run(Path({slide!r}), Path({out!r}), resume=True)
-assert entry["status"] in ("done", "skipped"), entry
+slides = [SlideInput(Path(p), Path(p).stem) for p in {slides!r}]
+with oracle_runner() as runner:
+    entries = list(runner.run_many(slides, Path({out!r}), resume=True))
+assert [e["status"] in ("done", "skipped") for e in entries] == [True] * len(slides), entries
 """
 
 
 def test_killed_runs_resume_to_identical_outputs(tmp_path):
-    """SIGKILL at random moments (5 trials), rerun with resume: rasters and objects equal an uninterrupted run's."""
-    gt = ellipses(384, 576, 40, seed=5, borders=96)
-    slide = write_label_slide(tmp_path / "labels.tiff", gt)
+    """SIGKILL at random moments (5 trials) of a batch of two slides, which overlap, rerun with resume:
+    rasters and objects equal those of uninterrupted runs."""
+    truths = {
+        "labels": ellipses(384, 576, 40, seed=5, borders=96),
+        "second": ellipses(192, 288, 10, seed=6, borders=96),
+    }
+    slides = [write_label_slide(tmp_path / f"{name}.tiff", gt) for name, gt in truths.items()]
     reference = tmp_path / "reference"
-    assert oracle_run(slide, reference)["status"] == "done"
+    for slide in slides:
+        assert oracle_run(slide, reference)["status"] == "done"
     rng = np.random.default_rng(0)
+    unfinished = 0
     for trial in range(5):
         out = tmp_path / f"trial{trial}"
         script = tmp_path / f"run{trial}.py"
-        script.write_text(RESUME_SCRIPT.format(tests=str(ROOT / "tests"), slide=str(slide), out=str(out)))
+        script.write_text(
+            RESUME_SCRIPT.format(tests=str(ROOT / "tests"), slides=[str(s) for s in slides], out=str(out))
+        )
         process = subprocess.Popen([sys.executable, str(script)], env=subprocess_env(), stderr=subprocess.DEVNULL)
-        time.sleep(float(rng.uniform(1.0, 3.5)))  # start-up takes ~1 s; a run ~2-3 s
+        # killed once the batch has begun (the imports take seconds; the two slides ~0.4 s here)
+        deadline = time.monotonic() + 120
+        while not (out / "labels" / "run.json").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.0, 0.4)))
         process.send_signal(signal.SIGKILL)
         process.wait()
+        unfinished += not (out / "second" / "summary.json").exists()
         resumed = subprocess.run([sys.executable, str(script)], env=subprocess_env(), capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
-        a = zarr.open_array(str(reference / "labels" / "nuclei.zarr"), mode="r")[:]
-        b = zarr.open_array(str(out / "labels" / "nuclei.zarr"), mode="r")[:]
-        np.testing.assert_array_equal(a, b)
-        objects = [json.loads((d / "labels" / "nuclei.geojson").read_text())["features"] for d in (reference, out)]
-        assert sorted(f["id"] for f in objects[0]) == sorted(f["id"] for f in objects[1])
-        assert len(objects[1]) == 40
-        assert not list((out / "labels").rglob("*.tmp"))  # no half-written file survives
+        for name, gt in truths.items():
+            a = zarr.open_array(str(reference / name / "nuclei.zarr"), mode="r")[:]
+            b = zarr.open_array(str(out / name / "nuclei.zarr"), mode="r")[:]
+            np.testing.assert_array_equal(a, b)
+            objects = [json.loads((d / name / "nuclei.geojson").read_text())["features"] for d in (reference, out)]
+            assert sorted(f["id"] for f in objects[0]) == sorted(f["id"] for f in objects[1])
+            assert len(objects[1]) == gt.max()
+            assert not list((out / name).rglob("*.tmp"))  # no half-written file survives
+    assert unfinished >= 1  # some kill landed before the batch was done
+
+
+def test_a_resume_remakes_an_array_cut_short_and_sweeps_unfinished_writes(tmp_path):
+    """What a run killed inside a write leaves (an array folder without its metadata, temporary files
+    of atomic writes) is remade or removed by the resumed run, which then equals a whole run."""
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(288, 384, 20, seed=3, borders=96))
+    whole = oracle_outputs(slide, tmp_path / "whole")
+    folder = tmp_path / "killed" / "labels"
+    oracle_run(slide, tmp_path / "killed")
+    for name in ("summary.json", "journal.jsonl", "nuclei.geojson"):  # as if killed before the first chunk
+        (folder / name).unlink()
+    shutil.rmtree(folder / "nuclei.zarr")
+    (folder / "nuclei.zarr").mkdir()  # the array's folder, its metadata never written
+    (folder / ".summary.json.k2j4.tmp").write_text("{")
+    (folder / ".nuclei.zarr.0badc0de.tmp").mkdir()
+    (folder / ".parts" / "nuclei").mkdir(parents=True)
+    (folder / ".parts" / "nuclei" / ".0_0.features.x1y2.tmp").write_text("[")
+    resumed = oracle_outputs(slide, tmp_path / "killed", resume=True)
+    assert resumed[0] == whole[0] and np.array_equal(resumed[1], whole[1])
+    assert not list(folder.rglob("*.tmp"))
 
 
 def free_port() -> int:

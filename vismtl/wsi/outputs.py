@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import uuid
@@ -117,6 +118,7 @@ class SlideOutputs:
                     f"cannot resume {self.folder}: its partial instances were written by an older vismtl; "
                     "remove the folder or drop --resume"
                 )
+            self.sweep()
             return self.journal.entries()
         if resume and (self.folder / "run.json").is_file():
             raise RuntimeError(
@@ -134,7 +136,14 @@ class SlideOutputs:
             return
         for path in self.folder.iterdir():
             if path.name in OWN_FILES or path.suffix in (".zarr", ".geojson") or path.name == ".parts":
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                _remove(path)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Remove the temporary files (``.<name>.<random>.tmp``) of writes a killed run left unfinished."""
+        for pattern in (".*.tmp", ".parts/*/.*.tmp"):  # where atomic writes and new arrays go
+            for path in list(self.folder.glob(pattern)):
+                _remove(path)
 
     # -- chunk by chunk ------------------------------------------------------------------
 
@@ -145,12 +154,14 @@ class SlideOutputs:
         self.run_id = uuid.uuid4().hex  # names this run's arrays in the writers' caches
         for task, (dtype, trailing) in specs.items():
             path = self.folder / f"{task}.zarr"
-            if path.exists():
-                array = zarr.open_array(str(path), mode="r+")
-            else:
+            array = _open_array(path)
+            if array is None:  # made under a temporary name and renamed: a killed run leaves none half made
                 shape = (self.layout.height, self.layout.width, *trailing)
                 chunks = (self.layout.chunk, self.layout.chunk, *trailing)
-                array = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+                made = path.with_name(f".{path.name}.{self.run_id}.tmp")
+                zarr.create_array(store=str(made), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+                os.replace(made, path)
+                array = zarr.open_array(str(path), mode="r+")
             self.arrays[task] = array
             _run_array(self.run_id, str(path), array)  # this process writes through it
 
@@ -202,6 +213,23 @@ class SlideOutputs:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         write_json(self.folder / "summary.json", summary)
+
+
+def _open_array(path: Path) -> zarr.Array | None:
+    """The zarr array at ``path`` opened for writing; None where there is none, or only the folder
+    of an array whose making was cut short before its metadata (a run killed by vismtl < 2026-11-28),
+    which is removed."""
+    if not path.exists():
+        return None
+    try:
+        return zarr.open_array(str(path), mode="r+")
+    except zarr.errors.ArrayNotFoundError:
+        shutil.rmtree(path)
+        return None
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45, colour=None) -> np.ndarray:
