@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 
 import cv2
@@ -398,6 +400,23 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
     assert at[("_tiles", "slide2")] < at[("_conclude", "slide1")] < at[("_tiles ended", "slide2")]
     # and nothing is left running
     assert not [t for t in threading.enumerate() if t.name.startswith(("vismtl-slide", "vismtl-writer"))]
+
+
+def test_a_batch_keeps_no_slide_it_has_concluded(tmp_path, monkeypatch):
+    """Each slide's prepared state (its pictures: megabytes) is gone once its entry is out."""
+    slides = [write_label_slide(tmp_path / f"s{k}.tiff", ellipses(192, 288, 8, seed=k, borders=96)) for k in range(3)]
+    alive, prepared = {}, SlideRunner._prepared
+
+    def tracked(self, slide_input, *args):
+        state = prepared(self, slide_input, *args)
+        alive[slide_input.name] = weakref.ref(state)
+        return state
+
+    monkeypatch.setattr(SlideRunner, "_prepared", tracked)
+    with oracle_runner() as runner:
+        for entry in runner.run_many([SlideInput(s, s.stem) for s in slides], tmp_path / "out", resume=False):
+            gc.collect()
+            assert entry["status"] == "done" and alive[entry["name"]]() is None
 
 
 def test_a_reading_process_that_dies_fails_its_slide_and_the_next_slide_gets_new_ones(tmp_path):

@@ -338,6 +338,7 @@ class SlideRunner:
                 job.entry.update(self._concluded(job, started))
         job.entry["seconds"] = round(sum(job.seconds.values()), 3)
         job.entry["outputs"] = str(job.folder)
+        job.state = None  # its pictures: a batch of hundreds of slides must not keep them all
         return job.entry
 
     def _concluded(self, job: SlideJob, started: float) -> dict[str, Any]:
