@@ -1,0 +1,66 @@
+"""Memory over a batch of slides: the engine process's resident memory after each slide.
+
+    python benchmarks/wsi_batch_memory.py [--slides 40] [--every 5] [--histology-checkpoint CKPT]
+
+A batch of ``--slides`` links to the generated 6,000 x 6,000 bench slide of ``wsi_throughput.py``
+runs through ``SlideRunner.run_many`` with the histology tasks and the model's outputs on 16 real
+tiles replayed (``wsi_throughput.Replayed``: the real post-processing, GeoJSON and pictures,
+without the model's cost; trained weights given a checkpoint). Printed every ``--every``
+slides: the process's resident memory (RSS, the reading thread's and writers' included; chunk
+finishing runs in the writer threads, the CPU default). A batch must not grow with its
+length: what one slide needs is freed when the next starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import device_description, quickstart_histology  # noqa: E402
+from vismtl.wsi import SlideRunner, WSISettings  # noqa: E402
+from vismtl.wsi.inputs import SlideInput  # noqa: E402
+from wsi_throughput import DEVICE, Replayed, make_slide, real_outputs  # noqa: E402
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (Linux)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096 / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slides", type=int, default=40)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    source = make_slide(args.cache / "tissue_6000.tiff", 6000)
+    work = Path(tempfile.mkdtemp(prefix="wsi_batch_memory_", dir=args.cache))
+    try:
+        slides = []
+        for k in range(args.slides):  # one file, a name per slide
+            (work / f"slide{k}.tiff").symlink_to(source)
+            slides.append(SlideInput(work / f"slide{k}.tiff", f"slide{k}"))
+        model, tasks = quickstart_histology(args.histology_checkpoint)
+        replayed = Replayed(real_outputs(model, source, 6000, 320))
+        settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64)
+        print(f"device: {device_description()}; {args.slides} slides of 6,000 x 6,000 px, histology outputs replayed")
+        print(f"{'slides done':>11s} {'RSS MB':>8s}")
+        with SlideRunner(replayed, tasks, settings, DEVICE) as runner:
+            for done, entry in enumerate(runner.run_many(slides, work / "out", resume=False), 1):
+                if entry["status"] != "done":
+                    raise SystemExit(f"a slide failed: {entry}")
+                if done == 1 or done % args.every == 0:
+                    print(f"{done:11d} {resident_mb():8.0f}", flush=True)
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
