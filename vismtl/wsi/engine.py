@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Empty, Full, Queue
+from queue import Empty, Full, Queue, SimpleQueue
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -161,6 +161,7 @@ class SlideRunner:
         self.margin = settings.margin if has_instances else 0
         self.finisher = ChunkFinisher(tasks, settings.finishing_processes(device.type, has_instances))
         self.readers: ReadingPool | None = None  # made by _readers, for the settings' reading processes
+        self._spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks, from slide to slide
         self._readers_lock = threading.Lock()
 
     def close(self) -> None:
@@ -475,7 +476,7 @@ class SlideRunner:
         writer = ThreadPoolExecutor(writers, thread_name_prefix="vismtl-writer")
         try:
             with torch.inference_mode():
-                stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers)
+                stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers, self._spare)
                 if settings.stitch_thread:
                     stitcher = StitchThread(stitcher, self.device)
                 bar = tqdm(

@@ -42,6 +42,7 @@ class ChunkStitcher:
             event after the chunk's last batch (None on the CPU), ``spare`` takes back the
             canvas's buffers for a later chunk.
         writer: the writer threads' pool; ``writers``: its size.
+        spare: where finished chunks' canvas buffers go for later chunks (default: a queue of its own).
     """
 
     def __init__(
@@ -53,13 +54,16 @@ class ChunkStitcher:
         write,
         writer: ThreadPoolExecutor,
         writers: int,
+        spare: SimpleQueue | None = None,
     ) -> None:
         self.dense = {n: t for n, t in tasks.items() if t.dense}
         self.patch = {n: t for n, t in tasks.items() if not t.dense}
         self.settings, self.device, self.plan = settings, device, plan
         self.write, self.writer, self.writers = write, writer, writers
         self.cache = TileCache(settings.tile)
-        self.spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks
+        # canvas buffers of finished chunks, for the next ones (shared by the slides of a batch:
+        # the next slide's first chunks take those of the last one's, which are still being written)
+        self.spare: SimpleQueue = spare if spare is not None else SimpleQueue()
         self.pending: list[Future] = []
         self.starts = np.cumsum([0, *plan.counts])  # each chunk's first row of plan.positions
         self.channels = {n: t.num_outputs for n, t in self.dense.items()}
