@@ -77,7 +77,8 @@ def infer_slides(
             log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
             # the next slide is prepared and the last one concluded while a slide's tiles run
-            bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=len(slides) < 2, dynamic_ncols=True)
+            quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's
+            bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
             with logging_redirect_tqdm():  # log lines above the progress bars, not through them
                 for entry in runner.run_many(slides, out_dir, resume, mpp):
                     entries.append(entry)
