@@ -132,7 +132,7 @@ def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():
     maps = chunk_maps(histology_maps(5), HISTOLOGY_TASKS, job)
     with ChunkFinisher(HISTOLOGY_TASKS, processes=1) as finisher:
         expected = finisher(maps, job)
-        (worker,) = finisher._pool._processes.values()
+        (worker,) = finisher.start()._processes.values()
         os.kill(worker.pid, signal.SIGKILL)
         worker.join(timeout=30)
         time.sleep(0.2)
@@ -180,15 +180,15 @@ from vismtl.wsi.stitch import ChunkJob, chunk_maps
 if __name__ == "__main__":
     tasks = build_tasks(load_config(sys.argv[1]).tasks)
     finisher = ChunkFinisher(tasks, processes=2)
-    finisher.start()
-    while len(finisher._pool._processes) < 2 or not all(p.pid for p in finisher._pool._processes.values()):
+    pool = finisher.start()
+    while len(pool._processes) < 2 or not all(p.pid for p in pool._processes.values()):
         time.sleep(0.1)
     time.sleep(3)  # let them import and start their watchdogs
     # one chunk, so that a shared-memory block is kept for the next one
     job = ChunkJob((0, 0, 32, 32), (0, 0, 32, 32), 1.0, None)
     activated = {n: torch.full((1, t.num_outputs, 32, 32), 0.3) for n, t in tasks.items() if t.kind == "instance"}
     finisher(chunk_maps(activated, tasks, job), job)
-    print(*[p.pid for p in finisher._pool._processes.values()], flush=True)
+    print(*[p.pid for p in pool._processes.values()], flush=True)
     print(*[block.name for block in finisher._spare], flush=True)
     time.sleep(600)
 """

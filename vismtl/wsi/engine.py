@@ -38,7 +38,7 @@ from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
-from vismtl.wsi.reading import ReadingPool, read_chunk
+from vismtl.wsi.reading import ReadingPool, covering_box, read_chunk
 from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import raster_spec
 from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
@@ -76,9 +76,7 @@ class ChunkTiles:
     def box(self, index: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         """Chunk ``index``'s tile corners and the ``(x, y, w, h)`` read that covers them."""
         corners = self.corners(index)
-        y0, x0 = corners.min(axis=0)
-        y1, x1 = corners.max(axis=0) + self.size
-        return corners, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        return corners, covering_box(corners, self.size)
 
     def close(self) -> None:
         if self._slide is not None:

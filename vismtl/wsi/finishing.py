@@ -21,7 +21,6 @@ come back; otherwise the rasters and the part files' text come back pickled (a f
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 from collections import OrderedDict
@@ -37,7 +36,7 @@ import torch
 from vismtl.tasks import Task
 from vismtl.wsi.outputs import ChunkFiles, write_chunk_files
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, finish_maps
-from vismtl.wsi.workers import wait_until_up, watch_parent
+from vismtl.wsi.workers import SpawnedPool, watch_parent
 
 Spec = list[tuple[tuple[str, ...], str, tuple[int, ...], int]]  # (key, dtype, shape, byte offset) per map
 
@@ -57,33 +56,18 @@ class ChunkFinisher:
 
     def __init__(self, tasks: Mapping[str, Task], processes: int = 0) -> None:
         self.tasks, self.processes = dict(tasks), processes
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers = SpawnedPool(processes, _start_worker, (self.tasks,))
         self._lock = threading.Lock()  # writer threads call concurrently
         self._spare: list[shared_memory.SharedMemory] = []  # blocks of finished chunks, for the next ones
         self._largest = 1  # bytes of the largest block so far
 
     def start(self) -> ProcessPoolExecutor | None:
         """Spawn the workers now (they import torch: seconds), so that they are ready by the first chunk."""
-        with self._lock:
-            if self.processes and self._pool is None:
-                # spawn: the engine's threads (and CUDA) make forking this process unsafe
-                self._pool = ProcessPoolExecutor(
-                    self.processes,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_worker,
-                    initargs=(self.tasks,),
-                )
-                for _ in range(self.processes):  # each submit with no idle worker spawns one
-                    self._pool.submit(int)
-            return self._pool
+        return self._workers.start()
 
     def wait_ready(self, timeout: float = 300.0) -> float:
-        """Start the workers and block until every one of them has taken a task: the seconds it took.
-
-        For measurements of a warm engine (a batch of slides pays this once, with its first slide)."""
-        started = time.perf_counter()
-        pool = self.start()
-        return wait_until_up(pool, self.processes, timeout) if pool is not None else time.perf_counter() - started
+        """Start the workers and block until every one of them has taken a task: the seconds it took."""
+        return self._workers.wait_ready(timeout)
 
     def __call__(self, maps: ChunkMaps, job: ChunkJob, files: ChunkFiles | None = None) -> tuple[dict, dict, float]:
         """``(*finish_maps(maps, tasks, job), seconds it took)``, here or in a worker process.
@@ -98,7 +82,7 @@ class ChunkFinisher:
         try:
             return pool.submit(_finish_packed, block.name, spec, job, files).result()
         except BrokenProcessPool as err:
-            self._discard(pool)  # a new pool on the next call
+            self._workers.discard(pool)  # a new pool on the next call
             raise BrokenProcessPool(
                 f"a chunk-finishing process died while finishing the chunk at {job.core} (killed, or out of "
                 "memory: lower wsi.finish_workers / --finish-workers)"
@@ -108,7 +92,7 @@ class ChunkFinisher:
                 self._spare.append(block)
 
     def close(self) -> None:
-        self._discard(self._pool)
+        self._workers.close()
         with self._lock:
             spare, self._spare = self._spare, []
         for block in spare:
@@ -127,13 +111,6 @@ class ChunkFinisher:
         if dropped is not None:
             _release(dropped)
         return shared_memory.SharedMemory(create=True, size=self._largest)
-
-    def _discard(self, pool: ProcessPoolExecutor | None) -> None:
-        with self._lock:
-            if pool is None or pool is not self._pool:
-                return  # already replaced by another thread
-            self._pool = None
-        pool.shutdown(cancel_futures=True)
 
     def __enter__(self) -> ChunkFinisher:
         return self

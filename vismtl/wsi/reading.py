@@ -15,59 +15,43 @@ This module imports only the reader and numpy: a spawned process pays for what i
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
 from vismtl.wsi.reader import Slide
-from vismtl.wsi.workers import wait_until_up, watch_parent
+from vismtl.wsi.workers import SpawnedPool, watch_parent
 
 _OPEN: OrderedDict[tuple[str, int, int], Slide] = OrderedDict()  # a reading process's slides, latest last
 _OPEN_KEPT = 2  # the slide being read and the one before it
 
 
-def read_chunk(slide: Slide, corners: np.ndarray, size: int, scale: float) -> np.ndarray:
-    """The tiles of side ``size`` whose top-left corners are ``corners`` (``[n, 2]`` (y, x) on the
-    output grid at ``scale`` output pixels per level-0 pixel): uint8 ``[n, size, size, 3]``, cut
-    from one read of their bounding box."""
+def covering_box(corners: np.ndarray, size: int) -> tuple[int, int, int, int]:
+    """``(x, y, width, height)`` of the read that covers the tiles of side ``size`` at ``corners``
+    (``[n, 2]`` (y, x) top-left corners on the output grid)."""
     y0, x0 = corners.min(axis=0)
     y1, x1 = corners.max(axis=0) + size
-    block = slide.read(int(x0), int(y0), int(x1 - x0), int(y1 - y0), scale)
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+
+def read_chunk(slide: Slide, corners: np.ndarray, size: int, scale: float) -> np.ndarray:
+    """The tiles of side ``size`` at ``corners`` on the output grid at ``scale`` output pixels per
+    level-0 pixel: uint8 ``[n, size, size, 3]``, cut from one read of their :func:`covering_box`."""
+    x0, y0, width, height = covering_box(corners, size)
+    block = slide.read(x0, y0, width, height, scale)
     return np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
 
 
-class ReadingPool:
-    """``processes`` spawned reading processes, started by :meth:`start` (or the first read) and
-    kept until :meth:`close`. A process that dies fails the slide being read, and a new pool
-    takes over at the next slide."""
+class ReadingPool(SpawnedPool):
+    """``processes`` spawned reading processes (:class:`~vismtl.wsi.workers.SpawnedPool`). A process
+    that dies fails the slide being read, and a new pool takes over at the next slide."""
 
     def __init__(self, processes: int) -> None:
-        self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> ProcessPoolExecutor:
-        """Spawn the processes now (they import the reader: about a second), so that they are up by the first chunk."""
-        with self._lock:
-            if self._pool is None:
-                # spawn: forking the engine (threads, CUDA) is what this pool avoids
-                self._pool = ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_reader
-                )
-                for _ in range(self.processes):  # each submit with no idle process spawns one
-                    self._pool.submit(int)
-            return self._pool
-
-    def wait_ready(self, timeout: float = 300.0) -> float:
-        """Start the processes and block until every one of them is up: the seconds it took."""
-        return wait_until_up(self.start(), self.processes, timeout)
+        super().__init__(processes, _start_reader)
 
     def chunks(
         self, path: Path, scale: float, corners: Sequence[np.ndarray], size: int, ahead: int
@@ -86,7 +70,7 @@ class ReadingPool:
                 future = pending.popleft()
                 yield np.zeros((0, size, size, 3), np.uint8) if future is None else future.result()
         except BrokenProcessPool as err:
-            self._discard(pool)
+            self.discard(pool)
             raise RuntimeError(
                 f"a reading process died while reading {path} (killed, or out of memory: lower --workers)"
             ) from err
@@ -94,16 +78,6 @@ class ReadingPool:
             for future in pending:
                 if future is not None:
                     future.cancel()
-
-    def close(self) -> None:
-        self._discard(self._pool)
-
-    def _discard(self, pool: ProcessPoolExecutor | None) -> None:
-        with self._lock:
-            if pool is None or pool is not self._pool:
-                return
-            self._pool = None
-        pool.shutdown(cancel_futures=True)
 
 
 def _start_reader() -> None:
