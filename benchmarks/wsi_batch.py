@@ -47,6 +47,15 @@ from wsi_throughput import DEVICE, OneByOne, make_slide  # noqa: E402
 MODES = ("one after the other", "overlapped")
 
 
+def linked_slides(source: Path, folder: Path, count: int) -> list[SlideInput]:
+    """``count`` links to ``source`` in ``folder``, each a slide of its own name: the same work per slide."""
+    slides = []
+    for k in range(count):
+        (folder / f"slide{k}.tiff").symlink_to(source)
+        slides.append(SlideInput(folder / f"slide{k}.tiff", f"slide{k}"))
+    return slides
+
+
 def run_batch(runner: SlideRunner, slides: list[SlideInput], out: Path, overlapped: bool) -> dict:
     """The batch's wall seconds and its slides' summaries' timings."""
     started = time.perf_counter()
@@ -119,10 +128,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     source = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     links = Path(tempfile.mkdtemp(prefix="wsi_batch_slides_", dir=args.cache))
-    slides = []
-    for k in range(args.slides):  # one file, a name per slide: the same work per slide
-        (links / f"slide{k}.tiff").symlink_to(source)
-        slides.append(SlideInput(links / f"slide{k}.tiff", f"slide{k}"))
+    slides = linked_slides(source, links, args.slides)
     common = dict(mpp=0.5, tile=256, chunk=1024, margin=64, workers=args.workers, amp=args.amp)
     common.update(batch_size=args.batch_size)
     print(

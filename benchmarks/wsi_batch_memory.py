@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import device_description, quickstart_histology  # noqa: E402
 from vismtl.wsi import SlideRunner, WSISettings  # noqa: E402
-from vismtl.wsi.inputs import SlideInput  # noqa: E402
+from wsi_batch import linked_slides  # noqa: E402
 from wsi_throughput import DEVICE, Replayed, make_slide, real_outputs  # noqa: E402
 
 
@@ -66,10 +66,7 @@ def main() -> None:
     source = make_slide(args.cache / "tissue_6000.tiff", 6000)
     work = Path(tempfile.mkdtemp(prefix="wsi_batch_memory_", dir=args.cache))
     try:
-        slides = []
-        for k in range(args.slides):  # one file, a name per slide
-            (work / f"slide{k}.tiff").symlink_to(source)
-            slides.append(SlideInput(work / f"slide{k}.tiff", f"slide{k}"))
+        slides = linked_slides(source, work, args.slides)
         model, tasks = quickstart_histology(args.histology_checkpoint)
         replayed = Replayed(real_outputs(model, source, 6000, 320))
         settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64)

@@ -42,7 +42,8 @@ class ChunkStitcher:
             event after the chunk's last batch (None on the CPU), ``spare`` takes back the
             canvas's buffers for a later chunk.
         writer: the writer threads' pool; ``writers``: its size.
-        spare: where finished chunks' canvas buffers go for later chunks (default: a queue of its own).
+        spare: where finished chunks' canvas buffers go for later chunks (the runner's: shared by the
+            slides of a batch, whose next slide's first chunks take the last one's).
     """
 
     def __init__(
@@ -54,16 +55,14 @@ class ChunkStitcher:
         write,
         writer: ThreadPoolExecutor,
         writers: int,
-        spare: SimpleQueue | None = None,
+        spare: SimpleQueue,
     ) -> None:
         self.dense = {n: t for n, t in tasks.items() if t.dense}
         self.patch = {n: t for n, t in tasks.items() if not t.dense}
         self.settings, self.device, self.plan = settings, device, plan
         self.write, self.writer, self.writers = write, writer, writers
         self.cache = TileCache(settings.tile)
-        # canvas buffers of finished chunks, for the next ones (shared by the slides of a batch:
-        # the next slide's first chunks take those of the last one's, which are still being written)
-        self.spare: SimpleQueue = spare if spare is not None else SimpleQueue()
+        self.spare = spare
         self.pending: list[Future] = []
         self.starts = np.cumsum([0, *plan.counts])  # each chunk's first row of plan.positions
         self.channels = {n: t.num_outputs for n, t in self.dense.items()}
