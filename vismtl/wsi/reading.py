@@ -5,10 +5,9 @@ slide's JPEG tiles is decoded once per chunk instead of once per model tile.
 
 :class:`ReadingPool` spawns its processes once per engine, beside the finishing processes; each
 keeps the last slides it read open, and the engine asks for a slide's chunks in order, a few
-ahead. PyTorch's DataLoader, used until 2026-11-27, forked new workers for every slide: 0.05-0.09 s
-to the first chunk on the 2-core VM, a fork of the engine's process (which on a GPU holds CUDA and
-gigabytes of mappings) per slide, and a fork while another thread reads a slide can leave the
-child waiting forever on a lock that thread held (2 of 80 forks did in a test).
+ahead. PyTorch's DataLoader, used until 2026-11-27, forked new workers for every slide: a fork of
+the engine's process (which on a GPU holds CUDA and gigabytes of mappings) per slide, and a fork
+while another thread reads a slide can leave the child waiting forever on a lock that thread held.
 
 This module imports only the reader and numpy: a spawned process pays for what it imports.
 """
