@@ -4,7 +4,8 @@
 #     bash benchmarks/gpu_check.sh [LOG_DIR]
 #
 # (HISTOLOGY_CHECKPOINT=... for trained weights; STEPS="kernel_tests wsi_throughput" for some steps;
-# PYSPY=... for the profile steps where py-spy is not on the PATH)
+# PYSPY=... for the profile steps where py-spy is not on the PATH; a folder .dev made by
+# benchmarks/gpu_bundle.sh and carried along brings the packages, py-spy and the weights)
 #
 # the Triton kernel tests on the GPU, the kernel timings (gating, tile blending), training and
 # inference rows with the fused gating, and the whole-slide engine (trivial model's ceiling,
@@ -13,6 +14,15 @@
 set -u
 LOGS=${1:-gpu_check_logs}
 mkdir -p "$LOGS"
+if [[ -d .dev/whl ]]; then  # made here by benchmarks/gpu_bundle.sh: what the lent machine lacks
+    SITE=/tmp/vismtl_site
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .dev/whl/*.whl \
+        || { echo "installing .dev/whl failed"; exit 1; }
+    cp -r .dev/imagecodecs/. "$SITE/"
+    export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    export PYSPY=${PYSPY:-$SITE/bin/py-spy}
+    [[ -f .dev/tissue_fp16.pth ]] && export HISTOLOGY_CHECKPOINT=${HISTOLOGY_CHECKPOINT:-.dev/tissue_fp16.pth}
+fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 PY=${PYTHON:-python3}
 CORES=$(nproc)
