@@ -176,14 +176,20 @@ def rasterise(features, shape) -> list[np.ndarray]:
     return masks
 
 
-@pytest.mark.parametrize("stride", [96, 64])
-def test_instances_cut_by_tile_and_chunk_borders_come_out_once_and_whole(tmp_path, stride):
-    """On a slide whose objects straddle tile and chunk borders, the GeoJSON holds exactly the true objects."""
+@pytest.mark.parametrize("stride, margin", [(96, 48), (64, 48), (96, 16)])
+def test_instances_cut_by_tile_and_chunk_borders_come_out_once_and_whole(tmp_path, stride, margin):
+    """On a slide whose objects straddle tile and chunk borders, the GeoJSON holds exactly the true
+    objects; also with a margin smaller than the objects (up to 34 px across), whose pieces are put
+    together at the slide's end."""
     gt = ellipses(480, 640, 60, seed=3, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
     threads = torch.get_num_threads()
-    entry = oracle_run(slide, tmp_path / "out", stride=stride, blend="hann" if stride < 96 else "ones", threads=1)
+    blend = "hann" if stride < 96 else "ones"
+    entry = oracle_run(slide, tmp_path / "out", stride=stride, margin=margin, blend=blend, threads=1)
     assert entry["status"] == "done", entry
+    summary = json.loads((tmp_path / "out" / "labels" / "summary.json").read_text())
+    assert (summary["cut_objects"] > 0) == (margin < 34)
+    assert sum(summary["counts"]["nuclei"].values()) == summary["instances_written"]["nuclei"] == 60
     assert torch.get_num_threads() == threads  # wsi.threads holds during the run only
     data = json.loads((tmp_path / "out" / "labels" / "nuclei.geojson").read_text())
     assert validate_feature_collection(data) == []
@@ -538,6 +544,21 @@ def test_a_partial_run_with_instances_in_the_former_format_is_not_continued(tmp_
     assert outputs.prepare(resume=False) == {}
     (tmp_path / "slide" / ".parts" / "nuclei").mkdir(parents=True)
     (tmp_path / "slide" / ".parts" / "nuclei" / "0_0.json").write_text("[]")  # instance records, not Features
+    with pytest.raises(RuntimeError, match="older vismtl; remove the folder or drop --resume"):
+        outputs.prepare(resume=True)
+
+
+def test_a_partial_run_whose_chunks_kept_no_pieces_is_not_continued(tmp_path):
+    """Before pieces (2026-11-27) a chunk emitted whole the objects crossing its border that it owned:
+    continued now, such an object would come out twice. A fresh run marks its format."""
+    from vismtl.wsi.outputs import PARTS_FORMAT, SlideOutputs
+    from vismtl.wsi.tiling import TileLayout
+
+    outputs = SlideOutputs(tmp_path / "slide", TileLayout(100, 100), {"model": "m"})
+    assert outputs.prepare(resume=False) == {}
+    outputs.journal.record({"chunk": [0, 0]})
+    assert outputs.prepare(resume=True).keys() == {(0, 0)}  # marked: continued
+    (tmp_path / "slide" / PARTS_FORMAT).unlink()
     with pytest.raises(RuntimeError, match="older vismtl; remove the folder or drop --resume"):
         outputs.prepare(resume=True)
 

@@ -17,6 +17,7 @@ from vismtl.wsi.geojson import validate_feature_collection, write_geojson
 from vismtl.wsi.instances import (
     Instance,
     _object_id,
+    assemble,
     extract_chunk,
     polygon_from_mask,
 )
@@ -55,18 +56,26 @@ def _chunks(shape: tuple[int, int], chunk: int, margin: int):
             yield (slice(ay0, ay1), slice(ax0, ax1)), core, (ax0, ay0)
 
 
-def _run(slide: np.ndarray, margin: int = MARGIN, scale: float = 1.0, mpp: float | None = 0.25) -> list[Instance]:
-    """Per-chunk post-processing stand-in: relabel each cut-out so ids differ from chunk to chunk."""
+CLASSES = ("bg", "tumour", "immune")
+
+
+def _run(
+    slide: np.ndarray, margin: int = MARGIN, scale: float = 1.0, mpp: float | None = 0.25, chunk: int = CHUNK
+) -> list[Instance]:
+    """Per-chunk post-processing stand-in: relabel each cut-out so ids differ from chunk to chunk;
+    then the objects crossing chunk borders put together from their pieces, as at a slide's end."""
     rng = np.random.default_rng(1)
-    out = []
-    for box, core, origin in _chunks(slide.shape, CHUNK, margin):
+    out, pieces = [], []
+    for box, core, origin in _chunks(slide.shape, chunk, margin):
         local = relabel(slide[box], background=0)
         shuffled = np.concatenate([[0], rng.permutation(local.max()) + 7])[local]
-        painted = shuffled % 3 * (shuffled > 0)  # every object's pixels carry its class, as a type task paints them
-        result = extract_chunk(shuffled, core, origin, scale, mpp, "nuclei", painted, ("bg", "tumour", "immune"))
-        assert result.cut == 0, "the margin is larger than every object: nothing may be cut"
+        painted = np.where(shuffled > 0, slide[box] % 3, 0)  # each object's class, as a type task paints it
+        result = extract_chunk(shuffled, core, origin, scale, mpp, "nuclei", painted, CLASSES)
+        if margin >= 40:
+            assert result.cut == 0, "the margin is larger than every object: nothing may be cut"
         out += result.instances
-    return out
+        pieces += result.pieces
+    return out + assemble(pieces, chunk, scale, mpp, "nuclei", CLASSES)
 
 
 def _rasterise(instance: Instance, scale: float = 1.0) -> tuple[np.ndarray, tuple[slice, slice]]:
@@ -141,16 +150,56 @@ def test_scale_two_scales_coordinates(slide, found):
     _check_against_truth(slide, doubled, scale=2.0)
 
 
-def test_small_margin_is_reported():
+def test_objects_larger_than_the_margin_are_reported_and_put_together():
     slide = np.zeros((512, 256), np.int32)
     slide[disk((CHUNK, 100), 15)] = 1  # straddles the horizontal chunk border
-    chunks = list(_chunks(slide.shape, CHUNK, margin=5))
-    results = [extract_chunk(slide[box], core, origin, 1.0, None, "nuclei") for box, core, origin in chunks]
-    assert [r.cut for r in results] == [1, 0]
-    assert sum(len(r.instances) for r in results) == 1
-    with_margin = [extract_chunk(slide[b], c, o, 1.0, None, "nuclei") for b, c, o in _chunks(slide.shape, CHUNK, 40)]
-    assert [r.cut for r in with_margin] == [0, 0]
-    assert sum(len(r.instances) for r in with_margin) == 1
+    for margin, cut in ((5, [1, 1]), (40, [0, 0])):
+        chunks = list(_chunks(slide.shape, CHUNK, margin))
+        results = [extract_chunk(slide[box], core, origin, 1.0, None, "nuclei") for box, core, origin in chunks]
+        assert [r.cut for r in results] == cut
+        assert [len(r.instances) for r in results] == [0, 0]  # it crosses the border: a piece in each chunk
+        assert [len(r.pieces) for r in results] == [1, 1]
+        (whole,) = assemble([p for r in results for p in r.pieces], CHUNK, 1.0, None, "nuclei")
+        assert whole.area_px == slide.sum()
+
+
+def _large_objects(seed: int = 3) -> np.ndarray:
+    """Ellipses far larger than the margin (radii 20-150), touching, nested in concave shapes, several
+    across chunk corners, and some at the slide's edges."""
+    rng = np.random.default_rng(seed)
+    slide = np.zeros(SHAPE, np.int32)
+    k = 0
+    for _ in range(60):
+        centre = rng.integers(0, SHAPE[0]), rng.integers(0, SHAPE[1])
+        radii = rng.integers(20, 150, size=2)
+        pixels = ellipse(*centre, *radii, shape=SHAPE, rotation=rng.uniform(0, np.pi))
+        free = slide[pixels] == 0
+        if free.sum() > 50:
+            k += 1
+            slide[pixels[0][free], pixels[1][free]] = k  # over what is free: objects touch, some wrap others
+    return relabel(slide, background=0, connectivity=2)  # one 8-connected piece per id
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5 / 0.499])
+def test_objects_larger_than_the_margin_come_out_as_the_whole_slide_gives_them(scale):
+    """Chunks of 128 px with margins of 8 against the slide as one chunk: the same objects, bit for bit
+    (ids, outlines, areas, centroids, perimeters, classes)."""
+    slide = _large_objects()
+    assert slide.max() > 30
+    whole = _run(slide, margin=slide.shape[0], scale=scale, chunk=max(SHAPE))  # one chunk: nothing crosses
+    chunked = _run(slide, margin=8, scale=scale, chunk=128)
+    assert len(chunked) == len(whole) == slide.max()
+    by_id = {i.id: i for i in chunked}
+    for reference in whole:
+        found = by_id[reference.id]
+        assert np.array_equal(found.polygon, reference.polygon)
+        assert (found.area_px, found.perimeter_px, found.class_name) == (
+            reference.area_px,
+            reference.perimeter_px,
+            reference.class_name,
+        )
+        assert found.centroid == pytest.approx(reference.centroid, abs=1e-9)
+    assert sorted(i.area_px for i in chunked) == sorted(np.bincount(slide.ravel())[1:].tolist())
 
 
 def test_geojson_round_trip(tmp_path, found):

@@ -34,13 +34,16 @@ from tqdm import tqdm
 
 from vismtl.tasks import Task
 from vismtl.wsi.finishing import ChunkFinisher
+from vismtl.wsi.geojson import ChunkPart, chunk_part
 from vismtl.wsi.inputs import SlideInput
+from vismtl.wsi.instances import ChunkInstances, assemble
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
+from vismtl.wsi.pieces import ObjectPiece
 from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.reading import ReadingPool, covering_box, read_chunk
 from vismtl.wsi.settings import WSISettings
-from vismtl.wsi.stitch import raster_spec
+from vismtl.wsi.stitch import raster_spec, type_task_of
 from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_mask, tissue_mask
@@ -346,7 +349,7 @@ class SlideRunner:
         state, slide_input = job.state, job.input
         outputs, layout, mask = state.outputs, state.layout, state.mask
         entries = outputs.journal.entries()
-        written = outputs.write_instances()
+        written, assembled = outputs.write_instances(functools.partial(self._assembled, state))
         overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
         probability = overlay_task is not None and self.tasks[overlay_task].kind == "instance"
         outputs.write_pictures(state.picture, mask, overlay_task, probability)
@@ -354,7 +357,7 @@ class SlideRunner:
         # ends with its last chunk's write
         tiles_s = job.seconds["tiles_s"] + job.busy["drain_s"]
         conclude_s = time.perf_counter() - started - job.busy["drain_s"]
-        summary = merge_summaries(entries)
+        summary = merge_summaries(entries, assembled)
         summary.update(
             slide=str(slide_input.path),
             mpp_level0=state.mpp,
@@ -379,11 +382,21 @@ class SlideRunner:
             settings=self.settings.fingerprint(),
         )
         if summary["cut_objects"]:
-            log.warning(
-                "%s: %d objects touched a chunk margin; raise wsi.margin", slide_input.name, summary["cut_objects"]
+            log.info(
+                "%s: %d objects were larger than the chunk margin; each was put together from its chunks' pieces "
+                "(a larger wsi.margin decides their far pixels with more context)",
+                slide_input.name,
+                summary["cut_objects"],
             )
         outputs.write_summary(summary)
         return {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": state.resumed}
+
+    def _assembled(self, state: Prepared, task: str, pieces: list[ObjectPiece]) -> ChunkPart:
+        """The objects of a slide's pieces of ``task`` (objects crossing chunk borders), as a part."""
+        type_name = type_task_of(task, self.tasks)
+        class_names = (self.tasks[type_name].class_names or ()) if type_name else ()
+        found = assemble(pieces, state.layout.chunk, 1.0 / state.scale, state.plan.mpp, task, class_names)
+        return chunk_part(ChunkInstances(found, 0))
 
     def _tile_cache_budget(self) -> tuple[int, int]:
         """(bytes for tiles kept between chunks, bytes per output pixel of a tile); (0, 0): none

@@ -213,7 +213,7 @@ def _finish_packed(name: str, spec: Spec, job: ChunkJob, files: ChunkFiles | Non
     if files is None:
         return rasters, parts, seconds
     write_chunk_files(files, rasters, parts)
-    return {}, {task: replace(part, text=None) for task, part in parts.items()}, seconds
+    return {}, {task: replace(part, text=None, pieces=None) for task, part in parts.items()}, seconds
 
 
 def _mapped(name: str) -> shared_memory.SharedMemory:

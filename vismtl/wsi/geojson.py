@@ -35,6 +35,7 @@ from shapely.geometry import shape
 
 from vismtl.io import atomic_open
 from vismtl.wsi.instances import ChunkInstances, Instance
+from vismtl.wsi.pieces import pieces_text
 
 __all__ = [
     "OBJECT_TYPES",
@@ -119,13 +120,15 @@ class ChunkPart:
 
     ``text`` holds the Features one per line, separated by commas: the slide's GeoJSON is these
     texts put together (:func:`merge_parts`), so the objects are serialised where the chunk is
-    finished (a worker process, beside the model) and never parsed again.
+    finished (a worker process, beside the model) and never parsed again. ``pieces`` holds the
+    pieces of the objects that cross the chunk's border, put together at the slide's end.
     """
 
     text: str | None  # Features, ",\n"-separated ("" for none); None once written to its part file
     counts: dict[str, int]  # objects per class name
     area_um2: float  # their total area (0 without mpp)
     cut: int  # see ChunkInstances.cut
+    pieces: str | None = ""  # pieces of objects crossing the chunk's border (vismtl.wsi.pieces), likewise
 
 
 def chunk_part(found: ChunkInstances) -> ChunkPart:
@@ -135,7 +138,8 @@ def chunk_part(found: ChunkInstances) -> ChunkPart:
     for inst in found.instances:
         counts[inst.class_name] = counts.get(inst.class_name, 0) + 1
     area = float(sum(inst.area_um2 or 0.0 for inst in found.instances))
-    return ChunkPart(",\n".join(feature_text(i) for i in found.instances), counts, area, found.cut)
+    features = ",\n".join(feature_text(i) for i in found.instances)
+    return ChunkPart(features, counts, area, found.cut, pieces_text(found.pieces))
 
 
 def merge_parts(path: str | Path, texts: Iterable[str]) -> int:

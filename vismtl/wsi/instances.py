@@ -1,20 +1,18 @@
-"""Instances of one output chunk: which chunk owns an object, and its outline in slide coordinates.
+"""Instances of one output chunk: which objects a chunk emits, and their outlines in slide coordinates.
 
 Each chunk is post-processed with a context margin (its core region plus ``margin`` output pixels on
-every side, margin larger than the largest object), so an object cut by a chunk border is seen whole
-by every chunk whose core it reaches.
+every side), so that the decisions inside its core are those the whole slide would give.
 
-Ownership rule: an object belongs to the chunk whose core contains its *first pixel in raster order*
-(smallest row, then smallest column in that row). The pixel depends only on the object's own pixel
-set, so two chunks that both see the object whole compute the same point, and the cores tile the
-grid, hence every object is kept exactly once for any chunk size. Objects whose first pixel lies
-outside the core are dropped (they are the neighbour's, or cut by the array border).
+An object all of whose pixels lie in the chunk's core is emitted by that chunk, whole. An object that
+crosses the core's border is not: the chunk keeps its piece (the pixels inside the core) and links
+to the neighbouring cores it reaches (:mod:`vismtl.wsi.pieces`), and the slide's pieces are put
+together at its end (:func:`assemble`). Cores tile the output grid, so every object comes out once and
+whole for any chunk size, also one larger than the margin (glands).
 
-An owned object that touches an array side carrying margin means the margin was too small: the
-object may be cut, and the neighbour may own another piece of it. It is kept (a piece beats
-nothing) and counted in :attr:`ChunkInstances.cut` (the engine adds the counts up and warns
-once per slide). A side without margin (the core reaches the array edge) is taken to be the slide
-edge, where objects are legitimately cut.
+An object that touches an array side carrying margin was seen only in part by the chunk; it is
+counted in :attr:`ChunkInstances.cut` (the engine reports the count: such an object's far pixels
+were decided with less context than the margin gives). A side without margin (the core reaches the
+array edge) is taken to be the slide edge, where objects are legitimately cut.
 """
 
 from __future__ import annotations
@@ -22,16 +20,18 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from vismtl.wsi.outlines import label_outlines, label_stats
+from vismtl.wsi.pieces import ObjectPiece, chunk_pieces, group_pieces, piece_masks
 from vismtl.wsi.tiling import nonzero_box
 
 __all__ = [
     "ChunkInstances",
     "Instance",
+    "assemble",
     "extract_chunk",
     "polygon_from_mask",
 ]
@@ -63,10 +63,12 @@ class Instance:
 
 @dataclass
 class ChunkInstances:
-    """What one chunk keeps, and how many of its objects reached a margin-bearing border."""
+    """What one chunk keeps: its whole objects, the pieces of those crossing its core's border, and
+    how many of these reached a margin-bearing border."""
 
     instances: list[Instance]
-    cut: int  # > 0 means the margin is smaller than some object: raise it
+    cut: int  # objects larger than the margin (put together from pieces all the same)
+    pieces: list[ObjectPiece] = field(default_factory=list)
 
 
 def extract_chunk(
@@ -79,7 +81,8 @@ def extract_chunk(
     type_map: np.ndarray | None = None,
     class_names: Sequence[str] = (),
 ) -> ChunkInstances:
-    """The instances owned by ``core`` (see the module docstring) and the count of cut ones.
+    """The objects within ``core``, the pieces of those crossing its border (see the module
+    docstring) and the count of those seen only in part.
 
     ``labels``: int instance map ``[H, W]`` of the chunk with its margin (0 = background);
     ``core``: ``(y0, x0, y1, x1)`` of the chunk's own region in ``labels``; ``origin``: ``(x, y)``
@@ -90,7 +93,7 @@ def extract_chunk(
     ``"{task} {id}"`` else).
 
     Outlines, areas, centroids and first pixels of all objects come from whole-array operations
-    (:mod:`vismtl.wsi.outlines`); only the owned objects' records are built one by one.
+    (:mod:`vismtl.wsi.outlines`); only the emitted objects' records are built one by one.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
@@ -106,8 +109,13 @@ def extract_chunk(
     vertices += (left, top)
     area, centroid, first = label_stats(box, ids, offset=(top, left))
     y0, x0, y1, x1 = core
-    owned = np.flatnonzero((first[:, 0] >= y0) & (first[:, 0] < y1) & (first[:, 1] >= x0) & (first[:, 1] < x1))
+    in_core = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=int(ids[-1]) + 1)[ids]
+    owned = np.flatnonzero(in_core == area)  # every pixel in the core
+    crossing = np.flatnonzero((in_core > 0) & (in_core < area))
     touching = _labels_on_margin_sides(labels, core)
+    cut = sum(int(ids[k]) in touching for k in crossing.tolist())
+    crossing_types = np.zeros(crossing.size, np.int64) if type_map is None else type_map[tuple(first[crossing].T)]
+    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types)
     origin_xy = np.asarray(origin, np.float64)
     if float(scale).is_integer() and all(float(v).is_integer() for v in origin):  # exact in integers
         rings = (vertices.astype(np.int64) + np.asarray(origin, np.int64)) * int(scale)
@@ -121,9 +129,8 @@ def extract_chunk(
     grid = np.rint(np.asarray(origin[::-1], np.float64) + first[owned]).astype(np.int64).tolist()  # (y, x)
     class_ids = np.zeros(owned.size, np.int64) if type_map is None else type_map[first[owned, 0], first[owned, 1]]
     areas = area[owned].tolist()
-    instances, cut = [], 0
+    instances = []
     for j, (k, class_id) in enumerate(zip(owned.tolist(), class_ids.tolist())):
-        cut += int(ids[k]) in touching
         instances.append(
             Instance(
                 polygon=rings[starts[k] : stops[k]],  # a view: no Python object per vertex
@@ -138,7 +145,27 @@ def extract_chunk(
                 mpp=mpp,
             )
         )
-    return ChunkInstances(instances, cut)
+    return ChunkInstances(instances, cut, pieces)
+
+
+def assemble(
+    pieces: Sequence[ObjectPiece],
+    chunk: int,
+    scale: float,
+    mpp: float | None,
+    task: str,
+    class_names: Sequence[str] = (),
+) -> list[Instance]:
+    """The objects of a slide's pieces (:mod:`vismtl.wsi.pieces`; ``chunk``: the cores' side), each
+    outlined and measured as :func:`extract_chunk` does an object within one core."""
+    instances = []
+    for group in group_pieces(pieces, chunk):  # each object painted alone
+        mask, top, left, class_id = piece_masks(pieces, group)
+        labels = mask.astype(np.int32)
+        core = (0, 0, *mask.shape)
+        whole = extract_chunk(labels, core, (left, top), scale, mpp, task, labels * class_id, class_names)
+        instances += whole.instances
+    return instances
 
 
 def polygon_from_mask(mask: np.ndarray) -> list[tuple[float, float]]:

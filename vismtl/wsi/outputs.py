@@ -13,12 +13,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,14 @@ from vismtl.io import atomic_open, write_json, write_png, write_png_gray
 from vismtl.tasks.visual import PALETTE
 from vismtl.wsi.geojson import ChunkPart, merge_parts
 from vismtl.wsi.journal import Journal
+from vismtl.wsi.pieces import ObjectPiece, read_pieces
 from vismtl.wsi.stitch import ChunkResult
 from vismtl.wsi.tiling import TileLayout
 
 OWN_FILES = ("run.json", "journal.jsonl", "summary.json", "tissue_mask.png", "thumbnail.png")
 PART_SUFFIX = ".features"  # a chunk's GeoJSON Features (vismtl.wsi.geojson.ChunkPart)
+PIECES_SUFFIX = ".pieces"  # the pieces of its objects that cross its border (vismtl.wsi.pieces)
+PARTS_FORMAT = ".parts/format"  # "pieces": a partial run whose chunks keep pieces (since 2026-11-27)
 FORMER_PART_SUFFIX = ".json"  # instance records, before 2026-11-27: a partial run with them is not continued
 
 
@@ -61,11 +65,12 @@ def write_chunk_files(files: ChunkFiles, rasters: Mapping[str, np.ndarray], part
     y0, x0, y1, x1 = files.core
     for task, raster in rasters.items():
         _run_array(files.run_id, str(files.folder / f"{task}.zarr"))[y0:y1, x0:x1] = raster
+    name = f"{files.chunk[0]}_{files.chunk[1]}"
     for task, part in parts.items():
-        if part.text is not None:
-            name = f"{files.chunk[0]}_{files.chunk[1]}{PART_SUFFIX}"
-            with atomic_open(files.folder / ".parts" / task / name, "w") as handle:
-                handle.write(part.text)
+        for suffix, text in ((PART_SUFFIX, part.text), (PIECES_SUFFIX, part.pieces)):
+            if text is not None and (text or suffix == PART_SUFFIX):  # no file for no pieces
+                with atomic_open(files.folder / ".parts" / task / f"{name}{suffix}", "w") as handle:
+                    handle.write(text)
 
 
 def _run_array(run_id: str, path: str, array: zarr.Array | None = None) -> zarr.Array:
@@ -113,7 +118,8 @@ class SlideOutputs:
     def prepare(self, resume: bool) -> dict[tuple[int, int], dict[str, Any]]:
         """Start (or continue) the run; returns the chunks already finished."""
         if resume and self._same_run():
-            if any((self.folder / ".parts").glob(f"*/*{FORMER_PART_SUFFIX}")):
+            former = any((self.folder / ".parts").glob(f"*/*{FORMER_PART_SUFFIX}"))
+            if former or (self.journal.entries() and not (self.folder / PARTS_FORMAT).is_file()):
                 raise RuntimeError(
                     f"cannot resume {self.folder}: its partial instances were written by an older vismtl; "
                     "remove the folder or drop --resume"
@@ -126,7 +132,9 @@ class SlideOutputs:
                 f"({(self.folder / 'run.json').read_text().strip()}); remove it or drop --resume"
             )
         self.clear()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / PARTS_FORMAT).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.folder / PARTS_FORMAT, "w") as handle:
+            handle.write("pieces")
         write_json(self.folder / "run.json", self.fingerprint)
         return {}
 
@@ -141,7 +149,7 @@ class SlideOutputs:
 
     def sweep(self) -> None:
         """Remove the temporary files (``.<name>.<random>.tmp``) of writes a killed run left unfinished."""
-        for pattern in (".*.tmp", ".parts/*/.*.tmp"):  # where atomic writes and new arrays go
+        for pattern in (".*.tmp", ".parts/.*.tmp", ".parts/*/.*.tmp"):  # where atomic writes and new arrays go
             for path in list(self.folder.glob(pattern)):
                 _remove(path)
 
@@ -178,15 +186,20 @@ class SlideOutputs:
 
     # -- the end ---------------------------------------------------------------------------
 
-    def write_instances(self) -> dict[str, int]:
-        """Put the per-chunk parts of every instance task together into ``<task>.geojson``."""
-        counts = {}
+    def write_instances(self, assembled: Callable[[str, list[ObjectPiece]], ChunkPart]) -> tuple[dict[str, int], dict]:
+        """Put the per-chunk parts of every instance task together into ``<task>.geojson``, with the
+        objects ``assembled(task, pieces)`` makes of the chunks' pieces: ``(Features written per task,
+        {task: the assembled objects' part})``."""
+        counts, assembled_parts = {}, {}
         parts_root = self.folder / ".parts"
-        for task_dir in sorted(parts_root.iterdir()) if parts_root.is_dir() else []:
-            texts = (part.read_text() for part in sorted(task_dir.glob(f"*{PART_SUFFIX}")))
-            counts[task_dir.name] = merge_parts(self.folder / f"{task_dir.name}.geojson", texts)
+        for task_dir in sorted(p for p in parts_root.iterdir() if p.is_dir()) if parts_root.is_dir() else []:
+            task = task_dir.name
+            pieces = [p for path in sorted(task_dir.glob(f"*{PIECES_SUFFIX}")) for p in read_pieces(path.read_text())]
+            part = assembled_parts[task] = assembled(task, pieces)
+            texts = (path.read_text() for path in sorted(task_dir.glob(f"*{PART_SUFFIX}")))
+            counts[task] = merge_parts(self.folder / f"{task}.geojson", itertools.chain(texts, [part.text]))
         shutil.rmtree(parts_root, ignore_errors=True)
-        return counts
+        return counts, assembled_parts
 
     def write_pictures(
         self, thumbnail: np.ndarray, mask: np.ndarray, overlay_task: str | None, probability: bool
@@ -249,8 +262,16 @@ def outlined(picture: np.ndarray, objects: np.ndarray, colour=(0, 255, 0), alpha
     return out
 
 
-def merge_summaries(entries: Mapping[tuple[int, int], Mapping[str, Any]]) -> dict[str, Any]:
-    """Add up the per-chunk statistics of the journal."""
+def merge_summaries(
+    entries: Mapping[tuple[int, int], Mapping[str, Any]], assembled: Mapping[str, ChunkPart] | None = None
+) -> dict[str, Any]:
+    """Add up the per-chunk statistics of the journal and the counts of the objects put together
+    from pieces (``assembled``: per task, :meth:`SlideOutputs.write_instances`' part)."""
+    assembled_entry = {
+        "counts": {task: part.counts for task, part in (assembled or {}).items()},
+        "area_um2": {task: part.area_um2 for task, part in (assembled or {}).items()},
+    }
+    entries = {**entries, ("assembled",): assembled_entry}
     counts: dict[str, dict[str, int]] = {}
     areas: dict[str, float] = {}
     votes: dict[str, list[int]] = {}

@@ -20,8 +20,12 @@ class WSISettings:
             values blend overlapping tiles with ``blend``).
         context: pixels the model sees on each side of the kept tile (discarded afterwards).
         chunk: side of the output chunks: the unit of writing, of the zarr arrays and of resuming.
-        margin: extra pixels computed around each chunk so that instances cut by its border are
-            seen whole (larger than the largest object); 0 when there is no instance task.
+        margin: extra pixels computed around each chunk, the context that makes the decisions
+            inside its core those of the whole slide (the watershed's and growth's reach, with room
+            to spare). Objects crossing the chunk's border come out whole at any size: the chunks
+            keep their pieces, put together at the slide's end (:mod:`vismtl.wsi.pieces`); a margin
+            larger than the objects decides their far pixels with all their context. At most
+            ``chunk``; 0 when there is no instance task.
         blend: window over overlapping tiles: ``"ones"`` or ``"hann"``.
         batch_size: tiles per model call.
         workers: tile-reading processes (each opens its own slide handle); 0 reads in one thread of
@@ -114,6 +118,8 @@ class WSISettings:
             raise ConfigError(f"wsi.tile_cache_mb must be 0 (no tiles kept) or more, not {self.tile_cache_mb}")
         if not isinstance(self.stitch_thread, bool):
             raise ConfigError(f"wsi.stitch_thread must be True or False, not {self.stitch_thread!r}")
+        if not 0 <= self.margin <= self.chunk:
+            raise ConfigError(f"wsi.margin must lie in [0, wsi.chunk = {self.chunk}], not {self.margin}")
         if self.writers is not None and self.writers < 1:
             raise ConfigError(f"wsi.writers must be at least 1, not {self.writers}")
 

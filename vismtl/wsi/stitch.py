@@ -283,10 +283,15 @@ def _instance_types(name: str, tasks: Mapping[str, Task], decided) -> tuple[np.n
     That task's refine has already painted every object with its majority type, so any pixel
     of an object gives it (:func:`extract_chunk` reads its first pixel): no second vote.
     """
-    for type_name, type_task in tasks.items():
-        if type_task.kind == "type" and getattr(type_task, "instances_from", None) == name and type_name in decided:
-            return decided[type_name][0].numpy(), type_task.class_names or ()
-    return None, ()
+    type_name = type_task_of(name, tasks)
+    if type_name is None or type_name not in decided:
+        return None, ()
+    return decided[type_name][0].numpy(), tasks[type_name].class_names or ()
+
+
+def type_task_of(name: str, tasks: Mapping[str, Task]) -> str | None:
+    """The type task that votes over instance task ``name``'s objects, if any."""
+    return next((n for n, t in tasks.items() if t.kind == "type" and getattr(t, "instances_from", None) == name), None)
 
 
 def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
