@@ -638,6 +638,33 @@ def test_a_resume_remakes_an_array_cut_short_and_sweeps_unfinished_writes(tmp_pa
     assert not list(folder.rglob("*.tmp"))
 
 
+def test_a_run_killed_before_its_summary_puts_the_objects_together_again(tmp_path, monkeypatch):
+    """Killed after the GeoJSON but before the summary (which marks a slide complete): the resumed run
+    finds every chunk done and the parts still there, and writes what a whole run writes, the objects
+    put together from pieces included (a margin of 16 px: the objects are larger)."""
+    from vismtl.wsi.outputs import SlideOutputs
+
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=3, borders=96))
+    whole = oracle_outputs(slide, tmp_path / "whole", margin=16)
+    assert whole[2]["cut_objects"] > 0
+
+    def killed(self, summary):
+        raise RuntimeError("killed")
+
+    real = SlideOutputs.write_summary
+    monkeypatch.setattr(SlideOutputs, "write_summary", killed)
+    assert oracle_run(slide, tmp_path / "killed", margin=16)["status"] == "failed"
+    assert (tmp_path / "killed" / "labels" / "nuclei.geojson").is_file()
+    monkeypatch.setattr(SlideOutputs, "write_summary", real)
+    resumed = oracle_outputs(slide, tmp_path / "killed", resume=True, margin=16)
+    assert resumed[0] == whole[0] and np.array_equal(resumed[1], whole[1])
+    timings = ("timings", "chunks", "tiles_shared", "tile_cache_mb")  # this run computed no tile
+    assert {k: v for k, v in resumed[2].items() if k not in timings} == {
+        k: v for k, v in whole[2].items() if k not in timings
+    }
+    assert not (tmp_path / "killed" / "labels" / ".parts").exists()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

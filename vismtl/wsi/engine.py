@@ -36,7 +36,7 @@ from vismtl.tasks import Task
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.geojson import ChunkPart, chunk_part
 from vismtl.wsi.inputs import SlideInput
-from vismtl.wsi.instances import ChunkInstances, assemble
+from vismtl.wsi.instances import assemble
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.pieces import ObjectPiece
 from vismtl.wsi.plan import SlidePlan, plan_slide
@@ -395,8 +395,7 @@ class SlideRunner:
         """The objects of a slide's pieces of ``task`` (objects crossing chunk borders), as a part."""
         type_name = type_task_of(task, self.tasks)
         class_names = (self.tasks[type_name].class_names or ()) if type_name else ()
-        found = assemble(pieces, state.layout.chunk, 1.0 / state.scale, state.plan.mpp, task, class_names)
-        return chunk_part(ChunkInstances(found, 0))
+        return chunk_part(assemble(pieces, state.layout.chunk, 1.0 / state.scale, state.plan.mpp, task, class_names))
 
     def _tile_cache_budget(self) -> tuple[int, int]:
         """(bytes for tiles kept between chunks, bytes per output pixel of a tile); (0, 0): none

@@ -9,10 +9,11 @@ to the neighbouring cores it reaches (:mod:`vismtl.wsi.pieces`), and the slide's
 together at its end (:func:`assemble`). Cores tile the output grid, so every object comes out once and
 whole for any chunk size, also one larger than the margin (glands).
 
-An object that touches an array side carrying margin was seen only in part by the chunk; it is
-counted in :attr:`ChunkInstances.cut` (the engine reports the count: such an object's far pixels
-were decided with less context than the margin gives). A side without margin (the core reaches the
-array edge) is taken to be the slide edge, where objects are legitimately cut.
+An object that touches an array side carrying margin was seen only in part by the chunk: larger
+than the margin, its far pixels were decided with less context than the margin gives. Its pieces
+say so, and the objects put together from such pieces are counted (:attr:`ChunkInstances.cut`;
+the engine reports the count). A side without margin (the core reaches the array edge) is taken
+to be the slide edge, where objects are legitimately cut.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class ChunkInstances:
     how many of these reached a margin-bearing border."""
 
     instances: list[Instance]
-    cut: int  # objects larger than the margin (put together from pieces all the same)
+    cut: int  # pieces seen in part (a chunk's); objects put together from such pieces (assemble's)
     pieces: list[ObjectPiece] = field(default_factory=list)
 
 
@@ -113,9 +114,9 @@ def extract_chunk(
     owned = np.flatnonzero(in_core == area)  # every pixel in the core
     crossing = np.flatnonzero((in_core > 0) & (in_core < area))
     touching = _labels_on_margin_sides(labels, core)
-    cut = sum(int(ids[k]) in touching for k in crossing.tolist())
+    cut = np.array([int(ids[k]) in touching for k in crossing.tolist()], bool)
     crossing_types = np.zeros(crossing.size, np.int64) if type_map is None else type_map[tuple(first[crossing].T)]
-    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types)
+    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types, cut)
     origin_xy = np.asarray(origin, np.float64)
     if float(scale).is_integer() and all(float(v).is_integer() for v in origin):  # exact in integers
         rings = (vertices.astype(np.int64) + np.asarray(origin, np.int64)) * int(scale)
@@ -145,7 +146,7 @@ def extract_chunk(
                 mpp=mpp,
             )
         )
-    return ChunkInstances(instances, cut, pieces)
+    return ChunkInstances(instances, int(cut.sum()), pieces)
 
 
 def assemble(
@@ -155,17 +156,19 @@ def assemble(
     mpp: float | None,
     task: str,
     class_names: Sequence[str] = (),
-) -> list[Instance]:
+) -> ChunkInstances:
     """The objects of a slide's pieces (:mod:`vismtl.wsi.pieces`; ``chunk``: the cores' side), each
-    outlined and measured as :func:`extract_chunk` does an object within one core."""
-    instances = []
+    outlined and measured as :func:`extract_chunk` does an object within one core; ``cut`` counts
+    those with a piece seen in part."""
+    instances, cut = [], 0
     for group in group_pieces(pieces, chunk):  # each object painted alone
         mask, top, left, class_id = piece_masks(pieces, group)
         labels = mask.astype(np.int32)
         core = (0, 0, *mask.shape)
         whole = extract_chunk(labels, core, (left, top), scale, mpp, task, labels * class_id, class_names)
         instances += whole.instances
-    return instances
+        cut += any(pieces[k].cut for k in group)
+    return ChunkInstances(instances, cut)
 
 
 def polygon_from_mask(mask: np.ndarray) -> list[tuple[float, float]]:

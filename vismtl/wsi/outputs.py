@@ -182,7 +182,7 @@ class SlideOutputs:
         process did not write already), then the journal line."""
         write_chunk_files(files, result.rasters, result.parts)
         with self._lock:
-            self.journal.record({"chunk": list(files.chunk), **result.stats, "cut_objects": result.cut_objects})
+            self.journal.record({"chunk": list(files.chunk), **result.stats})
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -198,8 +198,7 @@ class SlideOutputs:
             part = assembled_parts[task] = assembled(task, pieces)
             texts = (path.read_text() for path in sorted(task_dir.glob(f"*{PART_SUFFIX}")))
             counts[task] = merge_parts(self.folder / f"{task}.geojson", itertools.chain(texts, [part.text]))
-        shutil.rmtree(parts_root, ignore_errors=True)
-        return counts, assembled_parts
+        return counts, assembled_parts  # the parts stay until the summary is written: a rerun does this again
 
     def write_pictures(
         self, thumbnail: np.ndarray, mask: np.ndarray, overlay_task: str | None, probability: bool
@@ -225,7 +224,10 @@ class SlideOutputs:
         return cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """The summary, which marks the slide complete; then the parts go (kept until now, so that a
+        run killed before this point puts the GeoJSON and the counts together again on resuming)."""
         write_json(self.folder / "summary.json", summary)
+        shutil.rmtree(self.folder / ".parts", ignore_errors=True)
 
 
 def _open_array(path: Path) -> zarr.Array | None:
@@ -267,9 +269,11 @@ def merge_summaries(
 ) -> dict[str, Any]:
     """Add up the per-chunk statistics of the journal and the counts of the objects put together
     from pieces (``assembled``: per task, :meth:`SlideOutputs.write_instances`' part)."""
+    assembled = assembled or {}
     assembled_entry = {
-        "counts": {task: part.counts for task, part in (assembled or {}).items()},
-        "area_um2": {task: part.area_um2 for task, part in (assembled or {}).items()},
+        "counts": {task: part.counts for task, part in assembled.items()},
+        "area_um2": {task: part.area_um2 for task, part in assembled.items()},
+        "cut_objects": sum(part.cut for part in assembled.values()),  # objects larger than the margin
     }
     entries = {**entries, ("assembled",): assembled_entry}
     counts: dict[str, dict[str, int]] = {}

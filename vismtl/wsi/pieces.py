@@ -34,6 +34,7 @@ class ObjectPiece:
     mask: np.ndarray  # bool [h, w]: the object's pixels in the core, within their bounding box
     class_id: int  # its type in the chunk that kept it (0 = untyped)
     links: np.ndarray  # int64 [L, 2]: (row, col) output-grid pixels of the same object outside the core
+    cut: bool = False  # the object reached a side of the chunk's array that carries margin: seen in part
 
     def holds(self, row: int, col: int) -> bool:
         r, c = row - self.top, col - self.left
@@ -41,12 +42,18 @@ class ObjectPiece:
 
 
 def chunk_pieces(
-    labels: np.ndarray, core: Core, origin: tuple[int, int], crossing: np.ndarray, class_ids: np.ndarray
+    labels: np.ndarray,
+    core: Core,
+    origin: tuple[int, int],
+    crossing: np.ndarray,
+    class_ids: np.ndarray,
+    cut: np.ndarray,
 ) -> list[ObjectPiece]:
     """The pieces of the labels ``crossing`` (ascending; pixels inside and outside ``core``) of a
     chunk's int label array ``labels`` ``[H, W]`` whose ``[0, 0]`` lies at ``origin`` ``(x, y)`` of the
-    output grid; ``class_ids[k]`` is ``crossing[k]``'s type. The links: per crossing label, its first
-    pixel (raster order) in each of the up to 8 strips of margin around the core."""
+    output grid; ``class_ids[k]`` is ``crossing[k]``'s type, ``cut[k]`` whether it was seen in part.
+    The links: per crossing label, its first pixel (raster order) in each of the up to 8 strips of
+    margin around the core."""
     if not crossing.size:
         return []
     y0, x0, y1, x1 = core
@@ -80,11 +87,8 @@ def chunk_pieces(
         top, left = int(rows.min()), int(cols.min())
         mask = np.zeros((int(rows.max()) - top + 1, int(cols.max()) - left + 1), bool)
         mask[rows - top, cols - left] = True
-        pieces.append(
-            ObjectPiece(
-                top + y0 + y_origin, left + x0 + x_origin, mask, int(class_ids[k]), np.array(links[k], np.int64)
-            )
-        )
+        position = (top + y0 + y_origin, left + x0 + x_origin)
+        pieces.append(ObjectPiece(*position, mask, int(class_ids[k]), np.array(links[k], np.int64), bool(cut[k])))
     return pieces
 
 
@@ -99,6 +103,7 @@ def pieces_text(pieces: Iterable[ObjectPiece]) -> str:
             "mask": base64.b64encode(np.packbits(piece.mask, axis=None)).decode(),
             "class_id": piece.class_id,
             "links": piece.links.reshape(-1, 2).tolist(),
+            "cut": piece.cut,
         }
         lines.append(json.dumps(record, separators=(",", ":")))
     return "\n".join(lines)
@@ -115,7 +120,7 @@ def read_pieces(text: str) -> list[ObjectPiece]:
         bits = np.frombuffer(base64.b64decode(record["mask"]), np.uint8)
         mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
         links = np.array(record["links"], np.int64).reshape(-1, 2)
-        pieces.append(ObjectPiece(record["top"], record["left"], mask, record["class_id"], links))
+        pieces.append(ObjectPiece(record["top"], record["left"], mask, record["class_id"], links, record["cut"]))
     return pieces
 
 
@@ -150,7 +155,8 @@ def group_pieces(pieces: Sequence[ObjectPiece], chunk: int) -> list[list[int]]:
 
 def piece_masks(pieces: Sequence[ObjectPiece], group: Sequence[int]) -> tuple[np.ndarray, int, int, int]:
     """A group's pixels: ``(mask, top, left, class_id)``, the mask over the group's bounding box and
-    the type that holds most of its pixels (ties to the smallest id)."""
+    the type that holds most of its pixels (ties to the smallest id; each chunk typed its piece by
+    the part of the object it saw)."""
     members = [pieces[k] for k in group]
     top, left = min(p.top for p in members), min(p.left for p in members)
     bottom = max(p.top + p.mask.shape[0] for p in members)

@@ -114,13 +114,8 @@ def _window(tile: int, kind: str, device: torch.device) -> torch.Tensor:
 @dataclass
 class ChunkResult:
     rasters: dict[str, np.ndarray]  # task -> core raster (uint8 / uint16), [h, w] or [h, w, 3]
-    parts: dict[str, ChunkPart] = field(default_factory=dict)  # instance task -> owned objects
+    parts: dict[str, ChunkPart] = field(default_factory=dict)  # instance task -> its objects and pieces
     stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def cut_objects(self) -> int:
-        """Owned objects touching the region border: the margin is too small."""
-        return sum(part.cut for part in self.parts.values())
 
 
 def instance_raster(activated: torch.Tensor) -> torch.Tensor:
