@@ -110,9 +110,13 @@ def extract_chunk(
     vertices += (left, top)
     area, centroid, first = label_stats(box, ids, offset=(top, left))
     y0, x0, y1, x1 = core
-    in_core = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=int(ids[-1]) + 1)[ids]
-    owned = np.flatnonzero(in_core == area)  # every pixel in the core
-    crossing = np.flatnonzero((in_core > 0) & (in_core < area))
+    # pixels of each label outside the core: the margin's strips, a fraction of the array
+    outside = np.zeros(int(ids[-1]) + 1, np.int64)
+    for strip in (labels[:y0], labels[y1:], labels[y0:y1, :x0], labels[y0:y1, x1:]):
+        outside += np.bincount(strip.ravel(), minlength=outside.size)
+    outside = outside[ids]
+    owned = np.flatnonzero(outside == 0)  # every pixel in the core
+    crossing = np.flatnonzero((outside > 0) & (outside < area))
     touching = _labels_on_margin_sides(labels, core)
     cut = np.array([int(ids[k]) in touching for k in crossing.tolist()], bool)
     crossing_types = np.zeros(crossing.size, np.int64) if type_map is None else type_map[tuple(first[crossing].T)]

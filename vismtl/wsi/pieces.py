@@ -75,15 +75,15 @@ def chunk_pieces(
             r, c = np.divmod(where[first], strip.shape[1])
             for k, row, col in zip((found - 1).tolist(), (r + rows.start).tolist(), (c + cols.start).tolist()):
                 links[k].append((row + y_origin, col + x_origin))
-    inside = labels[y0:y1, x0:x1]
-    flat = index[inside.ravel()]
-    where = np.flatnonzero(flat)
-    order = np.argsort(flat[where], kind="stable")
-    where, owners = where[order], flat[where][order] - 1
+    inside = np.ascontiguousarray(labels[y0:y1, x0:x1]).ravel()
+    where = np.flatnonzero((index > 0)[inside])  # a byte per pixel: the core is most of the array
+    owners = index[inside[where]] - 1
+    order = np.argsort(owners, kind="stable")
+    where, owners = where[order], owners[order]
     starts = np.searchsorted(owners, np.arange(crossing.size + 1))
     pieces = []
     for k in range(crossing.size):
-        rows, cols = np.divmod(where[starts[k] : starts[k + 1]], inside.shape[1])
+        rows, cols = np.divmod(where[starts[k] : starts[k + 1]], x1 - x0)
         top, left = int(rows.min()), int(cols.min())
         mask = np.zeros((int(rows.max()) - top + 1, int(cols.max()) - left + 1), bool)
         mask[rows - top, cols - left] = True
