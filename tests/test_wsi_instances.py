@@ -60,7 +60,12 @@ CLASSES = ("bg", "tumour", "immune")
 
 
 def _run(
-    slide: np.ndarray, margin: int = MARGIN, scale: float = 1.0, mpp: float | None = 0.25, chunk: int = CHUNK
+    slide: np.ndarray,
+    margin: int = MARGIN,
+    scale: float = 1.0,
+    mpp: float | None = 0.25,
+    chunk: int = CHUNK,
+    batch: int = 4096,
 ) -> list[Instance]:
     """Per-chunk post-processing stand-in: relabel each cut-out so ids differ from chunk to chunk;
     then the objects crossing chunk borders put together from their pieces, as at a slide's end."""
@@ -75,7 +80,7 @@ def _run(
             assert result.cut == 0, "the margin is larger than every object: nothing may be cut"
         out += result.instances
         pieces += result.pieces
-    assembled = assemble(pieces, chunk, scale, mpp, "nuclei", CLASSES)
+    assembled = assemble(pieces, chunk, scale, mpp, "nuclei", CLASSES, batch=batch)
     assert assembled.cut == 0 or margin < 40
     return out + assembled.instances
 
@@ -190,7 +195,7 @@ def test_objects_larger_than_the_margin_come_out_as_the_whole_slide_gives_them(s
     slide = _large_objects()
     assert slide.max() > 30
     whole = _run(slide, margin=slide.shape[0], scale=scale, chunk=max(SHAPE))  # one chunk: nothing crosses
-    chunked = _run(slide, margin=8, scale=scale, chunk=128)
+    chunked = _run(slide, margin=8, scale=scale, chunk=128, batch=5)  # objects laid out 5 at a time
     assert len(chunked) == len(whole) == slide.max()
     by_id = {i.id: i for i in chunked}
     for reference in whole:

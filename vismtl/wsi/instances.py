@@ -87,7 +87,8 @@ def extract_chunk(
 
     ``labels``: int instance map ``[H, W]`` of the chunk with its margin (0 = background);
     ``core``: ``(y0, x0, y1, x1)`` of the chunk's own region in ``labels``; ``origin``: ``(x, y)``
-    of ``labels[0, 0]`` in output-grid pixels (integers, for stable ids); ``scale``: level-0 pixels
+    of ``labels[0, 0]`` in output-grid pixels (integers, for stable ids), or int ``[L, 2]``, one
+    per label ``1..L``, for labels laid out side by side (:func:`assemble`); ``scale``: level-0 pixels
     per output pixel; ``mpp``: microns per level-0 pixel; ``type_map``: int ``[H, W]`` with every
     object's pixels painted with its class id (a type task's refined map), read at the object's
     first pixel; ``class_names[class_id]`` names a class (default: the task name for 0,
@@ -120,18 +121,23 @@ def extract_chunk(
     touching = _labels_on_margin_sides(labels, core)
     cut = np.array([int(ids[k]) in touching for k in crossing.tolist()], bool)
     crossing_types = np.zeros(crossing.size, np.int64) if type_map is None else type_map[tuple(first[crossing].T)]
-    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types, cut)
-    origin_xy = np.asarray(origin, np.float64)
-    if float(scale).is_integer() and all(float(v).is_integer() for v in origin):  # exact in integers
-        rings = (vertices.astype(np.int64) + np.asarray(origin, np.int64)) * int(scale)
+    origins = np.asarray(origin, np.float64)  # (x, y) of labels[0, 0], per label where given so
+    origins = origins[ids - 1] if origins.ndim == 2 else np.broadcast_to(origins, (ids.size, 2))
+    if crossing.size:
+        pieces = chunk_pieces(labels, core, tuple(origin), ids[crossing], crossing_types, cut)
+    else:
+        pieces = []
+    at_vertex = np.repeat(origins, np.diff(offsets), axis=0)
+    if float(scale).is_integer() and np.array_equal(origins, np.round(origins)):  # exact in integers
+        rings = (vertices.astype(np.int64) + at_vertex.astype(np.int64)) * int(scale)
     else:  # to a thousandth of a level-0 pixel: "33.066", not "33.06613226452905", in the GeoJSON
-        rings = np.round((vertices + origin_xy) * scale, 3)
+        rings = np.round((vertices + at_vertex) * scale, 3)
     starts, stops = offsets[:-1].tolist(), offsets[1:].tolist()
-    centres = np.round((centroid + origin_xy) * scale, 3)[owned].tolist()  # to 0.001 px, as the vertices
+    centres = np.round((centroid + origins) * scale, 3)[owned].tolist()  # to 0.001 px, as the vertices
     # the rings run along pixel edges with integer vertices: their lengths are exact integers
     walked = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(vertices, axis=0)).sum(axis=1))])
     perimeters = ((walked[offsets[1:] - 1] - walked[offsets[:-1]]) * scale)[owned].tolist()
-    grid = np.rint(np.asarray(origin[::-1], np.float64) + first[owned]).astype(np.int64).tolist()  # (y, x)
+    grid = np.rint(origins[owned, ::-1] + first[owned]).astype(np.int64).tolist()  # (y, x)
     class_ids = np.zeros(owned.size, np.int64) if type_map is None else type_map[first[owned, 0], first[owned, 1]]
     areas = area[owned].tolist()
     instances = []
@@ -160,19 +166,41 @@ def assemble(
     mpp: float | None,
     task: str,
     class_names: Sequence[str] = (),
+    batch: int = 4096,
 ) -> ChunkInstances:
     """The objects of a slide's pieces (:mod:`vismtl.wsi.pieces`; ``chunk``: the cores' side), each
-    outlined and measured as :func:`extract_chunk` does an object within one core; ``cut`` counts
-    those with a piece seen in part."""
-    instances, cut = [], 0
-    for group in group_pieces(pieces, chunk):  # each object painted alone
-        mask, top, left, class_id = piece_masks(pieces, group)
-        labels = mask.astype(np.int32)
-        core = (0, 0, *mask.shape)
-        whole = extract_chunk(labels, core, (left, top), scale, mpp, task, labels * class_id, class_names)
-        instances += whole.instances
-        cut += any(pieces[k].cut for k in group)
-    return ChunkInstances(instances, cut)
+    outlined and measured as :func:`extract_chunk` does an object within one core (``batch`` at a
+    time); ``cut`` counts those with a piece seen in part."""
+    groups = group_pieces(pieces, chunk)
+    instances = []
+    for start in range(0, len(groups), batch):
+        objects = [piece_masks(pieces, group) for group in groups[start : start + batch]]
+        labels, origins, types = _side_by_side(objects)
+        found = extract_chunk(labels, (0, 0, *labels.shape), origins, scale, mpp, task, types, class_names)
+        instances += found.instances
+    return ChunkInstances(instances, sum(any(pieces[k].cut for k in group) for group in groups))
+
+
+def _side_by_side(objects: Sequence[tuple[np.ndarray, int, int, int]], width: int = 2048):
+    """``(mask, top, left, class_id)`` objects laid out in rows, 1 px apart, as labels ``1..K`` of one
+    array (outlined and measured at once: a call per object costs ~0.4 ms): ``(labels, origins
+    int [K, 2] (x, y) of the array's [0, 0] for each object, types)``."""
+    width = max(width, max(mask.shape[1] for mask, *_ in objects) + 1)
+    places, x, y, row_height = [], 0, 0, 0
+    for mask, *_ in objects:
+        if x + mask.shape[1] > width:
+            x, y, row_height = 0, y + row_height + 1, 0
+        places.append((y, x))
+        x, row_height = x + mask.shape[1] + 1, max(row_height, mask.shape[0])
+    labels = np.zeros((y + row_height, width), np.int32)
+    types = np.zeros_like(labels)
+    origins = np.empty((len(objects), 2), np.int64)
+    for k, ((mask, top, left, class_id), (row, col)) in enumerate(zip(objects, places)):
+        window = (slice(row, row + mask.shape[0]), slice(col, col + mask.shape[1]))
+        labels[window][mask] = k + 1
+        types[window][mask] = class_id
+        origins[k] = (left - col, top - row)
+    return labels, origins, types
 
 
 def polygon_from_mask(mask: np.ndarray) -> list[tuple[float, float]]:
