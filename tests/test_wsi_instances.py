@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
@@ -13,7 +14,7 @@ from shapely.geometry import Polygon
 from skimage.draw import disk, ellipse
 from skimage.measure import label as relabel
 
-from vismtl.wsi.geojson import validate_feature_collection, write_geojson
+from vismtl.wsi.geojson import feature, feature_text, validate_feature_collection, write_geojson
 from vismtl.wsi.instances import (
     Instance,
     _object_id,
@@ -220,6 +221,23 @@ def test_geojson_round_trip(tmp_path, found):
     assert props["objectType"] == "detection" and props["isLocked"] is False
     assert {"Area µm^2", "Perimeter px", "Centroid X px", "Centroid Y px"} <= props["measurements"].keys()
     assert [p.name for p in tmp_path.iterdir()] == ["nuclei.geojson"]
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5 / 0.499])
+def test_feature_text_is_the_feature_and_refuses_non_finite_numbers(slide, scale):
+    """The compact text (orjson, vertices straight from numpy) parses to :func:`feature`'s dict, integer
+    and fractional vertices alike; NaN, which orjson would write as null, raises instead."""
+    instances = _run(slide, scale=scale)[:20]
+    for instance in instances:
+        colour = (1, 2, 3)
+        assert json.loads(feature_text(instance, {instance.class_name: colour})) == feature(instance, colour)
+    area = dataclasses.replace(instances[0], area_um2=float("nan"))
+    vertex = dataclasses.replace(
+        instances[1], polygon=np.where(instances[1].polygon == instances[1].polygon[1], np.inf, 0)
+    )
+    for broken in (area, vertex):
+        with pytest.raises(ValueError, match="non-finite"):
+            feature_text(broken)
 
 
 def test_validator_reports_broken_features(tmp_path, found):
