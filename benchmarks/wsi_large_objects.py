@@ -5,18 +5,18 @@ putting them together from the chunks' pieces cost?
 
 Glands at 0.5 um/px span hundreds of pixels, the engine's default margin is 64. A generated
 label slide (lossless, ``tests/wsi_helpers.py``) holds ``--count`` gland-like ellipses with
-semi-axes of 20 to 250 px, none touching; an oracle model "predicts" the 3-class map the slide
-encodes (so the only errors are the engine's), and the gland task's post-processing (seeds grown
-by the band, holes filled) decides the objects. The engine runs with its defaults (1024 px
-chunks, 256 px tiles, ``--margin``). Printed: how many true objects cross a chunk border and how
-many are larger than the margin; the GeoJSON against the truth (objects one to one at IoU >= 0.5,
-detection and segmentation quality, PQ); and the slide's timings from ``summary.json``, with the
-seconds spent putting the pieces together (timed around ``assemble``). ``--nuclei N`` runs N
-nucleus-size ellipses (semi-axes 6-16 px, ``tests/wsi_helpers.py``) with the nuclei's watershed
-instead: many small objects cross the chunk borders, which measures the cost per object put
-together. With ``PYTHONPATH`` set to
-a tree from before pieces (ba23e63), the same script measures the engine that kept each cut
-object's piece in its owner chunk.
+semi-axes of 20 to 250 px, 8 px apart, a third of them centred on chunk borders; an oracle model
+"predicts" the 3-class map the slide encodes (so the only errors are the engine's), and the
+gland task's post-processing (seeds grown by the band, holes filled) decides the objects. The
+engine runs with its defaults (1024 px chunks, 256 px tiles, ``--margin``). Printed: how many
+true objects cross a chunk border and how many are larger than the margin; the GeoJSON against
+the truth (objects one to one at IoU >= 0.5, detection and segmentation quality, PQ); and the
+slide's timings from ``summary.json``, with the seconds spent putting the pieces together
+(timed around ``assemble``). ``--nuclei N`` runs N nucleus-size ellipses (semi-axes 6-16 px)
+with the nuclei's watershed instead: many small objects cross the chunk borders, which
+measures the cost per object put together. With ``PYTHONPATH`` set to a tree from before
+pieces (ba23e63), the same script measures the engine that kept the part of a cut object its
+owner chunk saw.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from scipy import ndimage
@@ -41,24 +40,6 @@ from vismtl.tasks import instance_metrics as im  # noqa: E402
 from vismtl.wsi import SlideRunner, WSISettings  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
 from wsi_helpers import GreyOracle, ellipses, write_label_slide  # noqa: E402
-
-
-def gland_slide(size: int, count: int, seed: int = 0) -> np.ndarray:
-    """int32 ``[size, size]`` ids of up to ``count`` ellipses (semi-axes 20-250 px), 8 px apart."""
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((size, size), np.int32)
-    placed = 0
-    for _ in range(count * 30):
-        if placed == count:
-            break
-        canvas = np.zeros((size, size), np.uint8)
-        centre = (int(rng.integers(0, size)), int(rng.integers(0, size)))
-        axes = (int(rng.integers(20, 251)), int(rng.integers(20, 251)))
-        cv2.ellipse(canvas, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-        if canvas.any() and not (labels[cv2.dilate(canvas, np.ones((17, 17), np.uint8)) > 0] > 0).any():
-            placed += 1
-            labels[canvas > 0] = placed
-    return labels
 
 
 def rasterised(features: list, shape: tuple[int, int]) -> np.ndarray:
@@ -95,7 +76,7 @@ def main() -> None:
         truth, name = ellipses(args.size, args.size, args.nuclei, seed=0, borders=1024), "nuclei"
         task = dict(kind="instance", band=3, postprocess="watershed", min_size=10)
     else:
-        truth, name = gland_slide(args.size, args.count), "gland"
+        truth, name = ellipses(args.size, args.size, args.count, 0, 1024, axes=(20, 251), gap=8), "gland"
         task = dict(kind="instance", band=3, postprocess="interior_minus_contour", min_size=30)
     crossing, larger = crossing_counts(truth, 1024, args.margin)
     print(

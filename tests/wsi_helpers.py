@@ -15,8 +15,11 @@ from vismtl.wsi.synthetic import write_slide
 LEVELS = (243, 30, 140)
 
 
-def ellipses(height: int, width: int, count: int, seed: int, borders: int = 256) -> np.ndarray:
-    """Non-overlapping ellipses (ids 1..K), about a third of them centred on multiples of ``borders``."""
+def ellipses(
+    height: int, width: int, count: int, seed: int, borders: int = 256, axes: tuple[int, int] = (6, 17), gap: int = 3
+) -> np.ndarray:
+    """Non-overlapping ellipses (ids 1..K, semi-axes in ``[axes[0], axes[1])``, at least ``gap`` px
+    apart), about a third of them centred on multiples of ``borders``."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -30,10 +33,10 @@ def ellipses(height: int, width: int, count: int, seed: int, borders: int = 256)
             cx = int(rng.integers(1, width // borders + 1)) * borders + int(rng.integers(-2, 3))
         else:
             cy, cx = int(rng.integers(20, height - 20)), int(rng.integers(20, width - 20))
-        axes = (int(rng.integers(6, 17)), int(rng.integers(6, 17)))
+        semi_axes = (int(rng.integers(*axes)), int(rng.integers(*axes)))
         canvas = np.zeros_like(inst, np.uint8)
-        cv2.ellipse(canvas, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-        grown = cv2.dilate(canvas, np.ones((7, 7), np.uint8)) > 0
+        cv2.ellipse(canvas, (cx, cy), semi_axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        grown = cv2.dilate(canvas, np.ones((2 * gap + 1, 2 * gap + 1), np.uint8)) > 0
         if canvas.any() and not (grown & (inst > 0)).any():
             placed += 1
             inst[canvas > 0] = placed

@@ -172,12 +172,16 @@ def assemble(
     outlined and measured as :func:`extract_chunk` does an object within one core (``batch`` at a
     time); ``cut`` counts those with a piece seen in part."""
     groups = group_pieces(pieces, chunk)
-    instances = []
-    for start in range(0, len(groups), batch):
-        objects = [piece_masks(pieces, group) for group in groups[start : start + batch]]
-        labels, origins, types = _side_by_side(objects)
-        found = extract_chunk(labels, (0, 0, *labels.shape), origins, scale, mpp, task, types, class_names)
-        instances += found.instances
+    objects = [piece_masks(pieces, group) for group in groups]
+    # small objects (nuclei) side by side, large ones (glands) alone: rows of them would be mostly empty
+    alone = [k for k, (mask, *_) in enumerate(objects) if max(mask.shape) > 256]
+    small = sorted(set(range(len(objects))) - set(alone))
+    found: dict[int, Instance] = {}
+    for members in [[k] for k in alone] + [small[i : i + batch] for i in range(0, len(small), batch)]:
+        labels, origins, types = _side_by_side([objects[k] for k in members])
+        made = extract_chunk(labels, (0, 0, *labels.shape), origins, scale, mpp, task, types, class_names)
+        found.update(zip(members, made.instances))
+    instances = [found[k] for k in sorted(found)]  # in the order of the groups
     return ChunkInstances(instances, sum(any(pieces[k].cut for k in group) for group in groups))
 
 
