@@ -665,6 +665,24 @@ def test_a_run_killed_before_its_summary_puts_the_objects_together_again(tmp_pat
     assert not (tmp_path / "killed" / "labels" / ".parts").exists()
 
 
+def test_damaged_pieces_fail_the_slide_with_the_file_named(tmp_path, monkeypatch):
+    """A pieces file that is not what vismtl wrote: the slide fails with one line naming the file."""
+    from vismtl.wsi.outputs import SlideOutputs
+
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=3, borders=96))
+    real = SlideOutputs.write_instances
+
+    def damaged(self, assembled):
+        next((self.folder / ".parts" / "nuclei").glob("*.pieces")).write_text('{"top": 1}\n')
+        return real(self, assembled)
+
+    monkeypatch.setattr(SlideOutputs, "write_instances", damaged)
+    entry = oracle_run(slide, tmp_path / "out", margin=16)
+    assert entry["status"] == "failed"
+    assert "cannot read the object pieces in" in entry["error"] and ".pieces (KeyError" in entry["error"]
+    assert "rerun the slide without --resume" in entry["error"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

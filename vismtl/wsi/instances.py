@@ -64,12 +64,12 @@ class Instance:
 
 @dataclass
 class ChunkInstances:
-    """What one chunk keeps: its whole objects, the pieces of those crossing its core's border, and
-    how many of these reached a margin-bearing border."""
+    """What one chunk keeps (its whole objects and the pieces of those crossing its core's border),
+    or the objects :func:`assemble` put together."""
 
     instances: list[Instance]
-    cut: int  # pieces seen in part (a chunk's); objects put together from such pieces (assemble's)
     pieces: list[ObjectPiece] = field(default_factory=list)
+    cut: int = 0  # of the instances, those seen in part by a chunk (only assembled ones can be)
 
 
 def extract_chunk(
@@ -104,7 +104,7 @@ def extract_chunk(
     # tissue is glass), in integers shifted back exactly: the same numbers as on the whole array.
     found = nonzero_box(labels)
     if found is None:
-        return ChunkInstances([], 0)
+        return ChunkInstances([])
     top, left = found[0].start, found[1].start
     box = labels[found]
     ids, offsets, vertices = label_outlines(box)
@@ -121,13 +121,12 @@ def extract_chunk(
     touching = _labels_on_margin_sides(labels, core)
     cut = np.array([int(ids[k]) in touching for k in crossing.tolist()], bool)
     crossing_types = np.zeros(crossing.size, np.int64) if type_map is None else type_map[tuple(first[crossing].T)]
+    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types, cut)
     origins = np.asarray(origin, np.float64)  # (x, y) of labels[0, 0], per label where given so
-    origins = origins[ids - 1] if origins.ndim == 2 else np.broadcast_to(origins, (ids.size, 2))
-    if crossing.size:
-        pieces = chunk_pieces(labels, core, tuple(origin), ids[crossing], crossing_types, cut)
-    else:
-        pieces = []
-    at_vertex = np.repeat(origins, np.diff(offsets), axis=0)
+    per_label = origins.ndim == 2
+    origins = origins[ids - 1] if per_label else np.broadcast_to(origins, (ids.size, 2))
+    # one origin: broadcast over the vertices (a chunk's rings hold ~10^5 of them), not repeated
+    at_vertex = np.repeat(origins, np.diff(offsets), axis=0) if per_label else origins[:1]
     if float(scale).is_integer() and np.array_equal(origins, np.round(origins)):  # exact in integers
         rings = (vertices.astype(np.int64) + at_vertex.astype(np.int64)) * int(scale)
     else:  # to a thousandth of a level-0 pixel: "33.066", not "33.06613226452905", in the GeoJSON
@@ -156,7 +155,7 @@ def extract_chunk(
                 mpp=mpp,
             )
         )
-    return ChunkInstances(instances, int(cut.sum()), pieces)
+    return ChunkInstances(instances, pieces)
 
 
 def assemble(
@@ -175,14 +174,14 @@ def assemble(
     objects = [piece_masks(pieces, group) for group in groups]
     # small objects (nuclei) side by side, large ones (glands) alone: rows of them would be mostly empty
     alone = [k for k, (mask, *_) in enumerate(objects) if max(mask.shape) > 256]
-    small = sorted(set(range(len(objects))) - set(alone))
+    small = [k for k, (mask, *_) in enumerate(objects) if max(mask.shape) <= 256]
     found: dict[int, Instance] = {}
     for members in [[k] for k in alone] + [small[i : i + batch] for i in range(0, len(small), batch)]:
         labels, origins, types = _side_by_side([objects[k] for k in members])
         made = extract_chunk(labels, (0, 0, *labels.shape), origins, scale, mpp, task, types, class_names)
         found.update(zip(members, made.instances))
     instances = [found[k] for k in sorted(found)]  # in the order of the groups
-    return ChunkInstances(instances, sum(any(pieces[k].cut for k in group) for group in groups))
+    return ChunkInstances(instances, cut=sum(any(pieces[k].cut for k in group) for group in groups))
 
 
 def _side_by_side(objects: Sequence[tuple[np.ndarray, int, int, int]], width: int = 2048):

@@ -118,14 +118,15 @@ class SlideOutputs:
     def prepare(self, resume: bool) -> dict[tuple[int, int], dict[str, Any]]:
         """Start (or continue) the run; returns the chunks already finished."""
         if resume and self._same_run():
+            finished = self.journal.entries()
             former = any((self.folder / ".parts").glob(f"*/*{FORMER_PART_SUFFIX}"))
-            if former or (self.journal.entries() and not (self.folder / PARTS_FORMAT).is_file()):
+            if former or (finished and not (self.folder / PARTS_FORMAT).is_file()):
                 raise RuntimeError(
                     f"cannot resume {self.folder}: its partial instances were written by an older vismtl; "
                     "remove the folder or drop --resume"
                 )
             self.sweep()
-            return self.journal.entries()
+            return finished
         if resume and (self.folder / "run.json").is_file():
             raise RuntimeError(
                 f"cannot resume {self.folder}: it was made with other settings or another model "
@@ -194,7 +195,7 @@ class SlideOutputs:
         parts_root = self.folder / ".parts"
         for task_dir in sorted(p for p in parts_root.iterdir() if p.is_dir()) if parts_root.is_dir() else []:
             task = task_dir.name
-            pieces = [p for path in sorted(task_dir.glob(f"*{PIECES_SUFFIX}")) for p in read_pieces(path.read_text())]
+            pieces = [p for path in sorted(task_dir.glob(f"*{PIECES_SUFFIX}")) for p in _read_pieces(path)]
             part = assembled_parts[task] = assembled(task, pieces)
             texts = (path.read_text() for path in sorted(task_dir.glob(f"*{PART_SUFFIX}")))
             counts[task] = merge_parts(self.folder / f"{task}.geojson", itertools.chain(texts, [part.text]))
@@ -241,6 +242,16 @@ def _open_array(path: Path) -> zarr.Array | None:
     except zarr.errors.ArrayNotFoundError:
         shutil.rmtree(path)
         return None
+
+
+def _read_pieces(path: Path) -> list[ObjectPiece]:
+    try:
+        return read_pieces(path.read_text())
+    except (ValueError, KeyError, TypeError) as err:  # JSON, base64 or a record's fields
+        raise RuntimeError(
+            f"cannot read the object pieces in {path} ({type(err).__name__}: {err}): the file was changed "
+            "or damaged after vismtl wrote it; rerun the slide without --resume"
+        ) from err
 
 
 def _remove(path: Path) -> None:
