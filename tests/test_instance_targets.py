@@ -17,7 +17,6 @@ from vismtl.tasks.instance_targets import (
     boundary_weight_map,
     chessboard_reach,
     drop_outside,
-    expand_chessboard,
     instance_to_classes,
     label_components,
     majority_type,
@@ -346,28 +345,6 @@ def test_majority_type_map_paints_each_instance_with_its_majority_vote() -> None
     np.testing.assert_array_equal(majority_type_map(huge, np.array([[0, 2, 2], [1, 0, 0]]), 3), [[0, 2, 2], [1, 1, 0]])
     with pytest.raises(ValueError):
         majority_type_map(np.array([[1, 1]]), np.array([[5, 0]]), 3)
-
-
-def expand_chessboard_whole_image(labels: np.ndarray, distance: int) -> np.ndarray:
-    """The definition: scipy's chessboard distance transform with indices over the whole image."""
-    reach, (rows, cols) = ndi.distance_transform_cdt(labels == 0, metric="chessboard", return_indices=True)
-    return np.where((labels == 0) & (reach <= distance), labels[rows, cols], labels)
-
-
-@pytest.mark.parametrize("distance", [1, 2, 5])
-def test_expand_chessboard_in_windows_equals_the_whole_image_transform(distance) -> None:
-    rng = np.random.default_rng(distance)
-    for trial in range(6):
-        labels = np.zeros((120, 150), np.int32)
-        # sparse seeds: many groups; dense ones: groups merge; points at equal distances: ties
-        count = (8, 60, 300)[trial % 3]
-        rows, cols = rng.integers(0, 120, count), rng.integers(0, 150, count)
-        labels[rows, cols] = rng.integers(1, 40, count)
-        labels[rng.integers(0, 110) :][:10, 20:24] = 41  # a block touching the border or not
-        grown = expand_chessboard(labels, distance)
-        np.testing.assert_array_equal(grown, expand_chessboard_whole_image(labels, distance))
-        assert (grown > 0).sum() > (labels > 0).sum()
-    assert expand_chessboard(np.zeros((5, 5), np.int32), 3).max() == 0
 
 
 def test_label_components_equals_scipy_numbering_included() -> None:

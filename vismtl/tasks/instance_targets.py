@@ -37,6 +37,8 @@ import torch
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from vismtl.tasks.seed_growth import expand_chessboard, fill_holes
+
 BACKGROUND, INTERIOR, CONTOUR = 0, 1, 2
 
 
@@ -337,48 +339,6 @@ def postprocess_watershed(
     cues = watershed_cues(torch.as_tensor(np.asarray(prob)), threshold)
     cues = {name: value.numpy() for name, value in cues.items()}
     return watershed_from_cues(**cues, min_size=min_size, band=band, min_marker_size=min_marker_size)
-
-
-def fill_holes(inst: np.ndarray) -> np.ndarray:
-    """Fill each instance's holes, only over background (an object inside a hole is kept)."""
-    out = inst.copy()
-    for idx, win, m in _windows(inst, 1):
-        sub = out[win]
-        sub[ndi.binary_fill_holes(m) & (sub == 0)] = idx
-    return out
-
-
-def expand_chessboard(labels: np.ndarray, distance: int) -> np.ndarray:
-    """Grow labelled regions into background up to ``distance`` (chessboard), each pixel to its nearest region.
-
-    The nearest region is the one scipy's chessboard distance transform names (it settles ties).
-    That transform runs only in a window around each group of regions that lie within
-    ``2 distance + 1`` of each other: a pixel within ``distance`` of a group has no other region
-    that near, and what decides it (its distance, its nearest region, their ties) never looks
-    further than ``distance + 1`` from the group, so the window gives what the whole image would.
-    Gland chunks are mostly space between glands: this is several times cheaper there.
-    """
-    if distance <= 0 or not labels.any():
-        return labels
-    labels = np.asarray(labels)
-    square = np.ones((2 * distance + 1, 2 * distance + 1), np.uint8)
-    reached = cv2.dilate((labels > 0).astype(np.uint8), square)  # within `distance` of a region
-    # OpenCV's components, a few times faster than scipy's: the groups' numbering decides nothing.
-    # Grana's block-based algorithm: with statistics, faster than the default (Spaghetti) on these masks.
-    count, groups, boxes, _ = cv2.connectedComponentsWithStatsWithAlgorithm(reached, 8, cv2.CV_32S, cv2.CCL_GRANA)
-    out = labels.copy()
-    height, width = labels.shape
-    for group in range(1, count):
-        x0, y0, box_width, box_height = boxes[group, :4]
-        window = (
-            slice(max(y0 - 1, 0), min(y0 + box_height + 1, height)),
-            slice(max(x0 - 1, 0), min(x0 + box_width + 1, width)),
-        )
-        sub = labels[window]
-        reach, (near_rows, near_cols) = ndi.distance_transform_cdt(sub == 0, metric="chessboard", return_indices=True)
-        grow = (sub == 0) & (reach <= distance) & (groups[window] == group)
-        out[window][grow] = sub[near_rows[grow], near_cols[grow]]
-    return out
 
 
 def seed_cues(prob: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Tensor]:
