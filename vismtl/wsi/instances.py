@@ -18,6 +18,7 @@ to be the slide edge, where objects are legitimately cut.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -63,13 +64,102 @@ class Instance:
 
 
 @dataclass
+class ObjectTable:
+    """Objects as columns: the fields of :class:`Instance` for each of ``K`` objects, without a
+    Python object per object (a chunk holds hundreds of nuclei; their GeoJSON text is made from
+    these columns at once, :func:`vismtl.wsi.geojson.features_text`)."""
+
+    task: str
+    rings: np.ndarray  # [V, 2] vertices of the rings (see Instance.polygon)
+    bounds: np.ndarray  # int64 [K, 2]: object k's ring is rings[bounds[k, 0]:bounds[k, 1]]
+    centroids: np.ndarray  # float64 [K, 2] (x, y), level-0 pixels
+    areas: np.ndarray  # int64 [K], output pixels
+    perimeters: np.ndarray  # float64 [K], level-0 pixels
+    class_ids: np.ndarray  # int64 [K]
+    class_names: list[str]
+    ids: list[str]
+    mpp: float | None = None  # microns per level-0 pixel
+    um2_per_px: float | None = None  # square microns per output pixel
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls, task: str) -> ObjectTable:
+        none = np.zeros(0, np.int64)
+        return cls(
+            task, np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), np.zeros((0, 2)), none, none, none, [], []
+        )
+
+    def rows(self) -> list[Instance]:
+        """One :class:`Instance` per object (their polygons are views of ``rings``)."""
+        areas, perimeters = self.areas.tolist(), self.perimeters.tolist()
+        rows = []
+        for k, (start, stop) in enumerate(self.bounds.tolist()):
+            rows.append(
+                Instance(
+                    polygon=self.rings[start:stop],
+                    centroid=tuple(self.centroids[k].tolist()),
+                    area_px=float(areas[k]),
+                    area_um2=None if self.um2_per_px is None else areas[k] * self.um2_per_px,
+                    perimeter_px=perimeters[k],
+                    class_id=int(self.class_ids[k]),
+                    class_name=self.class_names[k],
+                    task=self.task,
+                    id=self.ids[k],
+                    mpp=self.mpp,
+                )
+            )
+        return rows
+
+    def take(self, order: np.ndarray) -> ObjectTable:
+        """The objects ``order`` (indices), in that order; the rings are shared."""
+        order = np.asarray(order, np.int64)
+        names, ids = [self.class_names[k] for k in order.tolist()], [self.ids[k] for k in order.tolist()]
+        columns = (self.bounds[order], self.centroids[order], self.areas[order], self.perimeters[order])
+        return dataclasses.replace(
+            self,
+            bounds=columns[0],
+            centroids=columns[1],
+            areas=columns[2],
+            perimeters=columns[3],
+            class_ids=self.class_ids[order],
+            class_names=names,
+            ids=ids,
+        )
+
+    @classmethod
+    def concat(cls, tables: Sequence[ObjectTable]) -> ObjectTable:
+        """The objects of ``tables`` (of one task, scale and mpp) one after the other."""
+        if len(tables) == 1:
+            return tables[0]
+        shifts = np.cumsum([0] + [len(t.rings) for t in tables[:-1]])
+        rings = np.concatenate([t.rings for t in tables])
+        return dataclasses.replace(
+            tables[0],
+            rings=rings,
+            bounds=np.concatenate([t.bounds + shift for t, shift in zip(tables, shifts)]),
+            centroids=np.concatenate([t.centroids for t in tables]),
+            areas=np.concatenate([t.areas for t in tables]),
+            perimeters=np.concatenate([t.perimeters for t in tables]),
+            class_ids=np.concatenate([t.class_ids for t in tables]),
+            class_names=[name for t in tables for name in t.class_names],
+            ids=[i for t in tables for i in t.ids],
+        )
+
+
+@dataclass
 class ChunkInstances:
     """What one chunk keeps (its whole objects and the pieces of those crossing its core's border),
     or the objects :func:`assemble` put together."""
 
-    instances: list[Instance]
+    objects: ObjectTable
     pieces: list[ObjectPiece] = field(default_factory=list)
-    cut: int = 0  # of the instances, those seen in part by a chunk (only assembled ones can be)
+    cut: int = 0  # of the objects, those seen in part by a chunk (only assembled ones can be)
+
+    @property
+    def instances(self) -> list[Instance]:
+        return self.objects.rows()
 
 
 def extract_chunk(
@@ -104,7 +194,7 @@ def extract_chunk(
     # tissue is glass), in integers shifted back exactly: the same numbers as on the whole array.
     found = nonzero_box(labels)
     if found is None:
-        return ChunkInstances([])
+        return ChunkInstances(ObjectTable.empty(task))
     top, left = found[0].start, found[1].start
     box = labels[found]
     ids, offsets, vertices = label_outlines(box)
@@ -131,31 +221,27 @@ def extract_chunk(
         rings = (vertices.astype(np.int64) + at_vertex.astype(np.int64)) * int(scale)
     else:  # to a thousandth of a level-0 pixel: "33.066", not "33.06613226452905", in the GeoJSON
         rings = np.round((vertices + at_vertex) * scale, 3)
-    starts, stops = offsets[:-1].tolist(), offsets[1:].tolist()
-    centres = np.round((centroid + origins) * scale, 3)[owned].tolist()  # to 0.001 px, as the vertices
+    centres = np.round((centroid + origins) * scale, 3)[owned]  # to 0.001 px, as the vertices
     # the rings run along pixel edges with integer vertices: their lengths are exact integers
     walked = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(vertices, axis=0)).sum(axis=1))])
-    perimeters = ((walked[offsets[1:] - 1] - walked[offsets[:-1]]) * scale)[owned].tolist()
-    grid = np.rint(origins[owned, ::-1] + first[owned]).astype(np.int64).tolist()  # (y, x)
+    perimeters = ((walked[offsets[1:] - 1] - walked[offsets[:-1]]) * scale)[owned]
+    grid = np.rint(origins[owned, ::-1] + first[owned]).astype(np.int64)  # (y, x)
     class_ids = np.zeros(owned.size, np.int64) if type_map is None else type_map[first[owned, 0], first[owned, 1]]
-    areas = area[owned].tolist()
-    instances = []
-    for j, (k, class_id) in enumerate(zip(owned.tolist(), class_ids.tolist())):
-        instances.append(
-            Instance(
-                polygon=rings[starts[k] : stops[k]],  # a view: no Python object per vertex
-                centroid=tuple(centres[j]),
-                area_px=float(areas[j]),
-                area_um2=None if mpp is None else areas[j] * (scale * mpp) ** 2,
-                perimeter_px=perimeters[j],
-                class_id=class_id,
-                class_name=_class_name(class_id, task, class_names),
-                task=task,
-                id=_object_id(f"{task}/{grid[j][0]}/{grid[j][1]}"),
-                mpp=mpp,
-            )
-        )
-    return ChunkInstances(instances, pieces)
+    class_ids = class_ids.astype(np.int64)
+    table = ObjectTable(
+        task,
+        rings,
+        np.stack([offsets[:-1][owned], offsets[1:][owned]], axis=1).astype(np.int64),
+        centres,
+        area[owned].astype(np.int64),
+        perimeters,
+        class_ids,
+        [_class_name(c, task, class_names) for c in class_ids.tolist()],
+        _object_ids(task, grid),
+        mpp,
+        None if mpp is None else (scale * mpp) ** 2,
+    )
+    return ChunkInstances(table, pieces)
 
 
 def assemble(
@@ -175,13 +261,14 @@ def assemble(
     # small objects (nuclei) side by side, large ones (glands) alone: rows of them would be mostly empty
     alone = [k for k, (mask, *_) in enumerate(objects) if max(mask.shape) > 256]
     small = [k for k, (mask, *_) in enumerate(objects) if max(mask.shape) <= 256]
-    found: dict[int, Instance] = {}
+    order, tables = [], []
     for members in [[k] for k in alone] + [small[i : i + batch] for i in range(0, len(small), batch)]:
         labels, origins, types = _side_by_side([objects[k] for k in members])
         made = extract_chunk(labels, (0, 0, *labels.shape), origins, scale, mpp, task, types, class_names)
-        found.update(zip(members, made.instances))
-    instances = [found[k] for k in sorted(found)]  # in the order of the groups
-    return ChunkInstances(instances, cut=sum(any(pieces[k].cut for k in group) for group in groups))
+        order += members  # one object per label, in the labels' order
+        tables.append(made.objects)
+    found = ObjectTable.concat(tables).take(np.argsort(order)) if tables else ObjectTable.empty(task)
+    return ChunkInstances(found, cut=sum(any(pieces[k].cut for k in group) for group in groups))
 
 
 def _side_by_side(objects: Sequence[tuple[np.ndarray, int, int, int]], width: int = 2048):
@@ -220,14 +307,17 @@ def polygon_from_mask(mask: np.ndarray) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in vertices.tolist()]
 
 
-def _object_id(name: str) -> str:
-    """``str(uuid.uuid5(namespace, name))`` for the fixed namespace, without the UUID object (a few
-    times faster: a chunk names hundreds of objects)."""
-    digest = bytearray(hashlib.sha1(_ID_NAMESPACE + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = digest.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+def _object_ids(task: str, grid: np.ndarray) -> list[str]:
+    """``str(uuid.uuid5(namespace, f"{task}/{y}/{x}"))`` for each ``(y, x)`` row of ``grid``, without
+    UUID objects (a few times faster: a chunk names hundreds of objects)."""
+    names = [f"{task}/{y}/{x}".encode() for y, x in grid.tolist()]
+    digests = b"".join(hashlib.sha1(_ID_NAMESPACE + name).digest()[:16] for name in names)
+    raw = np.frombuffer(digests, np.uint8).reshape(-1, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50  # version 5
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.tobytes().hex()
+    hexes = (text[k : k + 32] for k in range(0, len(text), 32))
+    return [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in hexes]
 
 
 def _labels_on_margin_sides(labels: np.ndarray, core: Core) -> set[int]:
