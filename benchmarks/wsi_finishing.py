@@ -17,6 +17,11 @@ its blended maps are kept. Then, timed on those maps:
   did until 016f312;
 - the outlines of every nucleus: the former per-object OpenCV tracer (``tests/outline_reference.py``)
   against ``label_outlines`` (all objects at once);
+- the glands' and lumina's seeds grown into objects by the definitions (scipy's transform on the
+  whole image, holes filled object by object: ``tests/seed_growth_reference.py``) against
+  ``grow_seeds`` (in windows around the seeds, ``vismtl/tasks/seed_growth.py``);
+- the GeoJSON text of the nuclei the chunks keep: an :class:`Instance` and ``feature_text`` per
+  object (as until 6e42ffa) against ``features_text`` (all from the columns at once);
 - the copy of the chunks' maps into shared memory for the finishing processes (``pack``): into new
   blocks, as before 2026-11-27, and into blocks used before, as ``ChunkFinisher`` now does (a new
   block's pages are faulted in by the copy); and the probabilities into blocks used before,
@@ -27,8 +32,8 @@ its blended maps are kept. Then, timed on those maps:
 It also counts the cyclic garbage collector's passes while this thread finishes the chunks
 (objects left alive per chunk make it run, and a full pass walks every object of the process).
 
-Before timing, the processes' results are checked equal to this thread's and the outlines' areas
-equal to the per-object tracer's.
+Before timing, the processes' results are checked equal to this thread's, the outlines' areas
+equal to the per-object tracer's, the grown seeds to the definitions' and the texts to each other.
 """
 
 from __future__ import annotations
@@ -53,11 +58,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import Row, measure, print_table, quickstart_histology  # noqa: E402
 from outline_reference import reference_polygon  # noqa: E402
+from seed_growth_reference import grow_seeds_whole_image  # noqa: E402
+from vismtl.tasks.instance_targets import grow_seeds  # noqa: E402
 from vismtl.wsi import WSISettings  # noqa: E402
 from vismtl.wsi.engine import ChunkTiles  # noqa: E402
 from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes  # noqa: E402
+from vismtl.wsi.geojson import feature_text, features_text  # noqa: E402
+from vismtl.wsi.instances import extract_chunk  # noqa: E402
 from vismtl.wsi.outlines import label_outlines  # noqa: E402
-from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, ChunkMaps, chunk_maps, finish_maps  # noqa: E402
+from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, ChunkMaps, chunk_maps, decide_instances, finish_maps  # noqa: E402
 from wsi_throughput import bench_plan, make_slide  # noqa: E402
 
 
@@ -144,6 +153,14 @@ def full_chunk(job: ChunkJob, tasks) -> ChunkMaps:
     return chunk_maps(activated, tasks, job)
 
 
+def nuclei_found(maps: ChunkMaps, job: ChunkJob, tasks) -> object:
+    """The nuclei a chunk keeps (:func:`extract_chunk` of its decided labels, untyped)."""
+    y0, x0, y1, x1 = job.region
+    labels = decide_instances(maps, tasks, (y1 - y0, x1 - x0))["nuclei"][0].numpy()
+    rows, cols = job.crop
+    return extract_chunk(labels, (rows.start, cols.start, rows.stop, cols.stop), (x0, y0), job.scale, job.mpp, "nuclei")
+
+
 def map_bytes(chunks) -> int:
     """Bytes of the chunks' maps as packed for the finishing processes (integer maps narrowed)."""
     return sum(packed_nbytes(maps) for maps, _, _ in chunks)
@@ -227,6 +244,38 @@ def main() -> None:
             "outlines",
         )
     )
+    # glands and lumina: their seeds grown by the definitions (scipy on the whole image) and in windows
+    seeds = [
+        (cues["seeds"][0].numpy(), tasks[n])
+        for maps, _, _ in chunks
+        for n, cues in maps.cues.items()
+        if "seeds" in cues
+    ]
+    for (seed, task), grown in zip(seeds, [grow_seeds_whole_image(s, t.band, t.min_size) for s, t in seeds]):
+        assert np.array_equal(grow_seeds(seed, task.band, task.min_size), grown)
+    for name, grow in (("the definitions (scipy, whole image)", grow_seeds_whole_image), ("in windows", grow_seeds)):
+        seconds = measure(lambda g=grow: [g(s, t.band, t.min_size) for s, t in seeds], args.repeats)
+        rows.append(Row(f"glands and lumina grown from their seeds, {name}", seconds, tiles, "seeds"))
+    # the nuclei's Features: an Instance and its text each, or all from the columns at once
+    found = [nuclei_found(maps, job, tasks) for maps, job, _ in chunks]
+    features = sum(len(f.objects) for f in found)  # the nuclei the chunks keep
+    assert [features_text(f.objects) for f in found] == [",\n".join(map(feature_text, f.instances)) for f in found]
+    rows.append(
+        Row(
+            "nuclei Features, an Instance and feature_text each",
+            measure(lambda: [",\n".join(map(feature_text, f.instances)) for f in found], args.repeats),
+            features,
+            "features",
+        )
+    )
+    rows.append(
+        Row(
+            "nuclei Features, features_text (columns)",
+            measure(lambda: [features_text(f.objects) for f in found], args.repeats),
+            features,
+            "features",
+        )
+    )
     new_blocks = measure(lambda: pack_all(chunks), args.repeats)
     reused = [pack(maps)[0] for maps, _, _ in probabilities]  # blocks of the right size, their pages in place
     try:
@@ -248,7 +297,7 @@ def main() -> None:
                 assert parts == parts_here and all(np.array_equal(rasters[n], rasters_here[n]) for n in rasters)
             seconds = measure(lambda f=finisher: finish_in_processes(f, chunks), args.repeats, warmup=0)
             rows.append(Row(f"finish chunks, {processes} processes", seconds, tiles, "processes"))
-    print_table(rows, unit="items/s")  # items: model tiles, or nuclei in the outline rows
+    print_table(rows, unit="items/s")  # items: model tiles, or nuclei in the outline and Feature rows
 
 
 if __name__ == "__main__":

@@ -7,25 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from seed_growth_reference import expand_whole_image, fill_holes_one_by_one
 from vismtl.tasks import seed_growth
 from vismtl.tasks.seed_growth import box_groups, expand_chessboard, fill_holes, label_boxes
-
-
-def expand_whole_image(labels: np.ndarray, distance: int) -> np.ndarray:
-    """The definition: scipy's chessboard distance transform with indices over the whole image."""
-    reach, (rows, cols) = ndi.distance_transform_cdt(labels == 0, metric="chessboard", return_indices=True)
-    return np.where((labels == 0) & (reach <= distance), labels[rows, cols], labels)
-
-
-def fill_holes_one_by_one(inst: np.ndarray) -> np.ndarray:
-    """The definition: scipy's ``binary_fill_holes`` of each object in its box grown by one, in id order."""
-    out = inst.copy()
-    for idx, box in enumerate(ndi.find_objects(inst), 1):
-        if box is not None:
-            window = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
-            sub = out[window]
-            sub[ndi.binary_fill_holes(inst[window] == idx) & (sub == 0)] = idx
-    return out
 
 
 def blobs(rng, shape, count: int, ids: int, largest: int = 9) -> np.ndarray:
