@@ -508,6 +508,29 @@ def test_a_model_that_fails_to_compile_runs_uncompiled_with_a_warning(tmp_path, 
     assert fallback[0] == eager[0] and np.array_equal(fallback[1], eager[1])
 
 
+def test_a_cuda_graph_asked_for_on_the_cpu_is_said_once_and_changes_nothing(tmp_path, caplog):
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(288, 384, 20, seed=13, borders=96))
+    eager = oracle_outputs(slide, tmp_path / "eager")
+    with caplog.at_level("WARNING", logger="vismtl"):
+        asked = oracle_outputs(slide, tmp_path / "graph", cuda_graph=True)
+    assert caplog.text.count("wsi.cuda_graph needs a CUDA device; the model runs as it is on cpu") == 1
+    assert asked[0] == eager[0] and np.array_equal(asked[1], eager[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("batch_size", [8, 6])
+def test_a_model_replayed_as_a_cuda_graph_gives_the_same_outputs(tmp_path, batch_size, caplog):
+    """wsi.cuda_graph: batches (the short last one padded) replayed from one graph give the objects
+    and rasters of the model run as it is, bit for bit on disjoint tiles."""
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=14, borders=96))
+    plain = oracle_outputs(slide, tmp_path / "plain", device="cuda", batch_size=batch_size)
+    with caplog.at_level("WARNING", logger="vismtl"):
+        graphed = oracle_outputs(slide, tmp_path / "graph", device="cuda", batch_size=batch_size, cuda_graph=True)
+    assert "CUDA graph" not in caplog.text  # captured, not run as it is
+    assert graphed[2]["tiles"] % batch_size != 0  # a short last batch, padded
+    assert graphed[0] == plain[0] and np.array_equal(graphed[1], plain[1])
+
+
 def test_native_bfloat16_is_false_where_pytorch_cannot_tell(monkeypatch):
     from vismtl.wsi.batch import native_bfloat16
 

@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile the model (a slow first batch)"
     )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", default=None, help="on a GPU, replay the model as a CUDA graph"
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
     return parser.parse_args(argv)
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from vismtl.tasks import Task
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.geojson import ChunkPart, chunk_part
+from vismtl.wsi.graphed import ModelGraph
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.instances import assemble
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
@@ -156,6 +157,9 @@ class SlideRunner:
     ) -> None:
         self.model, self.tasks, self.settings, self.device = model.eval(), dict(tasks), settings, device
         self._compiled: torch.nn.Module | None = None  # torch.compile's, made at the first batch
+        self._graph = ModelGraph(self._forward_activated)  # wsi.cuda_graph's, captured at the first batch
+        if settings.cuda_graph and device.type != "cuda":
+            log.warning("wsi.cuda_graph needs a CUDA device; the model runs as it is on %s", device)
         self.model_id = model_id
         self.dense = {n: t for n, t in tasks.items() if t.dense}
         has_instances = any(t.kind == "instance" for t in tasks.values())
@@ -522,12 +526,23 @@ class SlideRunner:
         return {"model_s": clock.seconds(), **seconds}, functools.partial(close_writers, stitcher, writer)
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.settings.cuda_graph and images.is_cuda:
+            outputs = self._graph(images, self.settings.batch_size, self.settings.amp)
+            if outputs is not None:
+                return outputs
         count = len(images)
         if self.settings.compile:
             images = padded(images, self.settings.batch_size)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
             logits = self._compiled_forward(images) if self.settings.compile else self.model(images)
         return {n: t.activate(logits[n][:count]) for n, t in self.tasks.items()}
+
+    def _forward_activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model and its tasks' activations: what a CUDA graph captures (autocast's cache off,
+        as capturing requires)."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.settings.amp, cache_enabled=False):
+            logits = self.model(images)
+        return {n: t.activate(logits[n]) for n, t in self.tasks.items()}
 
     def _compiled_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The model compiled by ``torch.compile`` (at its first call) on ``images``; where compiling

@@ -67,6 +67,12 @@ class WSISettings:
             to ``batch_size`` so that one graph serves the whole run. On 2 CPU cores the histology
             quickstart ran 1.24x (bfloat16) to 1.27x (float32) faster; the first compile took about
             50 s, which inductor's on-disk cache spares later runs (docs/benchmarks.md).
+        cuda_graph: on a CUDA device, capture the model and its tasks' activations as a CUDA graph
+            at the first batch and replay it for every batch (padded to ``batch_size``): one launch
+            instead of the model's hundreds from Python, in a process whose one GIL the reading,
+            stitching and writing threads share (:mod:`vismtl.wsi.graphed`). A model that
+            synchronises with the host cannot be captured and runs as it is, with a warning. Not
+            yet measured on a GPU (``benchmarks/wsi_throughput.py --cuda-graph off on``), hence off.
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and of the picture of
             the predictions (``thumbnail.png``): the finest pyramid level within it and the
             output grid's size, or that size where no level fits.
@@ -95,6 +101,7 @@ class WSISettings:
     stitch_thread: bool = False
     amp: bool = False
     compile: bool = False
+    cuda_graph: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
     mask_dir: str | None = None
@@ -118,6 +125,10 @@ class WSISettings:
             raise ConfigError(f"wsi.tile_cache_mb must be 0 (no tiles kept) or more, not {self.tile_cache_mb}")
         if not isinstance(self.stitch_thread, bool):
             raise ConfigError(f"wsi.stitch_thread must be True or False, not {self.stitch_thread!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ConfigError(f"wsi.cuda_graph must be True or False, not {self.cuda_graph!r}")
+        if self.cuda_graph and self.compile:
+            raise ConfigError("wsi.cuda_graph and wsi.compile: choose one (each replaces the model's forward)")
         if not 0 <= self.margin <= self.chunk:
             raise ConfigError(f"wsi.margin must lie in [0, wsi.chunk = {self.chunk}], not {self.margin}")
         if self.writers is not None and self.writers < 1:

@@ -1,0 +1,96 @@
+"""The model's forward and its tasks' activations replayed as a CUDA graph (``wsi.cuda_graph``).
+
+On a GPU the slide engine's one process launches every kernel of the model from Python, beside
+the threads that read, stitch and write, all taking turns at one GIL: with the histology
+quickstart on an H200, 40 % of the engine's main thread went to the model's Python and launches
+(docs/benchmarks.md, section "GPU"). A CUDA graph, captured at the first batch, launches them
+all at once. A graph has fixed shapes, so every batch is padded to the batch size; its outputs
+live in the graph's own buffers, which the next replay overwrites, so the rows of a batch are
+copied out (one copy per task, against the model's hundreds of launches).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+class GraphedForward:
+    """``forward`` (images ``[B, ...]`` -> ``{name: [B, ...]}``) captured for batches of ``size``
+    images like ``images`` (shape, layout, device); called with at most ``size`` images, it replays
+    the graph on them (zero images after them) and returns fresh tensors of their rows.
+
+    ``forward`` must not synchronise with the host (no ``.item()``, no shapes read from values):
+    capturing then fails. Under autocast it needs ``cache_enabled=False`` (a cached cast made
+    while capturing would be freed).
+    """
+
+    def __init__(self, forward: Forward, images: torch.Tensor, size: int, warmup: int = 3) -> None:
+        if not images.is_cuda:
+            raise ValueError(f"a CUDA graph needs images on a CUDA device, not {images.device}")
+        self.size = size
+        channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self._input = torch.zeros((size, *images.shape[1:]), dtype=images.dtype, device=images.device)
+        self._input = self._input.contiguous(memory_format=layout)  # the engine's tiles are channels-last
+        self._input[: len(images)] = images
+        # A few runs on a side stream first: lazy initialisations (cuDNN's choice of algorithm,
+        # workspaces) must not happen while capturing.
+        device = images.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                forward(self._input)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._outputs = forward(self._input)
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        count = len(images)
+        if not 0 < count <= self.size:
+            raise ValueError(f"a batch of {count} images for a graph of {self.size}")
+        self._input[:count].copy_(images)
+        if count < self.size:
+            self._input[count:].zero_()
+        self._graph.replay()
+        return {name: value[:count].clone() for name, value in self._outputs.items()}
+
+
+class ModelGraph:
+    """The slide engine's graph of ``forward``: captured at the first batch and again when batches
+    change (batch size, tile, layout, autocast); where capturing fails, ``None`` from then on for
+    such batches (the caller runs the model as it is), with a warning."""
+
+    def __init__(self, forward: Forward) -> None:
+        self.forward = forward
+        self._key: tuple | None = None
+        self._graph: GraphedForward | None = None
+
+    def __call__(self, images: torch.Tensor, size: int, *extra) -> dict[str, torch.Tensor] | None:
+        key = graph_key(images, size, *extra)
+        if key != self._key:
+            self._key, self._graph = key, None  # the former graph's buffers go before the new ones come
+            try:
+                self._graph = GraphedForward(self.forward, images, size)
+            except Exception as err:  # noqa: BLE001 -- any capture failure: the model runs as it is
+                first_line = (str(err).strip().splitlines() or [""])[0]
+                log.warning(
+                    "the model could not be captured as a CUDA graph and runs as it is: %s: %s",
+                    type(err).__name__,
+                    first_line,
+                )
+        return None if self._graph is None else self._graph(images)
+
+
+def graph_key(images: torch.Tensor, size: int, *extra) -> tuple:
+    """What a graph of batches of ``size`` images like ``images`` fixes: their shape, memory layout,
+    dtype and device (and ``extra``, such as autocast)."""
+    return (size, tuple(images.shape[1:]), images.stride()[1:], images.dtype, images.device, *extra)
