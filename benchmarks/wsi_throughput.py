@@ -115,8 +115,8 @@ class Replayed(nn.Module):
         stored = len(next(iter(self.outputs.values())))
         if len(image) <= stored:  # the first rows as views: no copy of the output maps
             return {name: value[: len(image)] for name, value in self.outputs.items()}
-        rows = torch.arange(len(image)) % stored
-        return {name: value[rows.to(value.device)] for name, value in self.outputs.items()}
+        rows = torch.arange(len(image), device=image.device) % stored  # made there: a CUDA graph can hold it
+        return {name: value[rows] for name, value in self.outputs.items()}
 
 
 def real_outputs(model: nn.Module, slide: Path, size: int, side: int) -> dict[str, torch.Tensor]:
