@@ -405,10 +405,12 @@ def majority_type(inst: np.ndarray, type_map: np.ndarray, num_classes: int | Non
 
 
 def majority_type_map(inst: np.ndarray, type_map: np.ndarray, num_classes: int) -> np.ndarray:
-    """int32 ``[H, W]``: every instance painted with its :func:`majority_type`, 0 elsewhere.
+    """``[H, W]`` of ``type_map``'s integer dtype (int32 otherwise): every instance painted with its
+    :func:`majority_type`, 0 elsewhere.
 
     ``type_map_from_instances(inst, majority_type(inst, type_map, num_classes))`` counted over
-    the instances' pixels only, without the per-instance dict: it runs on every whole-slide chunk.
+    the instances' pixels only, without the per-instance dict: it runs on every whole-slide chunk
+    (in the type map's dtype, so that the refined map needs no conversion).
     """
     inst = np.asarray(inst)
     types = np.asarray(type_map)
@@ -425,7 +427,7 @@ def majority_type_map(inst: np.ndarray, type_map: np.ndarray, num_classes: int) 
     counts[:, 0] = 0  # background type never wins
     best = counts.argmax(axis=1).astype(np.int32)  # the first maximum: the smallest type id on ties
     best[counts.max(axis=1) == 0] = 0
-    painted = np.zeros(inst.size, np.int32)
+    painted = np.zeros(inst.size, types.dtype if np.issubdtype(types.dtype, np.integer) else np.int32)
     painted[inside] = best[ids]
     return painted.reshape(inst.shape)
 

@@ -126,7 +126,10 @@ class TypeTask(Task):
             it.majority_type_map(instances, types, self.num_classes)
             for types, instances in zip(to_numpy(prediction), to_numpy(predictions[self.instances_from]))
         ]
-        return torch.from_numpy(np.stack(voted)).to(prediction.dtype) if voted else prediction
+        if not voted:
+            return prediction
+        stacked = voted[0][None] if len(voted) == 1 else np.stack(voted)  # a chunk: one map, no copy
+        return torch.from_numpy(stacked).to(prediction.dtype)
 
     def new_metric(self) -> Metric:
         return TypeMetric(self.num_classes, self.class_names)
