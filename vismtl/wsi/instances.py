@@ -185,7 +185,7 @@ def extract_chunk(
     ``"{task} {id}"`` else).
 
     Outlines, areas, centroids and first pixels of all objects come from whole-array operations
-    (:mod:`vismtl.wsi.outlines`); only the emitted objects' records are built one by one.
+    (:mod:`vismtl.wsi.outlines`); the emitted objects are kept as columns (:class:`ObjectTable`).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
