@@ -50,7 +50,13 @@ def test_what_cannot_be_captured_runs_as_it_is_with_one_warning_per_kind_of_batc
         assert caplog.text.count("could not be captured as a CUDA graph") == 1
         assert "ValueError: a CUDA graph needs images on a CUDA device, not cpu" in caplog.text
         assert graph(first, 16) is None  # batches of 16: another graph, another try
+        assert graph(second, 8) is None  # back to batches of 8: known, not tried again
         assert caplog.text.count("could not be captured as a CUDA graph") == 2
+    small = ModelGraph(model, kept=1)
+    with caplog.at_level("WARNING", logger="vismtl"):
+        for size in (8, 16, 8):  # one kind kept: the first is forgotten, so tried again
+            assert small(first, size) is None
+    assert caplog.text.count("could not be captured as a CUDA graph") == 5
 
 
 @needs_gpu

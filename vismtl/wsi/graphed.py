@@ -50,7 +50,10 @@ class GraphedForward:
                 forward(self._input)
         torch.cuda.current_stream(device).wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
+        # Only this thread's calls are checked while capturing: the engine's writer and stitching
+        # threads keep using the GPU on streams of their own meanwhile (a check of every thread
+        # would fail their allocations and copies).
+        with torch.cuda.graph(self._graph, capture_error_mode="thread_local"):
             self._outputs = forward(self._input)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -65,21 +68,21 @@ class GraphedForward:
 
 
 class ModelGraph:
-    """The slide engine's graph of ``forward``: captured at the first batch and again when batches
-    change (batch size, tile, layout, autocast); where capturing fails, ``None`` from then on for
-    such batches (the caller runs the model as it is), with a warning."""
+    """The slide engine's graphs of ``forward``, one per kind of batch (batch size, tile, layout,
+    autocast; the last ``kept`` kinds), each captured at the first batch of its kind. Where capturing
+    fails, ``None`` for batches of that kind (the caller runs the model as it is), with one warning."""
 
-    def __init__(self, forward: Forward) -> None:
-        self.forward = forward
-        self._key: tuple | None = None
-        self._graph: GraphedForward | None = None
+    def __init__(self, forward: Forward, kept: int = 4) -> None:
+        self.forward, self.kept = forward, kept
+        self._graphs: dict[tuple, GraphedForward | None] = {}  # oldest first
 
     def __call__(self, images: torch.Tensor, size: int, *extra) -> dict[str, torch.Tensor] | None:
         key = graph_key(images, size, *extra)
-        if key != self._key:
-            self._key, self._graph = key, None  # the former graph's buffers go before the new ones come
+        if key not in self._graphs:
+            while len(self._graphs) >= self.kept:  # the oldest kind's buffers go before new ones come
+                del self._graphs[next(iter(self._graphs))]
             try:
-                self._graph = GraphedForward(self.forward, images, size)
+                self._graphs[key] = GraphedForward(self.forward, images, size)
             except Exception as err:  # noqa: BLE001 -- any capture failure: the model runs as it is
                 first_line = (str(err).strip().splitlines() or [""])[0]
                 log.warning(
@@ -87,7 +90,9 @@ class ModelGraph:
                     type(err).__name__,
                     first_line,
                 )
-        return None if self._graph is None else self._graph(images)
+                self._graphs[key] = None
+        graph = self._graphs[key]
+        return None if graph is None else graph(images)
 
 
 def graph_key(images: torch.Tensor, size: int, *extra) -> tuple:
