@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from vismtl.tasks import instance_metrics as im
 from vismtl.tasks import instance_targets as it
 from vismtl.tasks.base import IGNORE_INDEX, Metric, Task, masked_mean_per_sample, to_numpy
+from vismtl.tasks.flood_on_device import flood_on_device
 from vismtl.tasks.visual import PALETTE
 
 POSTPROCESSING = ("watershed", "interior_minus_contour")
@@ -142,13 +143,25 @@ class InstanceTask(Task):
 
     def pixel_cues(self, activated: torch.Tensor) -> dict[str, torch.Tensor]:
         """The per-pixel part of :meth:`decide`, where ``activated`` is (the model's device):
-        ``{name: [B, H, W]}``, a few bytes a pixel instead of the probabilities' twelve."""
-        if self.postprocess_kind == "watershed":
-            return it.watershed_cues(activated, self.threshold)
-        return it.seed_cues(activated, self.threshold)
+        ``{name: [B, H, W]}``, a few bytes a pixel instead of the probabilities' twelve. On a GPU the
+        nuclei (watershed, band 3) are decided there whole (:mod:`vismtl.tasks.flood_on_device`, the
+        CPU's ids exactly): ``{"labels": int32 [B, H, W]}``."""
+        if self.postprocess_kind != "watershed":
+            return it.seed_cues(activated, self.threshold)
+        cues = it.watershed_cues(activated, self.threshold)
+        if activated.is_cuda and it.band_radii(self.band)[0] == 1:  # decided there too (nuclei: band 3)
+            decided = [
+                flood_on_device(*(cues[n][k] for n in ("mask", "marked", "rise")), self.min_size)
+                for k in range(len(activated))
+            ]
+            if all(labels is not None for labels in decided):
+                return {"labels": torch.stack(decided) if decided else cues["marked"].to(torch.int32)}
+        return cues
 
     def decide_from_cues(self, cues: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The rest of :meth:`decide` (components, flooding, growth), on the CPU: ids ``[B, H, W]`` int32."""
+        if "labels" in cues:  # decided where the probabilities were (pixel_cues on a GPU)
+            return cues["labels"].cpu().to(torch.int32)
         cues = {name: value.cpu().numpy() for name, value in cues.items()}  # float64 rise kept as it is
         first = next(iter(cues.values()))
         count, shape = len(first), first.shape[1:]

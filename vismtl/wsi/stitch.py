@@ -159,7 +159,7 @@ class ChunkMaps:
 
     Args:
         cues: instance task -> its :meth:`~vismtl.tasks.instance.InstanceTask.pixel_cues` on ``box``,
-            ``[1, h, w]`` each.
+            ``[1, h, w]`` each (on a GPU, the nuclei's decided ids).
         rasters: instance task -> its stored raster of the core, uint8 (:func:`instance_raster`).
         decided: every other dense task -> its decisions on the region ``[1, ...]`` (argmax and the like).
         ran: bool ``[1, h, w]``, the pixels of ``box`` some tile ran on.
