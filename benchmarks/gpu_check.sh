@@ -50,6 +50,9 @@ TAIL=4 step kernel_tests 180 "$PY" -m pytest -q -x tests/test_expert_gating.py t
 # from Python: runs alternating on one engine, batches of 16 and 64, the histology model and replayed
 TAIL=12 step wsi_cuda_graph 240 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 3 \
     --replay --finish-workers "$FINISHERS" --tile-cache-mb 512 --batch-size 16 64 --cuda-graph off on $CHECKPOINT
+# the nuclei decided on the GPU beside the model (wsi.decide_on_gpu) against in the finishing processes
+TAIL=8 step wsi_decide_on_gpu 180 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 3 \
+    --finish-workers "$FINISHERS" --tile-cache-mb 512 --batch-size 64 --decide-on-gpu off on $CHECKPOINT
 # histology, chunks finished in processes (the GPU default), the tile cache on (each tile computed
 # once); --replay: a model that costs nothing, i.e. the engine's own ceiling. Each row's engine
 # starts its finishing processes before timing (as after a batch's first slide); batches of 16

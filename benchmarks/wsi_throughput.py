@@ -164,8 +164,8 @@ def _process_cpu() -> float:
 
 def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: int, check=None) -> None:
     """One row per ``--workers`` x ``--threads`` x ``--finish-workers`` x ``--tile-cache-mb`` x
-    ``--batch-size`` x ``--stitch-thread`` x ``--compile`` x ``--cuda-graph`` setting: medians of ``repeats``
-    runs. Rows differing only in batch size, where the stitching runs, compilation or the CUDA graph share one engine,
+    ``--batch-size`` x ``--stitch-thread`` x ``--compile`` x ``--cuda-graph`` x ``--decide-on-gpu``
+    setting: medians of ``repeats`` runs. Rows differing only in the last five share one engine,
     and their runs alternate (a compiled row's first run includes the compile)."""
     instances = bool(context)  # the trivial model has no instances, so no margins
     for workers, threads, finishers, cache_mb in itertools.product(
@@ -176,11 +176,16 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
     ):
         settings = bench_settings(args, threads, context, workers, finishers, cache_mb)
         variants = {
-            (batch, stitch, compiled, graphed): dataclasses.replace(
-                settings, batch_size=batch, stitch_thread=stitch, compile=compiled, cuda_graph=graphed
+            (batch, stitch, compiled, graphed, decided): dataclasses.replace(
+                settings,
+                batch_size=batch,
+                stitch_thread=stitch,
+                compile=compiled,
+                cuda_graph=graphed,
+                decide_on_gpu=decided,
             )
-            for batch, stitch, compiled, graphed in itertools.product(
-                args.batch_size, args.stitch_thread, args.compile, args.cuda_graph
+            for batch, stitch, compiled, graphed, decided in itertools.product(
+                args.batch_size, args.stitch_thread, args.compile, args.cuda_graph, args.decide_on_gpu
             )
             if not (compiled and graphed)  # one or the other (WSISettings)
         }
@@ -207,6 +212,8 @@ def compare(args, label: str, model, tasks, slide: Path, context: int, repeats: 
                 name += f", compiled {'on' if variant.compile else 'off'}"
             if len(args.cuda_graph) > 1:
                 name += f", CUDA graph {'on' if variant.cuda_graph else 'off'}"
+            if len(args.decide_on_gpu) > 1:
+                name += f", nuclei decided on the GPU {'on' if variant.decide_on_gpu else 'off'}"
             report(name, runs[key], settings.tile)
 
 
@@ -343,6 +350,7 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     compared("--compile", choices=["off", "on"], default=["off"], help="torch.compile the model (wsi.compile)")
     compared("--cuda-graph", choices=["off", "on"], default=["off"], help="the model as a CUDA graph (wsi.cuda_graph)")
+    compared("--decide-on-gpu", choices=["off", "on"], default=["off"], help="nuclei decided on the GPU")
     parser.add_argument("--repeats", type=int, default=3, help="trivial-model runs")
     parser.add_argument("--histology-repeats", type=int, default=1, help="histology-model runs (0: none)")
     parser.add_argument("--skip-histology", action="store_true")
@@ -357,6 +365,7 @@ def main() -> None:
     args.stitch_thread = [choice == "on" for choice in args.stitch_thread]
     args.compile = [choice == "on" for choice in args.compile]
     args.cuda_graph = [choice == "on" for choice in args.cuda_graph]
+    args.decide_on_gpu = [choice == "on" for choice in args.decide_on_gpu]
     try:  # read before the slide is made: a typo fails at once, naming the file
         no_weights = {"model.backbone.pretrained": False}
         args.replay_behind = {path: load_config(path, no_weights) for path in args.replay_behind}

@@ -71,7 +71,10 @@ def test_labels_decided_elsewhere_pass_through_as_int32() -> None:
     labels = flood_on_device(**cues)
     decided = task.decide_from_cues({"labels": labels[None].to(torch.uint8 if labels.max() < 256 else torch.int32)})
     assert decided.dtype == torch.int32 and torch.equal(decided[0], labels)
-    assert set(task.pixel_cues(torch.rand(1, 3, 8, 8).softmax(dim=1))) == {"mask", "marked", "rise"}  # the CPU's
+    probabilities = crowded_probabilities(np.random.default_rng(4))[None]
+    assert set(task.pixel_cues(probabilities)) == {"mask", "marked", "rise"}  # by default the cues
+    made = task.pixel_cues(probabilities, decide=True)  # decided where they are (here the CPU)
+    assert set(made) == {"labels"} and torch.equal(task.decide_from_cues(made), task.decide(probabilities))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -79,6 +82,6 @@ def test_on_a_gpu_pixel_cues_are_the_cpus_decisions() -> None:
     task = build_tasks({"nuclei": dict(kind="instance", band=3, postprocess="watershed", min_size=10)})["nuclei"]
     rng = np.random.default_rng(3)
     probabilities = torch.stack([crowded_probabilities(rng, levels=levels) for levels in (None, 8)])
-    made = task.pixel_cues(probabilities.cuda())
-    assert set(made) == {"labels"}
+    made = task.pixel_cues(probabilities.cuda(), decide=True)
+    assert set(made) == {"labels"} and made["labels"].is_cuda
     torch.testing.assert_close(task.decide_from_cues(made), task.decide(probabilities), rtol=0, atol=0)

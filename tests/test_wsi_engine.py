@@ -531,6 +531,17 @@ def test_a_model_replayed_as_a_cuda_graph_gives_the_same_outputs(tmp_path, batch
     assert graphed[0] == plain[0] and np.array_equal(graphed[1], plain[1])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_nuclei_decided_on_the_gpu_give_the_same_outputs(tmp_path):
+    """wsi.decide_on_gpu: the finishing processes get the nuclei's ids made beside the model; the
+    objects and rasters are those decided in the processes, bit for bit."""
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=15, borders=96))
+    there = oracle_outputs(slide, tmp_path / "processes", device="cuda", finish_workers=2)
+    here = oracle_outputs(slide, tmp_path / "gpu", device="cuda", finish_workers=2, decide_on_gpu=True)
+    assert len(json.loads(here[0])["features"]) == 60
+    assert here[0] == there[0] and np.array_equal(here[1], there[1])
+
+
 def test_native_bfloat16_is_false_where_pytorch_cannot_tell(monkeypatch):
     from vismtl.wsi.batch import native_bfloat16
 

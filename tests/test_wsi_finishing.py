@@ -21,7 +21,7 @@ from vismtl.config import load_config
 from vismtl.tasks import build_tasks
 from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes, unpack
 from vismtl.wsi.pieces import read_pieces
-from vismtl.wsi.stitch import ChunkJob, ChunkMaps, chunk_maps, decide_instances
+from vismtl.wsi.stitch import ChunkJob, ChunkMaps, chunk_maps, decide_instances, finish_maps
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTOLOGY_TASKS = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)
@@ -294,7 +294,7 @@ def test_a_chunk_where_no_tile_ran_has_no_objects_and_empty_rasters():
 def test_raster_spec_is_the_dtype_and_shape_each_task_writes(config):
     """The zarr arrays are created from raster_spec before any chunk: it must say what the
     chunks will hold (a wider raster written into a narrower array would wrap silently)."""
-    from vismtl.wsi.stitch import finish_maps, raster_spec
+    from vismtl.wsi.stitch import raster_spec
 
     tasks = build_tasks(load_config(ROOT / "configs" / "_base_" / "datasets" / config).tasks)
     dense = {name: task for name, task in tasks.items() if task.dense}
@@ -307,6 +307,20 @@ def test_raster_spec_is_the_dtype_and_shape_each_task_writes(config):
     for name, task in dense.items():
         written = rasters[name]
         assert written.shape[:2] == (10, 9) and raster_spec(task) == (written.dtype, written.shape[2:]), name
+
+
+def test_nuclei_decided_where_the_maps_are_finish_as_those_decided_in_finishing():
+    """chunk_maps(..., decide=True) (wsi.decide_on_gpu; here on the CPU, the same PyTorch code):
+    the ids replace the nuclei's cues and the chunk finishes to the same rasters and objects."""
+    ran = np.zeros((224, 240), bool)
+    ran[40:200, 56:184] = True
+    activated = {n: value * torch.from_numpy(ran) for n, value in histology_maps(1, 224, 240).items()}
+    job = ChunkJob((0, 0, 224, 240), (16, 16, 208, 224), 1.0, 0.5)
+    cued, decided = (chunk_maps(activated, HISTOLOGY_TASKS, job, decide) for decide in (False, True))
+    assert set(cued.cues["nuclei"]) == {"mask", "marked", "rise"} and set(decided.cues["nuclei"]) == {"labels"}
+    (rasters, parts), (rasters_decided, parts_decided) = (finish_maps(m, HISTOLOGY_TASKS, job) for m in (cued, decided))
+    assert parts_decided == parts and parts["nuclei"].counts
+    assert all(np.array_equal(rasters[n], rasters_decided[n]) for n in rasters)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the engine makes the maps there")

@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--cuda-graph", action="store_true", default=None, help="on a GPU, replay the model as a CUDA graph"
     )
+    parser.add_argument(
+        "--decide-on-gpu", action="store_true", default=None, help="on a GPU, decide the nuclei beside the model"
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
     return parser.parse_args(argv)
 

@@ -141,15 +141,15 @@ class InstanceTask(Task):
         """Probabilities ``[B, 3, H, W]`` -> instance ids ``[B, H, W]`` int32 (on the CPU)."""
         return self.decide_from_cues(self.pixel_cues(activated))
 
-    def pixel_cues(self, activated: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pixel_cues(self, activated: torch.Tensor, decide: bool = False) -> dict[str, torch.Tensor]:
         """The per-pixel part of :meth:`decide`, where ``activated`` is (the model's device):
-        ``{name: [B, H, W]}``, a few bytes a pixel instead of the probabilities' twelve. On a GPU the
-        nuclei (watershed, band 3) are decided there whole (:mod:`vismtl.tasks.flood_on_device`, the
-        CPU's ids exactly): ``{"labels": int32 [B, H, W]}``."""
+        ``{name: [B, H, W]}``, a few bytes a pixel instead of the probabilities' twelve. With
+        ``decide``, the nuclei (watershed, band 3) are decided there whole, the CPU's ids exactly
+        (:mod:`vismtl.tasks.flood_on_device`): ``{"labels": int32 [B, H, W]}``."""
         if self.postprocess_kind != "watershed":
             return it.seed_cues(activated, self.threshold)
         cues = it.watershed_cues(activated, self.threshold)
-        if activated.is_cuda and it.band_radii(self.band)[0] == 1:  # decided there too (nuclei: band 3)
+        if decide and it.band_radii(self.band)[0] == 1:
             decided = [
                 flood_on_device(*(cues[n][k] for n in ("mask", "marked", "rise")), self.min_size)
                 for k in range(len(activated))

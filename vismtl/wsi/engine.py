@@ -486,6 +486,7 @@ class SlideRunner:
             scale=scale,
             outputs=outputs,
             device=self.device,
+            decide_on_gpu=settings.decide_on_gpu,
         )
         writer = ThreadPoolExecutor(writers, thread_name_prefix="vismtl-writer")
         try:

@@ -73,6 +73,12 @@ class WSISettings:
             stitching and writing threads share (:mod:`vismtl.wsi.graphed`). A model that
             synchronises with the host cannot be captured and runs as it is, with a warning. Not
             yet measured on a GPU (``benchmarks/wsi_throughput.py --cuda-graph off on``), hence off.
+        decide_on_gpu: on a GPU, decide the nuclei (watershed, band 3) beside the model, the CPU's
+            ids exactly (:mod:`vismtl.tasks.flood_on_device`): the finishing processes then get
+            the ids (4 bytes a pixel or fewer) instead of the cues (10) and skip the decision (13 %
+            of a chunk's finishing). Off by default and not yet measured: it adds over a hundred
+            kernel launches a chunk to the engine's process, which the H200's profile found bound
+            by its GIL (``benchmarks/wsi_throughput.py --decide-on-gpu off on``).
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and of the picture of
             the predictions (``thumbnail.png``): the finest pyramid level within it and the
             output grid's size, or that size where no level fits.
@@ -102,6 +108,7 @@ class WSISettings:
     amp: bool = False
     compile: bool = False
     cuda_graph: bool = False
+    decide_on_gpu: bool = False
     thumbnail_size: int = 2048
     mask_mpp: float = 8.0
     mask_dir: str | None = None
@@ -127,6 +134,8 @@ class WSISettings:
             raise ConfigError(f"wsi.stitch_thread must be True or False, not {self.stitch_thread!r}")
         if not isinstance(self.cuda_graph, bool):
             raise ConfigError(f"wsi.cuda_graph must be True or False, not {self.cuda_graph!r}")
+        if not isinstance(self.decide_on_gpu, bool):
+            raise ConfigError(f"wsi.decide_on_gpu must be True or False, not {self.decide_on_gpu!r}")
         if self.cuda_graph and self.compile:
             raise ConfigError("wsi.cuda_graph and wsi.compile: choose one (each replaces the model's forward)")
         if not 0 <= self.margin <= self.chunk:

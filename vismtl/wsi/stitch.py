@@ -159,7 +159,7 @@ class ChunkMaps:
 
     Args:
         cues: instance task -> its :meth:`~vismtl.tasks.instance.InstanceTask.pixel_cues` on ``box``,
-            ``[1, h, w]`` each (on a GPU, the nuclei's decided ids).
+            ``[1, h, w]`` each (the nuclei's decided ids with ``wsi.decide_on_gpu``).
         rasters: instance task -> its stored raster of the core, uint8 (:func:`instance_raster`).
         decided: every other dense task -> its decisions on the region ``[1, ...]`` (argmax and the like).
         ran: bool ``[1, h, w]``, the pixels of ``box`` some tile ran on.
@@ -199,9 +199,12 @@ class ChunkMaps:
         return ChunkMaps.from_flat({key: value.cpu() for key, value in self.flat().items()})
 
 
-def chunk_maps(activated: Mapping[str, torch.Tensor], tasks: Mapping[str, Task], job: ChunkJob) -> ChunkMaps:
+def chunk_maps(
+    activated: Mapping[str, torch.Tensor], tasks: Mapping[str, Task], job: ChunkJob, decide: bool = False
+) -> ChunkMaps:
     """What finishing needs of a blended chunk (:class:`ChunkMaps`), where ``activated`` (the
-    canvas's :meth:`~ChunkCanvas.result`) is."""
+    canvas's :meth:`~ChunkCanvas.result`) is; ``decide``: the nuclei decided there too
+    (``wsi.decide_on_gpu``)."""
     instance = {n: values for n, values in activated.items() if tasks[n].kind == "instance"}
     maps = ChunkMaps({}, {n: instance_raster(values[(..., *job.crop)]) for n, values in instance.items()}, {})
     maps.decided = {n: tasks[n].decide(values) for n, values in activated.items() if n not in instance}
@@ -212,7 +215,7 @@ def chunk_maps(activated: Mapping[str, torch.Tensor], tasks: Mapping[str, Task],
     found = nonzero_box(ran[0].cpu().numpy(), reach)
     if found is not None:
         where = (..., *found)
-        maps.cues = {n: tasks[n].pixel_cues(values[where]) for n, values in instance.items()}
+        maps.cues = {n: tasks[n].pixel_cues(values[where], decide) for n, values in instance.items()}
         maps.ran, maps.box = ran[where], (found[0].start, found[1].start, found[0].stop, found[1].stop)
     return maps
 
@@ -259,14 +262,16 @@ def decide_instances(maps: ChunkMaps, tasks: Mapping[str, Task], shape: tuple[in
     return decided
 
 
-def finalize_chunk(canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish, files=None) -> ChunkResult:
+def finalize_chunk(
+    canvas: ChunkCanvas, job: ChunkJob, tasks: Mapping[str, Task], finish, files=None, decide: bool = False
+) -> ChunkResult:
     """The blended chunk -> rasters of its core, the instances it owns and its statistics.
 
     ``finish(maps, job, files) -> (rasters, parts, seconds)``: :func:`finish_maps` here or in
     worker processes, timed (a :class:`vismtl.wsi.finishing.ChunkFinisher`); a worker process
     writes the outputs to ``files`` itself and returns none of them.
     """
-    rasters, parts, seconds = finish(chunk_maps(canvas.result(), tasks, job), job, files)
+    rasters, parts, seconds = finish(chunk_maps(canvas.result(), tasks, job, decide), job, files)
     result = ChunkResult(rasters, parts)
     result.stats = {**_stats(result, canvas), "finish_s": round(seconds, 4)}
     return result

@@ -290,12 +290,13 @@ def finish_chunk(
     scale: float,
     outputs,
     device: torch.device,
+    decide_on_gpu: bool = False,
 ) -> None:
     """A writer's job: finish a blended chunk (here or in a finishing process) and write it."""
     job = ChunkJob(canvas.region, plan.layout.core(*chunk), 1.0 / scale, plan.mpp)
     files = outputs.chunk_files(chunk, job.core)
     # inference mode: the canvas holds inference tensors, and this thread is not in that mode
     with torch.inference_mode(), side_stream(device, ready):
-        result = finalize_chunk(canvas, job, tasks, finisher, files)
+        result = finalize_chunk(canvas, job, tasks, finisher, files, decide_on_gpu and device.type == "cuda")
     spare.put((canvas.sums, canvas.weight_sum))  # for the next chunk's canvas
     outputs.write_chunk(files, result)
