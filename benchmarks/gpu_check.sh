@@ -45,7 +45,7 @@ TAIL=4 step kernel_tests 180 "$PY" -m pytest -q -x tests/test_expert_gating.py t
     tests/test_wsi_finishing.py::test_maps_made_on_the_gpu_equal_those_made_on_the_cpu \
     tests/test_wsi_engine.py::test_outputs_made_on_the_gpu_equal_those_made_on_the_cpu \
     tests/test_wsi_graphed.py tests/test_wsi_engine.py::test_a_model_replayed_as_a_cuda_graph_gives_the_same_outputs \
-    tests/test_flood_on_device.py
+    tests/test_flood_on_device.py tests/test_wsi_engine.py::test_nuclei_decided_on_the_gpu_give_the_same_outputs
 # the model and its activations replayed as one CUDA graph per batch (wsi.cuda_graph) against launched
 # from Python: runs alternating on one engine, batches of 16 and 64, the histology model and replayed
 TAIL=12 step wsi_cuda_graph 240 "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 3 \
