@@ -30,6 +30,7 @@ from vismtl.wsi.instances import (
     extract_chunk,
     polygon_from_mask,
 )
+from vismtl.wsi.pieces import chunk_pieces, pieces_text
 
 SHAPE = (700, 900)
 CHUNK = 256
@@ -217,6 +218,22 @@ def test_objects_larger_than_the_margin_come_out_as_the_whole_slide_gives_them(s
         )
         assert found.centroid == pytest.approx(reference.centroid, abs=1e-9)
     assert sorted(i.area_px for i in chunked) == sorted(np.bincount(slide.ravel())[1:].tolist())
+
+
+def test_pieces_from_the_objects_pixels_are_those_a_scan_of_the_core_finds():
+    """extract_chunk hands chunk_pieces the crossing objects' pixels it has measured; scanning the
+    core for them (chunk_pieces alone) gives the same pieces."""
+    slide = _large_objects()
+    for box, core, origin in _chunks(slide.shape, 128, 8):
+        labels = slide[box]
+        found = extract_chunk(labels, core, origin, 1.0, None, "nuclei")
+        firsts = [(p.top - origin[1], p.left - origin[0]) + np.argwhere(p.mask)[0] for p in found.pieces]
+        crossing = np.array([int(labels[row, col]) for row, col in firsts])  # ascending, as the pieces
+        if not crossing.size:
+            continue
+        scanned = chunk_pieces(labels, core, origin, crossing, np.zeros(crossing.size), [False] * crossing.size)
+        assert list(crossing) == sorted(crossing)
+        assert pieces_text(scanned) == pieces_text([dataclasses.replace(p, cut=False) for p in found.pieces])
 
 
 def test_geojson_round_trip(tmp_path, found):

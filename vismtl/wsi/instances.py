@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vismtl.wsi.outlines import label_outlines, label_stats
+from vismtl.wsi.outlines import label_outlines, label_pixels, label_stats
 from vismtl.wsi.pieces import ObjectPiece, chunk_pieces, group_pieces, piece_masks
 from vismtl.wsi.tiling import nonzero_box
 
@@ -199,7 +199,8 @@ def extract_chunk(
     box = labels[found]
     ids, offsets, vertices = label_outlines(box)
     vertices += (left, top)
-    area, centroid, first = label_stats(box, ids, offset=(top, left))
+    pixels = label_pixels(box, ids)  # every object's pixels: measured, and those of pieces kept
+    area, centroid, first = label_stats(box, ids, offset=(top, left), pixels=pixels)
     y0, x0, y1, x1 = core
     # pixels of each label outside the core: the margin's strips, a fraction of the array
     outside = np.zeros(int(ids[-1]) + 1, np.int64)
@@ -211,7 +212,12 @@ def extract_chunk(
     touching = _labels_on_margin_sides(labels, core)
     cut = np.array([int(ids[k]) in touching for k in crossing.tolist()], bool)
     crossing_types = np.zeros(crossing.size, np.int64) if type_map is None else type_map[tuple(first[crossing].T)]
-    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types, cut)
+    piece_of = np.full(ids.size, -1, np.int64)
+    piece_of[crossing] = np.arange(crossing.size)
+    where, of = pixels[0], piece_of[pixels[1]]
+    rows, cols = np.divmod(where[of >= 0], box.shape[1])
+    inside = (rows + top, cols + left, of[of >= 0])
+    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types, cut, inside)
     origins = np.asarray(origin, np.float64)  # (x, y) of labels[0, 0], per label where given so
     per_label = origins.ndim == 2
     origins = origins[ids - 1] if per_label else np.broadcast_to(origins, (ids.size, 2))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["label_outlines", "label_stats"]
+__all__ = ["label_outlines", "label_pixels", "label_stats"]
 
 # Edge types 0..3 are the top, right, bottom and left sides of their pixel, moving +x, +y, -x, -y.
 _DR = np.array([0, 1, 0, -1])
@@ -117,21 +117,32 @@ def _successors(
     return succ, left, saddle, partner
 
 
-def label_stats(
-    labels: np.ndarray, ids: np.ndarray, offset: tuple[int, int] = (0, 0)
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per id: area in pixels int64 ``[K]``, centroid ``(x, y)`` float64 ``[K, 2]`` of the pixel centres
-    (pixel ``(r, c)`` has centre ``(c + 0.5, r + 0.5)``) and first pixel in raster order ``(row, col)``
-    int64 ``[K, 2]``, over all pixels of the label. ``ids`` ascending; an absent id gets area 0, a NaN
-    centroid and first pixel ``(-1, -1)``. ``offset``: ``(row, col)`` of ``labels[0, 0]`` in the
-    coordinates wanted (a crop of a larger array: the same numbers as on that array)."""
+def label_pixels(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of ``ids`` (ascending) in ``labels``: their flat indices in raster order and, for
+    each, its id's position in ``ids`` (pixels of other ids left out)."""
     labels = np.ascontiguousarray(labels)
     ids = np.asarray(ids, np.int64)
     where = np.flatnonzero(labels.ravel() > 0)  # ascending: raster order
     value = labels.ravel()[where]
     k = np.searchsorted(ids, value).clip(0, max(ids.size - 1, 0))
     found = ids[k] == value if ids.size else np.zeros(value.size, bool)
-    k, where = k[found], where[found]
+    return where[found], k[found]
+
+
+def label_stats(
+    labels: np.ndarray,
+    ids: np.ndarray,
+    offset: tuple[int, int] = (0, 0),
+    pixels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per id: area in pixels int64 ``[K]``, centroid ``(x, y)`` float64 ``[K, 2]`` of the pixel centres
+    (pixel ``(r, c)`` has centre ``(c + 0.5, r + 0.5)``) and first pixel in raster order ``(row, col)``
+    int64 ``[K, 2]``, over all pixels of the label. ``ids`` ascending; an absent id gets area 0, a NaN
+    centroid and first pixel ``(-1, -1)``. ``offset``: ``(row, col)`` of ``labels[0, 0]`` in the
+    coordinates wanted (a crop of a larger array: the same numbers as on that array). ``pixels``:
+    :func:`label_pixels` of them, where the caller has it."""
+    ids = np.asarray(ids, np.int64)
+    where, k = label_pixels(labels, ids) if pixels is None else pixels
     row, col = np.divmod(where, labels.shape[1])
     row, col = row + offset[0], col + offset[1]  # integers: the sums below stay exact
     area = np.bincount(k, minlength=ids.size)

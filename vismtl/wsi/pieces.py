@@ -48,17 +48,21 @@ def chunk_pieces(
     crossing: np.ndarray,
     class_ids: np.ndarray,
     cut: np.ndarray,
+    inside: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[ObjectPiece]:
     """The pieces of the labels ``crossing`` (ascending; pixels inside and outside ``core``) of a
     chunk's int label array ``labels`` ``[H, W]`` whose ``[0, 0]`` lies at ``origin`` ``(x, y)`` of the
     output grid; ``class_ids[k]`` is ``crossing[k]``'s type, ``cut[k]`` whether it was seen in part.
     The links: per crossing label, its first pixel (raster order) in each of the up to 8 strips of
-    margin around the core."""
+    margin around the core. ``inside``: ``(rows, cols, k)`` of the crossing labels' pixels in
+    raster order (``k``: the position in ``crossing``), where the caller has them; else the core
+    is scanned for them."""
     if not crossing.size:
         return []
     y0, x0, y1, x1 = core
     height, width = labels.shape
-    index = np.zeros(int(labels.max()) + 1, np.int64)  # label -> 1 + its position in `crossing`, 0 if not
+    # label -> 1 + its position in `crossing`, 0 if not; larger labels share the last entry, 0
+    index = np.zeros(int(crossing.max()) + 2, np.int64)
     index[crossing] = np.arange(1, crossing.size + 1)
     x_origin, y_origin = (int(v) for v in origin)
     links: list[list[tuple[int, int]]] = [[] for _ in crossing]
@@ -69,24 +73,30 @@ def chunk_pieces(
             strip = labels[rows, cols]
             if not strip.size:
                 continue
-            flat = index[strip.ravel()]
+            flat = index[np.minimum(strip.ravel(), index.size - 1)]
             where = np.flatnonzero(flat)
             found, first = np.unique(flat[where], return_index=True)  # where ascends: first in raster order
             r, c = np.divmod(where[first], strip.shape[1])
             for k, row, col in zip((found - 1).tolist(), (r + rows.start).tolist(), (c + cols.start).tolist()):
                 links[k].append((row + y_origin, col + x_origin))
-    inside = np.ascontiguousarray(labels[y0:y1, x0:x1]).ravel()
-    where = np.flatnonzero((index > 0)[inside])  # a byte per pixel: the core is most of the array
-    owners = index[inside[where]] - 1
-    order = np.argsort(owners, kind="stable")
-    where, owners = where[order], owners[order]
+    if inside is None:
+        pixels = np.ascontiguousarray(labels[y0:y1, x0:x1]).ravel()
+        where = np.flatnonzero(index[np.minimum(pixels, index.size - 1)] > 0)
+        owners = index[pixels[where]] - 1
+        rows, cols = np.divmod(where, x1 - x0)
+    else:
+        rows, cols, owners = inside
+        kept = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+        rows, cols, owners = rows[kept] - y0, cols[kept] - x0, owners[kept]
+    order = np.argsort(owners, kind="stable")  # each piece's pixels stay in raster order
+    rows, cols, owners = rows[order], cols[order], owners[order]
     starts = np.searchsorted(owners, np.arange(crossing.size + 1))
     pieces = []
     for k in range(crossing.size):
-        rows, cols = np.divmod(where[starts[k] : starts[k + 1]], x1 - x0)
-        top, left = int(rows.min()), int(cols.min())
-        mask = np.zeros((int(rows.max()) - top + 1, int(cols.max()) - left + 1), bool)
-        mask[rows - top, cols - left] = True
+        piece_rows, piece_cols = rows[starts[k] : starts[k + 1]], cols[starts[k] : starts[k + 1]]
+        top, left = int(piece_rows.min()), int(piece_cols.min())
+        mask = np.zeros((int(piece_rows.max()) - top + 1, int(piece_cols.max()) - left + 1), bool)
+        mask[piece_rows - top, piece_cols - left] = True
         position = (top + y0 + y_origin, left + x0 + x_origin)
         pieces.append(ObjectPiece(*position, mask, int(class_ids[k]), np.array(links[k], np.int64), bool(cut[k])))
     return pieces
