@@ -30,7 +30,6 @@ from vismtl.wsi.instances import (
     extract_chunk,
     polygon_from_mask,
 )
-from vismtl.wsi.pieces import chunk_pieces, pieces_text
 
 SHAPE = (700, 900)
 CHUNK = 256
@@ -220,20 +219,38 @@ def test_objects_larger_than_the_margin_come_out_as_the_whole_slide_gives_them(s
     assert sorted(i.area_px for i in chunked) == sorted(np.bincount(slide.ravel())[1:].tolist())
 
 
-def test_pieces_from_the_objects_pixels_are_those_a_scan_of_the_core_finds():
-    """extract_chunk hands chunk_pieces the crossing objects' pixels it has measured; scanning the
-    core for them (chunk_pieces alone) gives the same pieces."""
+def test_a_piece_holds_its_objects_pixels_in_the_core_and_links_outside_it():
+    """extract_chunk's pieces, against a scan of the chunk: each crossing object's pixels in the core
+    (the piece's mask, placed on the output grid) and, in each margin strip it reaches, its first
+    pixel in raster order (a link)."""
     slide = _large_objects()
+    checked = 0
     for box, core, origin in _chunks(slide.shape, 128, 8):
         labels = slide[box]
-        found = extract_chunk(labels, core, origin, 1.0, None, "nuclei")
-        firsts = [(p.top - origin[1], p.left - origin[0]) + np.argwhere(p.mask)[0] for p in found.pieces]
-        crossing = np.array([int(labels[row, col]) for row, col in firsts])  # ascending, as the pieces
-        if not crossing.size:
-            continue
-        scanned = chunk_pieces(labels, core, origin, crossing, np.zeros(crossing.size), [False] * crossing.size)
-        assert list(crossing) == sorted(crossing)
-        assert pieces_text(scanned) == pieces_text([dataclasses.replace(p, cut=False) for p in found.pieces])
+        y0, x0, y1, x1 = core
+        in_core = np.zeros(labels.shape, bool)
+        in_core[y0:y1, x0:x1] = True
+        crossing = sorted(set(np.unique(labels[in_core])) & set(np.unique(labels[~in_core])) - {0})
+        pieces = extract_chunk(labels, core, origin, 1.0, None, "nuclei").pieces
+        assert len(pieces) == len(crossing)
+        for piece, label in zip(pieces, crossing):
+            rows, cols = np.nonzero((labels == label) & in_core)
+            assert (piece.top, piece.left) == (rows.min() + origin[1], cols.min() + origin[0])
+            expected = np.zeros(piece.mask.shape, bool)
+            expected[rows - rows.min(), cols - cols.min()] = True
+            np.testing.assert_array_equal(piece.mask, expected)
+            links = []
+            for strip_rows in (slice(0, y0), slice(y0, y1), slice(y1, labels.shape[0])):
+                for strip_cols in (slice(0, x0), slice(x0, x1), slice(x1, labels.shape[1])):
+                    if (strip_rows, strip_cols) != (slice(y0, y1), slice(x0, x1)):
+                        found = np.argwhere(labels[strip_rows, strip_cols] == label)
+                        if found.size:
+                            links.append(
+                                (found[0][0] + strip_rows.start + origin[1], found[0][1] + strip_cols.start + origin[0])
+                            )
+            assert piece.links.tolist() == [list(link) for link in links]
+            checked += 1
+    assert checked > 20
 
 
 def test_geojson_round_trip(tmp_path, found):

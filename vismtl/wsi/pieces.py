@@ -48,15 +48,14 @@ def chunk_pieces(
     crossing: np.ndarray,
     class_ids: np.ndarray,
     cut: np.ndarray,
-    inside: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    inside: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> list[ObjectPiece]:
     """The pieces of the labels ``crossing`` (ascending; pixels inside and outside ``core``) of a
     chunk's int label array ``labels`` ``[H, W]`` whose ``[0, 0]`` lies at ``origin`` ``(x, y)`` of the
     output grid; ``class_ids[k]`` is ``crossing[k]``'s type, ``cut[k]`` whether it was seen in part.
     The links: per crossing label, its first pixel (raster order) in each of the up to 8 strips of
-    margin around the core. ``inside``: ``(rows, cols, k)`` of the crossing labels' pixels in
-    raster order (``k``: the position in ``crossing``), where the caller has them; else the core
-    is scanned for them."""
+    margin around the core. ``inside``: ``(rows, cols, k)`` of the crossing labels' pixels in the
+    array, in raster order (``k``: the position in ``crossing``), which the caller has measured."""
     if not crossing.size:
         return []
     y0, x0, y1, x1 = core
@@ -79,15 +78,9 @@ def chunk_pieces(
             r, c = np.divmod(where[first], strip.shape[1])
             for k, row, col in zip((found - 1).tolist(), (r + rows.start).tolist(), (c + cols.start).tolist()):
                 links[k].append((row + y_origin, col + x_origin))
-    if inside is None:
-        pixels = np.ascontiguousarray(labels[y0:y1, x0:x1]).ravel()
-        where = np.flatnonzero(index[np.minimum(pixels, index.size - 1)] > 0)
-        owners = index[pixels[where]] - 1
-        rows, cols = np.divmod(where, x1 - x0)
-    else:
-        rows, cols, owners = inside
-        kept = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
-        rows, cols, owners = rows[kept] - y0, cols[kept] - x0, owners[kept]
+    rows, cols, owners = inside
+    kept = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+    rows, cols, owners = rows[kept] - y0, cols[kept] - x0, owners[kept]
     order = np.argsort(owners, kind="stable")  # each piece's pixels stay in raster order
     rows, cols, owners = rows[order], cols[order], owners[order]
     starts = np.searchsorted(owners, np.arange(crossing.size + 1))
