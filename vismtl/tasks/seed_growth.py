@@ -130,13 +130,9 @@ def fill_holes(inst: np.ndarray) -> np.ndarray:
         window = _window(box, 1, inst.shape)
         outside = (inst[window] != idx).view(np.uint8)
         count, parts = cv2.connectedComponents(outside, connectivity=4)
-        if count <= 2 and (count < 2 or _touches_border(parts)):  # no part of it, or one reaching out
-            continue
         reaching = np.unique(np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]]))
-        sub = out[window]
-        sub[(parts > 0) & ~np.isin(parts, reaching) & (sub == 0)] = idx
+        holes = np.setdiff1d(np.arange(1, count), reaching, assume_unique=True)
+        if holes.size:
+            sub = out[window]
+            sub[np.isin(parts, holes) & (sub == 0)] = idx
     return out
-
-
-def _touches_border(parts: np.ndarray) -> bool:
-    return bool(parts[0].any() or parts[-1].any() or parts[:, 0].any() or parts[:, -1].any())
