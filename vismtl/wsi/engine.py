@@ -35,7 +35,7 @@ from tqdm import tqdm
 from vismtl.tasks import Task
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.geojson import ChunkPart, chunk_part
-from vismtl.wsi.graphed import ModelGraph
+from vismtl.wsi.graphed import ModelGraph, padded
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.instances import assemble
 from vismtl.wsi.outputs import SlideOutputs, merge_summaries
@@ -531,18 +531,17 @@ class SlideRunner:
             outputs = self._graph(images, self.settings.batch_size, self.settings.amp)
             if outputs is not None:
                 return outputs
+        if not self.settings.compile:
+            return self._forward_activated(images)
         count = len(images)
-        if self.settings.compile:
-            images = padded(images, self.settings.batch_size)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp):
-            logits = self._compiled_forward(images) if self.settings.compile else self.model(images)
-        return {n: t.activate(logits[n][:count]) for n, t in self.tasks.items()}
+        activated = self._forward_activated(padded(images, self.settings.batch_size), self._compiled_forward)
+        return {n: value[:count] for n, value in activated.items()}
 
-    def _forward_activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The model and its tasks' activations: what a CUDA graph captures (autocast's cache off,
-        as capturing requires)."""
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.settings.amp, cache_enabled=False):
-            logits = self.model(images)
+    def _forward_activated(self, images: torch.Tensor, forward=None) -> dict[str, torch.Tensor]:
+        """The model (or ``forward``, its compiled form) and its tasks' activations: also what a CUDA
+        graph captures (hence autocast without its cache, as capturing requires)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.amp, cache_enabled=False):
+            logits = (forward or self.model)(images)
         return {n: t.activate(logits[n]) for n, t in self.tasks.items()}
 
     def _compiled_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -579,19 +578,6 @@ def close_writers(stitcher: ChunkStitcher | StitchThread, writer: ThreadPoolExec
         stitcher.close()
     finally:
         writer.shutdown(wait=True)
-
-
-def padded(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``images [n, C, H, W]`` (n <= ``size``) followed by zero images up to ``size``, in a new tensor
-    of their memory layout (the engine's are channels-last). A compiled model then sees one shape,
-    one layout and, made in inference mode, one kind of tensor (a chunk's own tiles are not one),
-    so it runs the graph it compiled at the first batch instead of compiling others."""
-    order = sorted(range(4), key=lambda d: -images.stride(d))  # outermost dimension first
-    shape = [size if d == 0 else images.shape[d] for d in order]
-    out = images.new_empty(shape).permute(*[order.index(d) for d in range(4)])
-    out[: len(images)] = images
-    out[len(images) :] = 0
-    return out
 
 
 class Piece(NamedTuple):

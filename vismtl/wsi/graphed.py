@@ -35,11 +35,7 @@ class GraphedForward:
         if not images.is_cuda:
             raise ValueError(f"a CUDA graph needs images on a CUDA device, not {images.device}")
         self.size = size
-        channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        self._input = torch.zeros((size, *images.shape[1:]), dtype=images.dtype, device=images.device)
-        self._input = self._input.contiguous(memory_format=layout)  # the engine's tiles are channels-last
-        self._input[: len(images)] = images
+        self._input = padded(images, size)  # the graph's input buffer, in the images' layout
         # A few runs on a side stream first: lazy initialisations (cuDNN's choice of algorithm,
         # workspaces) must not happen while capturing.
         device = images.device
@@ -99,3 +95,17 @@ def graph_key(images: torch.Tensor, size: int, *extra) -> tuple:
     """What a graph of batches of ``size`` images like ``images`` fixes: their shape, memory layout,
     dtype and device (and ``extra``, such as autocast)."""
     return (size, tuple(images.shape[1:]), images.stride()[1:], images.dtype, images.device, *extra)
+
+
+def padded(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images [n, C, H, W]`` (n <= ``size``) followed by zero images up to ``size``, in a new tensor
+    of their memory layout (the engine's are channels-last). A compiled model then sees one shape,
+    one layout and, made in inference mode, one kind of tensor (a chunk's own tiles are not one),
+    so it runs the graph it compiled at the first batch instead of compiling others; a CUDA graph
+    keeps it as its input buffer."""
+    order = sorted(range(4), key=lambda d: -images.stride(d))  # outermost dimension first
+    shape = [size if d == 0 else images.shape[d] for d in order]
+    out = images.new_empty(shape).permute(*[order.index(d) for d in range(4)])
+    out[: len(images)] = images
+    out[len(images) :] = 0
+    return out
