@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import gc
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -171,12 +173,36 @@ def finish_in_processes(finisher: ChunkFinisher, chunks) -> None:
         list(threads.map(lambda c: finisher(c[0], c[1]), chunks))
 
 
+def print_profile(finish, rounds: int) -> None:
+    """The share of ``rounds`` calls of ``finish`` spent in each step of chunk finishing (cProfile,
+    cumulative, with the profiler's overhead)."""
+    profile = cProfile.Profile()
+    profile.runcall(lambda: [finish() for _ in range(rounds)])
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (calls, primitive, own s, cumulative s, callers)
+    total = max(entry[3] for entry in stats.values())
+    steps = {
+        "decide_instances": "decisions (all instance tasks)",
+        "grow_seeds": "  glands' and lumina's growth",
+        "watershed_from_cues": "  nuclei's markers and ring",
+        "refine": "type votes and lumina's containment",
+        "extract_chunk": "outlines, measurements, pieces, ids",
+        "label_outlines": "  outlines",
+        "chunk_pieces": "  pieces",
+        "features_text": "Features' text",
+    }
+    print(f"chunk finishing, {rounds} rounds: {total:.3f} s under cProfile")
+    for name, label in steps.items():
+        seconds = sum(entry[3] for (_, _, function), entry in stats.items() if function == name)
+        print(f"  {label:40s} {100 * seconds / total:5.1f} %")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
+    parser.add_argument("--profile", action="store_true", help="also where finishing spends its time (cProfile)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # one core per finishing job, as in a finishing process
@@ -298,6 +324,8 @@ def main() -> None:
             seconds = measure(lambda f=finisher: finish_in_processes(f, chunks), args.repeats, warmup=0)
             rows.append(Row(f"finish chunks, {processes} processes", seconds, tiles, "processes"))
     print_table(rows, unit="items/s")  # items: model tiles, or nuclei in the outline and Feature rows
+    if args.profile:
+        print_profile(lambda: [finish_maps(m, tasks, j) for m, j, _ in chunks], args.repeats)
 
 
 if __name__ == "__main__":
