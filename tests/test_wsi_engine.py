@@ -792,6 +792,18 @@ def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, opti
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
 
 
+def test_a_bad_wsi_setting_in_the_config_names_the_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import infer_wsi
+
+    config = tmp_path / "typo.py"
+    config.write_text(f'_base_ = ["{TINY}"]\nwsi = dict(cuda_graph="yes")\n')
+    status = infer_wsi.main([str(config), str(tmp_path / "none.pth"), str(tmp_path), "--out-dir", str(tmp_path)])
+    assert status == 2
+    expected = f"error: {config}: wsi.cuda_graph must be True or False, not 'yes'"
+    assert capsys.readouterr().err.strip().splitlines() == [expected]
+
+
 def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
     tasks = build_tasks(dict(tissue=dict(kind="patch_class", num_classes=4)))
     canvas = type("Canvas", (), {"patch_votes": {}})()

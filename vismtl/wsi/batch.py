@@ -8,6 +8,7 @@ writes its own part; rank 0 merges the parts into ``manifest.json`` at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vismtl.config import call_with_config, load_config, to_plain
+from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import barrier, destroy, init_distributed, world_size
 from vismtl.io import write_json
@@ -61,8 +62,11 @@ def infer_slides(
     """
     cfg = load_config(config)
     tasks = build_tasks(cfg.get("tasks"))
-    wsi_cfg = {**to_plain(dict(cfg.get("wsi") or {})), **{k: v for k, v in (options or {}).items() if v is not None}}
-    settings = call_with_config(WSISettings, wsi_cfg, "wsi")
+    try:  # the config's own section first: an error in it names the file
+        settings = call_with_config(WSISettings, to_plain(dict(cfg.get("wsi") or {})), "wsi")
+    except ConfigError as err:
+        raise ConfigError(f"{config}: {err}") from err
+    settings = dataclasses.replace(settings, **{k: v for k, v in (options or {}).items() if v is not None})
     info = init_distributed(launcher)
     try:
         model = build_model(cfg["model"], tasks)
