@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("vismtl")
 
 SLIDE_SUFFIXES = (
     ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm",
     ".png", ".jpg", ".jpeg",
 )  # fmt: skip
+_KINDS = " ".join(SLIDE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -37,20 +41,31 @@ def _from_list(listing: Path) -> list[Path]:
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[SlideInput]:
-    """Slide paths from files, folders (their slide files) and ``.txt`` lists, duplicates removed.
+    """Slide paths from files, folders (their slide files, not their subfolders' ones) and ``.txt``
+    lists, duplicates removed.
 
     Missing paths are kept, so that they are reported in the manifest as failed. Output
-    names are the file stems, made unique with a suffix where two slides share a stem.
+    names are the file stems, made unique with a suffix where two slides share a stem. A folder
+    or list without slides is logged; inputs without any slide raise ``FileNotFoundError``.
     """
+    inputs = [Path(item) for item in inputs]
     paths: list[Path] = []
     for item in inputs:
-        item = Path(item)
         if item.is_dir():
-            paths += _from_folder(item)
+            found = _from_folder(item)
         elif item.suffix.lower() == ".txt" and item.is_file():
-            paths += _from_list(item)
+            found = _from_list(item)
         else:
-            paths.append(item)
+            found = [item]
+        if not found:
+            log.warning("%s holds no slides (%s files)", item, _KINDS)
+        paths += found
+    if not paths:
+        named = ", ".join(map(str, inputs)) or "none given"
+        raise FileNotFoundError(
+            f"no slides in the inputs ({named}): pass slide files ({_KINDS}), folders holding them "
+            "(their subfolders are not searched) or .txt files listing them, one path a line"
+        )
     unique = list(dict.fromkeys(p.resolve() if p.exists() else p for p in paths))
     slides, used = [], set()
     for path in unique:
