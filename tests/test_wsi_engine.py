@@ -375,11 +375,18 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
 
     for name in ("_prepare", "_tiles", "_conclude"):
         monkeypatch.setattr(SlideRunner, name, logged(name, getattr(SlideRunner, name)))
+
     # a reading process and finishing processes, as on a GPU: the reading process serves every
     # slide, and a slide's last chunks are written by the finishing processes while the next
     # slide's first are
+    def taken(slides):  # read lazily, as a rank takes its slides from the shared claims
+        for slide in slides:
+            with lock:
+                events.append(("taken", slide.name))
+            yield slide
+
     with oracle_runner(workers=1, finish_workers=2) as runner:
-        entries = list(runner.run_many(inputs, tmp_path / "batch", resume=False))
+        entries = list(runner.run_many(taken(inputs), tmp_path / "batch", resume=False))
         alone = {s.stem: runner.run(SlideInput(s, s.stem), tmp_path / "alone", resume=False) for s in slides}
 
     assert [e["name"] for e in entries] == ["slide0", "missing", "slide1", "slide2"]
@@ -400,8 +407,10 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
     batch_events = events[: events.index(("_conclude ended", "slide2")) + 1]
     at = {event: k for k, event in enumerate(batch_events)}
     for this, following in (("slide0", "missing"), ("slide1", "slide2")):
-        # the next slide is prepared while this one's tiles run
-        assert at[("_tiles", this)] < at[("_prepare", following)] < at[("_tiles ended", this)]
+        # the next slide is taken and prepared while this one's tiles run, not before
+        assert (
+            at[("_tiles", this)] < at[("taken", following)] < at[("_prepare", following)] < at[("_tiles ended", this)]
+        )
     # slide1's conclusion (its last writes, GeoJSON, pictures) runs beside slide2's tiles
     assert at[("_tiles", "slide2")] < at[("_conclude", "slide1")] < at[("_tiles ended", "slide2")]
     # and nothing is left running
@@ -724,13 +733,16 @@ def free_port() -> int:
 
 
 def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
-    """torchrun with 2 gloo ranks over 5 slides: each slide is done exactly once, the manifest is merged."""
+    """torchrun with 2 gloo ranks over 5 slides: each slide is done exactly once, also one whose claim
+    a killed run left behind, and the manifest is merged in the inputs' order."""
     from wsi_helpers import write_label_slide as write
 
     slides = []
     for k in range(5):
         slides.append(write(tmp_path / f"slide{k}.tiff", ellipses(200, 260, 5, seed=k, borders=96)))
     out = tmp_path / "out"
+    (out / ".claims").mkdir(parents=True)
+    (out / ".claims" / "slide3").write_text("1\n")  # a killed run's claim
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
         str(ROOT / "tools" / "infer_wsi.py"), str(TINY), str(tiny_checkpoint), *map(str, slides),
@@ -747,11 +759,11 @@ def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
             process.wait()
     assert process.returncode == 0, stderr[-3000:]
     entries = json.loads((out / "manifest.json").read_text())["slides"]
-    assert sorted(e["name"] for e in entries) == [f"slide{k}" for k in range(5)]
-    assert all(e["status"] == "done" for e in entries)
+    assert [e["name"] for e in entries] == [f"slide{k}" for k in range(5)]
+    assert all(e["status"] == "done" and e["rank"] in (0, 1) for e in entries)
     for k in range(5):
         assert (out / f"slide{k}" / "summary.json").is_file()
-    assert not list(out.glob(".manifest.rank*"))
+    assert not list(out.glob(".manifest.rank*")) and not (out / ".claims").exists()
 
 
 def test_prefetched_keeps_order_reraises_and_stops_its_thread():

@@ -48,9 +48,10 @@ def test_inputs_without_slides_stop_at_once_naming_them(tmp_path, caplog):
         expand_inputs([empty, listing])
 
 
-def test_the_tool_stops_before_building_the_model_when_no_input_holds_a_slide(tmp_path):
+def test_the_tool_stops_before_reading_the_checkpoint_when_no_input_holds_a_slide(tmp_path):
     (tmp_path / "empty").mkdir()
-    command = [sys.executable, str(ROOT / "tools" / "infer_wsi.py"), "config.py", "model.pth", str(tmp_path / "empty")]
+    config = ROOT / "configs" / "cerberus" / "quickstart_tissue.py"
+    command = [sys.executable, str(ROOT / "tools" / "infer_wsi.py"), str(config), "none.pth", str(tmp_path / "empty")]
     result = subprocess.run([*command, "--out-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: no slides in the inputs ({tmp_path / 'empty'})")

@@ -2,8 +2,9 @@
 
 ``DIR/manifest.json`` lists every slide with its status: ``done``, ``skipped`` (already done,
 with ``--resume``), ``no_tissue``, or ``failed`` with the error. It is rewritten atomically
-after every slide. Under torchrun each rank takes the slides ``rank, rank + W, ...`` and
-writes its own part; rank 0 merges the parts into ``manifest.json`` at the end.
+after every slide. Under torchrun each rank takes the next slide no rank has taken whenever it
+is ready for one, largest file first (:mod:`vismtl.wsi.claims`), and writes its own part; rank 0
+merges the parts into ``manifest.json``, in the inputs' order, at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vismtl.engine.distributed import barrier, destroy, init_distributed, world_
 from vismtl.io import write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
+from vismtl.wsi.claims import SlideClaims, largest_first
 from vismtl.wsi.engine import SlideRunner
 from vismtl.wsi.inputs import expand_inputs
 from vismtl.wsi.settings import WSISettings
@@ -67,6 +69,7 @@ def infer_slides(
     except ConfigError as err:
         raise ConfigError(f"{config}: {err}") from err
     settings = dataclasses.replace(settings, **{k: v for k, v in (options or {}).items() if v is not None})
+    slides = expand_inputs(inputs)  # before the model is built: inputs without slides fail at once
     info = init_distributed(launcher)
     try:
         model = build_model(cfg["model"], tasks)
@@ -74,28 +77,37 @@ def infer_slides(
         model.to(info.device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        slides = expand_inputs(inputs)[info.rank :: world_size()]
+        ranks = world_size()
+        claims = SlideClaims(out_dir / ".claims", info.rank)
+        if ranks > 1 and info.is_main:
+            claims.prepare()
+        barrier()  # no rank takes a slide before the claims of an earlier run are gone
+        taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
-        part = out_dir / (f".manifest.rank{info.rank}.json" if world_size() > 1 else "manifest.json")
+        part = out_dir / (f".manifest.rank{info.rank}.json" if ranks > 1 else "manifest.json")
         if info.device.type == "cpu" and not settings.amp and native_bfloat16():
             log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
             # the next slide is prepared and the last one concluded while a slide's tiles run
-            quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's
-            bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
+            quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's (its own slides)
+            total = len(slides) if ranks == 1 else None  # a rank does not know beforehand how many it takes
+            bar = tqdm(total=total, desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
             with logging_redirect_tqdm():  # log lines above the progress bars, not through them
-                for entry in runner.run_many(slides, out_dir, resume, mpp):
+                for entry in runner.run_many(taken, out_dir, resume, mpp):
+                    if ranks > 1:
+                        entry["rank"] = info.rank
                     entries.append(entry)
                     write_json(part, {"slides": entries})
                     log.info("%s: %s", entry["name"], entry["status"])
                     bar.set_postfix(Counter(e["status"] for e in entries), refresh=False)
                     bar.update()
             bar.close()
-        if not slides:
+        if not entries:
             write_json(part, {"slides": []})
         barrier()
-        if world_size() > 1 and info.is_main:
-            merge_manifests(out_dir, world_size())
+        if ranks > 1 and info.is_main:
+            merge_manifests(out_dir, ranks, [s.name for s in slides])
+            claims.remove()
         return entries
     finally:
         destroy()
@@ -111,12 +123,11 @@ def native_bfloat16() -> bool:
         return False
 
 
-def merge_manifests(out_dir: Path, ranks: int) -> None:
-    """Rank parts -> ``manifest.json`` (slides in input order: rank r took slides r, r + W, ...)."""
+def merge_manifests(out_dir: Path, ranks: int, names: Sequence[str]) -> None:
+    """Rank parts -> ``manifest.json``, its slides in the order of ``names`` (the inputs')."""
     parts = [json.loads((out_dir / f".manifest.rank{r}.json").read_text())["slides"] for r in range(ranks)]
-    merged = []
-    for index in range(max(len(p) for p in parts)):
-        merged += [p[index] for p in parts if index < len(p)]
+    order = {name: k for k, name in enumerate(names)}
+    merged = sorted((e for part in parts for e in part), key=lambda e: order.get(e["name"], len(order)))
     write_json(out_dir / "manifest.json", {"slides": merged})
     for r in range(ranks):
         (out_dir / f".manifest.rank{r}.json").unlink(missing_ok=True)

@@ -211,7 +211,7 @@ class SlideRunner:
         return self._conclude(job)
 
     def run_many(
-        self, slides: Sequence[SlideInput], out_dir: Path, resume: bool, mpp: float | None = None
+        self, slides: Iterable[SlideInput], out_dir: Path, resume: bool, mpp: float | None = None
     ) -> Iterator[dict[str, Any]]:
         """Process slides one after the other, yielding their manifest entries in order; the same
         outputs as :meth:`run` on each.
@@ -220,34 +220,39 @@ class SlideRunner:
         tissue mask and plan made, its arrays created) and the previous one concluded (its last
         chunks written, its GeoJSON put together, its pictures and summary written) in two
         helper threads while this one's tiles run, so the model does not wait for either
-        between slides.
+        between slides. ``slides`` is read one slide ahead, when that one is to be prepared (a
+        rank taking slides as it becomes free: :class:`vismtl.wsi.claims.SlideClaims`).
         """
-        if not slides:
+        upcoming = (SlideJob(slide, Path(out_dir)) for slide in slides)
+        job = next(upcoming, None)
+        if job is None:
             return
-        jobs = [SlideJob(slide, Path(out_dir)) for slide in slides]
         with ThreadPoolExecutor(2, thread_name_prefix="vismtl-slide") as helpers:
-            prepared = helpers.submit(self._prepare, jobs[0], resume, mpp)
-            for index, job in enumerate(jobs):
+            prepared = helpers.submit(self._prepare, job, resume, mpp)
+            previous: SlideJob | None = None
+            while job is not None:
                 prepared.result()
                 handed: dict[str, Any] = {}
 
-                def hand_over(index: int = index, handed: dict = handed) -> None:
+                def hand_over(previous: SlideJob | None = previous, handed: dict = handed) -> None:
                     """Prepare the next slide and conclude the last one beside this one's tiles, from
                     its first batch on: its start (the first reads, the first batch) goes first."""
                     if handed.get("done"):
                         return
                     handed["done"] = True
-                    if index + 1 < len(jobs):
-                        handed["prepared"] = helpers.submit(self._prepare, jobs[index + 1], resume, mpp)
-                    if index > 0:
-                        handed["concluded"] = helpers.submit(self._conclude, jobs[index - 1])
+                    handed["next"] = following = next(upcoming, None)
+                    if following is not None:
+                        handed["prepared"] = helpers.submit(self._prepare, following, resume, mpp)
+                    if previous is not None:
+                        handed["concluded"] = helpers.submit(self._conclude, previous)
 
                 self._tiles(job, hand_over)
                 hand_over()  # the slide had no tiles to run
                 if "concluded" in handed:
                     yield handed["concluded"].result()
+                previous, job = job, handed["next"]
                 prepared = handed.get("prepared", prepared)
-            yield self._conclude(jobs[-1])
+            yield self._conclude(previous)
 
     @contextmanager
     def _phase(self, job: SlideJob, name: str) -> Iterator[None]:
