@@ -82,6 +82,9 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
     )
     assert result.returncode == 1, result.stderr[-2000:]
     entries = manifest(out)
+    tally = result.stdout.strip().splitlines()[-1]  # the last line counts them and points to the manifest
+    assert tally.startswith("7 slides: ") and tally.endswith(f"; see {out / 'manifest.json'}")
+    assert sorted(tally[len("7 slides: ") : tally.index(";")].split(", ")) == ["1 done", "2 no_tissue", "4 failed"]
     assert entries["cmu-1-small-region"]["status"] == "done"
     assert entries["no-tissue"]["status"] == "no_tissue" and "no tissue found" in entries["no-tissue"]["error"]
     for name, message in (

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -105,6 +106,8 @@ def main(argv=None) -> int:
     failed = [e for e in entries if e["status"] == "failed"]
     for entry in entries:
         print(f"{entry['status']:>9s}  {entry['name']}  {entry.get('error') or ''}")
+    tally = Counter(e["status"] for e in entries)
+    print(f"{len(entries)} slides: " + ", ".join(f"{n} {status}" for status, n in tally.items()) + f"; see {manifest}")
     return 1 if failed else 0
 
 
