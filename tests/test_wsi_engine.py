@@ -664,6 +664,31 @@ def test_killed_runs_resume_to_identical_outputs(tmp_path):
     assert unfinished >= 1  # some kill landed before the batch was done
 
 
+def test_ctrl_c_ends_the_run_with_one_line_and_resume_goes_on(tmp_path, tiny_checkpoint):
+    """SIGINT once the first chunk is journaled: exit status 130, one line saying how to go on (no
+    traceback), every process gone; the same command with --resume finishes from the chunks written."""
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(1024, 1536, 80, seed=4, borders=96))
+    out = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "tools" / "infer_wsi.py"), str(TINY), str(tiny_checkpoint), str(slide)]
+    command += ["--out-dir", str(out), "--tissue", "all", "--batch-size", "1"]
+    process = subprocess.Popen(command, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    journal, deadline = out / "labels" / "journal.jsonl", time.monotonic() + 120
+    while not (journal.is_file() and journal.read_text()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "interrupted: the chunks written are kept; rerun the same command with --resume to go on"
+    )
+    assert "Traceback" not in stderr
+    assert not (out / "labels" / "summary.json").exists()  # the slide was not finished
+    resumed = subprocess.run([*command, "--resume"], env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    chunks = json.loads((out / "labels" / "summary.json").read_text())["chunks"]
+    assert 0 < chunks["resumed"] < chunks["total"]
+
+
 def test_a_resume_remakes_an_array_cut_short_and_sweeps_unfinished_writes(tmp_path):
     """What a run killed inside a write leaves (an array folder without its metadata, temporary files
     of atomic writes) is remade or removed by the resumed run, which then equals a whole run."""

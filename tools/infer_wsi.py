@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             )
         )
 
-    status = run_command(run)
+    status = run_command(run, interrupted="the chunks written are kept; rerun the same command with --resume to go on")
     if status:
         return status
     if int(os.environ.get("RANK", 0)) != 0:  # rank 0 reports the merged manifest

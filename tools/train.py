@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     return run_command(
-        lambda: train(args.config, args.work_dir, args.resume, args.amp, args.seed, args.cfg_options, args.launcher)
+        lambda: train(args.config, args.work_dir, args.resume, args.amp, args.seed, args.cfg_options, args.launcher),
+        interrupted="rerun with --resume to continue from the last checkpoint saved",
     )
 
 

@@ -15,8 +15,9 @@ from vismtl.engine.checkpoint import CheckpointError
 USER_ERRORS = (ConfigError, CheckpointError, DatasetLayoutError, FileNotFoundError)
 
 
-def run_command(command: Callable[[], object]) -> int:
-    """Run ``command`` with INFO logging on rank 0 (warnings elsewhere); exit status 0, or 2 on a user error."""
+def run_command(command: Callable[[], object], interrupted: str = "") -> int:
+    """Run ``command`` with INFO logging on rank 0 (warnings elsewhere); exit status 0, 2 on a user
+    error, 130 on Ctrl-C (one line, ``interrupted`` saying how to go on, not a traceback)."""
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -24,4 +25,7 @@ def run_command(command: Callable[[], object]) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted" + (f": {interrupted}" if interrupted else ""), file=sys.stderr)
+        return 130
     return 0

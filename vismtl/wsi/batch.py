@@ -92,7 +92,7 @@ def infer_slides(
             quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's (its own slides)
             total = len(slides) if ranks == 1 else None  # a rank does not know beforehand how many it takes
             bar = tqdm(total=total, desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
-            with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+            with bar, logging_redirect_tqdm():  # log lines above the progress bars, not through them
                 for entry in runner.run_many(taken, out_dir, resume, mpp):
                     if ranks > 1:
                         entry["rank"] = info.rank
@@ -101,7 +101,6 @@ def infer_slides(
                     log.info("%s: %s", entry["name"], entry["status"])
                     bar.set_postfix(Counter(e["status"] for e in entries), refresh=False)
                     bar.update()
-            bar.close()
         if not entries:
             write_json(part, {"slides": []})
         barrier()

@@ -525,7 +525,8 @@ class SlideRunner:
                     if isinstance(stitcher, StitchThread):
                         stitcher.abort()
                     raise
-                bar.close()
+                finally:
+                    bar.close()  # before a Ctrl-C's message, not after it
         except BaseException:
             writer.shutdown(wait=True)  # the chunks handed over are still written (and journaled)
             raise
