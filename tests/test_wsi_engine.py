@@ -689,6 +689,30 @@ def test_ctrl_c_ends_the_run_with_one_line_and_resume_goes_on(tmp_path, tiny_che
     assert 0 < chunks["resumed"] < chunks["total"]
 
 
+def test_a_resume_with_other_post_processing_or_precision_refuses_the_slide(tmp_path):
+    """--resume skips a slide only when its outputs came from the same settings, tasks and weights; a
+    finished slide made with another nuclei threshold or without autocast fails with one line, not
+    "skipped" with stale objects."""
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(192, 288, 10, seed=6, borders=96))
+    out = tmp_path / "out"
+    assert oracle_run(slide, out)["status"] == "done"
+    assert oracle_run(slide, out, resume=True)["status"] == "skipped"
+    defaults = dict(tile=96, context=16, chunk=192, margin=48, batch_size=8, workers=0, tissue="all")
+    for tasks, settings, change in (
+        (dict(threshold=0.6), {}, "tasks.nuclei.threshold: 0.5 -> 0.6"),  # the watershed's markers
+        ({}, dict(amp=True), "amp: False -> True"),  # bfloat16 autocast: slightly other probabilities
+    ):
+        options = dict(kind="instance", band=3, postprocess="watershed", min_size=10) | tasks
+        runner = SlideRunner(
+            GreyOracle(), build_tasks(dict(nuclei=options)), WSISettings(**defaults | settings), torch.device("cpu")
+        )
+        with runner:
+            entry = runner.run(SlideInput(slide, slide.stem), out, resume=True)
+        assert entry["status"] == "failed", entry
+        assert f"cannot resume {out / 'labels'}: it was made with other settings or another model" in entry["error"]
+        assert f"({change}); remove it or drop --resume" in entry["error"]
+
+
 def test_a_resume_remakes_an_array_cut_short_and_sweeps_unfinished_writes(tmp_path):
     """What a run killed inside a write leaves (an array folder without its metadata, temporary files
     of atomic writes) is remade or removed by the resumed run, which then equals a whole run."""

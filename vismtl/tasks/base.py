@@ -97,6 +97,18 @@ class Task:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, outputs={self.num_outputs})"
 
+    def settings(self) -> dict[str, Any]:
+        """The task's kind and plain settings (numbers, names and tuples of them), as JSON would
+        hold them: what its outputs depend on, for a resumed run to compare (thresholds, sizes)."""
+        plain = (bool, int, float, str, type(None))
+        found: dict[str, Any] = {"kind": type(self).__name__}
+        for key, value in vars(self).items():
+            if isinstance(value, plain):
+                found[key] = value
+            elif isinstance(value, tuple) and all(isinstance(v, plain) for v in value):
+                found[key] = list(value)
+        return found
+
     def prepare_target(self, raw: np.ndarray) -> torch.Tensor:
         """A raw label map [H, W] from a dataset -> the target tensor of one sample."""
         raise NotImplementedError

@@ -308,7 +308,7 @@ class SlideRunner:
         fingerprint = {
             **self.settings.fingerprint(),
             "model": self.model_id,
-            "tasks": list(self.tasks),
+            "tasks": {name: task.settings() for name, task in self.tasks.items()},
             "mpp": slide_mpp,
         }
         outputs = SlideOutputs(folder, layout, fingerprint)

@@ -128,9 +128,11 @@ class SlideOutputs:
             self.sweep()
             return finished
         if resume and (self.folder / "run.json").is_file():
+            made = json.loads((self.folder / "run.json").read_text())
+            changes = "; ".join(_differences(made, json.loads(json.dumps(self.fingerprint))))
             raise RuntimeError(
                 f"cannot resume {self.folder}: it was made with other settings or another model "
-                f"({(self.folder / 'run.json').read_text().strip()}); remove it or drop --resume"
+                f"({changes}); remove it or drop --resume"
             )
         self.clear()
         (self.folder / PARTS_FORMAT).parent.mkdir(parents=True, exist_ok=True)
@@ -307,3 +309,13 @@ def merge_summaries(
     areas = {task: round(area, 3) for task, area in areas.items()}  # not 83046.24999999999: sums of chunks
     summary = {"tiles": tiles, "cut_objects": cut, "counts": counts, "area_um2": areas, "patch_votes": votes}
     return summary | {"finish_s": round(finish_s, 3)}
+
+
+def _differences(made: Any, now: Any, key: str = "") -> list[str]:
+    """What differs between two fingerprints, as ``key: made -> now`` (nested keys dotted)."""
+    if isinstance(made, dict) and isinstance(now, dict):
+        found = []
+        for name in list(made) + [k for k in now if k not in made]:
+            found += _differences(made.get(name), now.get(name), f"{key}.{name}" if key else name)
+        return found
+    return [] if made == now else [f"{key}: {made!r} -> {now!r}"]

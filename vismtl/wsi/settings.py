@@ -172,8 +172,9 @@ class WSISettings:
         return self.writers if self.writers is not None else max(2, processes + 1)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a finished or partial output depends on (a resume must match it)."""
-        keys = ("mpp", "tile", "stride", "context", "chunk", "margin", "blend")
+        """What a finished or partial output depends on (a resume must match it): the grid, the
+        precision and which tiles run (not how they are run: compile, CUDA graph, processes)."""
+        keys = ("mpp", "tile", "stride", "context", "chunk", "margin", "blend", "amp", "tissue", "mask_dir", "mask_mpp")
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
