@@ -63,7 +63,7 @@ from outline_reference import reference_polygon  # noqa: E402
 from seed_growth_reference import grow_seeds_whole_image  # noqa: E402
 from vismtl.tasks.instance_targets import grow_seeds  # noqa: E402
 from vismtl.wsi import WSISettings  # noqa: E402
-from vismtl.wsi.engine import ChunkTiles  # noqa: E402
+from vismtl.wsi.batching import ChunkTiles  # noqa: E402
 from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes  # noqa: E402
 from vismtl.wsi.geojson import feature_text, features_text  # noqa: E402
 from vismtl.wsi.instances import extract_chunk  # noqa: E402

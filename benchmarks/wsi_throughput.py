@@ -64,7 +64,7 @@ from vismtl.config import ConfigError, load_config  # noqa: E402
 from vismtl.models import build_model  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
 from vismtl.wsi import Slide, SlideRunner, WSISettings  # noqa: E402
-from vismtl.wsi.engine import ChunkTiles  # noqa: E402
+from vismtl.wsi.batching import ChunkTiles  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
 from vismtl.wsi.plan import SlidePlan, plan_slide  # noqa: E402
 from vismtl.wsi.synthetic import tissue_boxes_content, write_slide  # noqa: E402

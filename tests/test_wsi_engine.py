@@ -27,7 +27,7 @@ from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.tasks import instance_metrics as im
 from vismtl.wsi import SlideRunner, WSISettings
-from vismtl.wsi.engine import batches_across_chunks, prefetched
+from vismtl.wsi.batching import batches_across_chunks, prefetched
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.stitcher import drain, vote_patches

@@ -1,0 +1,204 @@
+"""From chunks' tiles to the model's batches: each chunk's tiles read in one slide read
+(:class:`ChunkTiles`), read ahead in a thread (:func:`prefetched`) or by reading processes, and
+joined into batches across chunks (:func:`batches_across_chunks`); the model's seconds
+(:class:`ModelClock`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from queue import Empty, Full, Queue
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from vismtl.wsi.plan import SlidePlan
+from vismtl.wsi.reader import Slide
+from vismtl.wsi.reading import covering_box, read_chunk
+from vismtl.wsi.settings import WSISettings
+
+__all__ = ["ChunkTiles", "ModelClock", "Piece", "as_images", "batches_across_chunks", "prefetched"]
+
+
+class ChunkTiles:
+    """Item ``k``: ``(k, the model inputs of chunk k's tiles)``, uint8 ``[n_k, 3, S, S]`` (S = tile + 2
+    context), channels-last: a view of the ``[n_k, S, S, 3]`` pixels, no copy (CPU convolutions
+    are also several times faster on it than on a planar copy). Read in this process (the
+    reading thread) with :func:`~vismtl.wsi.reading.read_chunk`, or by a
+    :class:`~vismtl.wsi.reading.ReadingPool` from :meth:`corners`.
+    """
+
+    def __init__(self, path: Path, scale: float, plan: SlidePlan, settings: WSISettings):
+        self.path, self.scale = path, scale
+        self.positions, self.bounds = plan.positions, np.cumsum([0, *plan.counts])
+        self.size, self.context = settings.tile + 2 * settings.context, settings.context
+        self._slide: Slide | None = None  # opened on first use
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def corners(self, index: int) -> np.ndarray:
+        """Chunk ``index``'s tile corners, context included (``[n, 2]`` (y, x) on the output grid)."""
+        return self.positions[self.bounds[index] : self.bounds[index + 1]] - self.context
+
+    def box(self, index: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Chunk ``index``'s tile corners and the ``(x, y, w, h)`` read that covers them."""
+        corners = self.corners(index)
+        return corners, covering_box(corners, self.size)
+
+    def close(self) -> None:
+        if self._slide is not None:
+            self._slide.close()
+            self._slide = None
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        corners = self.corners(index)
+        if not len(corners):  # every tile of it comes from the tile cache
+            return index, as_images(np.zeros((0, self.size, self.size, 3), np.uint8))
+        if self._slide is None:
+            self._slide = Slide.open(self.path)
+        return index, as_images(read_chunk(self._slide, corners, self.size, self.scale))
+
+
+def as_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:
+    """uint8 ``[n, S, S, 3]`` -> the model's ``[n, 3, S, S]``, channels-last (a view); ``pin``: in
+    pinned memory first, for copies to a GPU that do not wait."""
+    images = torch.from_numpy(tiles)
+    return (images.pin_memory() if pin else images).permute(0, 3, 1, 2)
+
+
+class Piece(NamedTuple):
+    """Rows ``offset : offset + count`` of a batch: tiles ``start : start + count`` of chunk
+    ``chunk``, which has ``total`` tiles to compute (0: all taken from the tile cache)."""
+
+    chunk: int
+    start: int
+    count: int
+    total: int
+    offset: int
+
+
+def batches_across_chunks(
+    chunks: Iterable[tuple[int, torch.Tensor]],
+    size: int,
+    seconds: dict[str, float],
+    device: torch.device | None = None,
+) -> Iterator[tuple[list[Piece], torch.Tensor]]:
+    """Batches of ``size`` tiles filled from consecutive chunks, with the pieces they hold in order.
+
+    A chunk of fewer tiles than a batch (about 10 of 16 with the tile cache) would otherwise
+    make a small batch: on a GPU each call's launches cost as much as a full one's. Every
+    chunk appears in a piece, in order, those with no tile to compute as an empty one; the
+    last batch may be short (or empty, holding only such chunks). Seconds spent waiting for
+    ``chunks`` are added to ``seconds["input_wait_s"]``. The batch is joined on ``device``
+    (default: where the tiles are): on a GPU each piece is copied there from the loader's
+    pinned memory without waiting, and the join is the GPU's, not a copy in the model's thread.
+    """
+    pieces: list[Piece] = []
+    held: list[torch.Tensor] = []  # tiles of the batch being filled
+    filled = 0
+    chunks = iter(chunks)
+    while True:
+        waited = time.perf_counter()
+        chunk_index, images = next(chunks, (None, None))
+        seconds["input_wait_s"] += time.perf_counter() - waited
+        if chunk_index is None:
+            break
+        start, total = 0, len(images)
+        if total == 0:
+            pieces.append(Piece(chunk_index, 0, 0, 0, filled))
+        while start < total:
+            count = min(size - filled, total - start)
+            pieces.append(Piece(chunk_index, start, count, total, filled))
+            held.append(images[start : start + count].to(device or images.device, non_blocking=True))
+            filled += count
+            start += count
+            if filled == size:
+                yield pieces, _joined(held)
+                pieces, held, filled = [], [], 0
+    if pieces:
+        yield pieces, _joined(held)
+
+
+def _joined(tiles: list[torch.Tensor]) -> torch.Tensor:
+    """The tiles as one batch (a chunk's own slice when it fills the batch alone: no copy)."""
+    if len(tiles) == 1:
+        return tiles[0]
+    return torch.cat(tiles) if tiles else torch.zeros((0,), dtype=torch.uint8)
+
+
+class ModelClock:
+    """Seconds the model computed. On the CPU, wall time around each call; on a GPU, CUDA events
+    around the model's kernels, read at the end, so that the model's thread queues the next
+    batch while the GPU computes this one instead of waiting for it (the busy time is the GPU's,
+    not that of the queue or of a thread waiting on it)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._events: list[tuple[Any, Any]] = []
+        self._seconds = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        if self.cuda:
+            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._events[-1][0].record()
+        else:
+            self._started = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self._events[-1][1].record()
+        else:
+            self._seconds += time.perf_counter() - self._started
+
+    def seconds(self) -> float:
+        if self._events:
+            self._events[-1][1].synchronize()
+            self._seconds += sum(start.elapsed_time(end) for start, end in self._events) / 1000.0
+            self._events.clear()
+        return self._seconds
+
+
+def prefetched(items: Iterable, depth: int = 2) -> Iterator:
+    """``items``, produced by a background thread up to ``depth`` ahead; its errors re-raised here."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((done, None))
+        except BaseException as err:  # noqa: BLE001 -- handed to the consumer
+            queue.put((done, err))
+
+    thread = threading.Thread(target=produce, name="vismtl-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        try:  # unblock a producer waiting on a full queue
+            while True:
+                queue.get_nowait()
+        except Empty:
+            pass
+        thread.join()
