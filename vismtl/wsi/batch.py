@@ -81,7 +81,9 @@ def infer_slides(
         claims = SlideClaims(out_dir / ".claims", info.rank)
         if ranks > 1 and info.is_main:
             claims.prepare()
-        barrier()  # no rank takes a slide before the claims of an earlier run are gone
+            for stale in out_dir.glob(".manifest.rank*.json"):  # a killed run's parts
+                stale.unlink()
+        barrier()  # no rank takes a slide before the claims and parts of an earlier run are gone
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
         part = out_dir / (f".manifest.rank{info.rank}.json" if ranks > 1 else "manifest.json")
@@ -89,9 +91,8 @@ def infer_slides(
             log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
             # the next slide is prepared and the last one concluded while a slide's tiles run
-            quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's (its own slides)
-            total = len(slides) if ranks == 1 else None  # a rank does not know beforehand how many it takes
-            bar = tqdm(total=total, desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
+            quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's
+            bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
             with bar, logging_redirect_tqdm():  # log lines above the progress bars, not through them
                 for entry in runner.run_many(taken, out_dir, resume, mpp):
                     if ranks > 1:
@@ -99,8 +100,10 @@ def infer_slides(
                     entries.append(entry)
                     write_json(part, {"slides": entries})
                     log.info("%s: %s", entry["name"], entry["status"])
-                    bar.set_postfix(Counter(e["status"] for e in entries), refresh=False)
-                    bar.update()
+                    # the whole batch's progress, every rank's slides, as far as rank 0 knows
+                    everyone = entries if ranks == 1 else rank_entries(out_dir, ranks)
+                    bar.set_postfix(Counter(e["status"] for e in everyone), refresh=False)
+                    bar.update(len(everyone) - bar.n)
         if not entries:
             write_json(part, {"slides": []})
         barrier()
@@ -122,11 +125,20 @@ def native_bfloat16() -> bool:
         return False
 
 
+def rank_entries(out_dir: Path, ranks: int) -> list[dict[str, Any]]:
+    """The manifest entries the ranks have written so far, rank by rank (a part not yet written: none)."""
+    entries = []
+    for r in range(ranks):
+        part = out_dir / f".manifest.rank{r}.json"
+        if part.is_file():  # written atomically: whole or absent
+            entries += json.loads(part.read_text())["slides"]
+    return entries
+
+
 def merge_manifests(out_dir: Path, ranks: int, names: Sequence[str]) -> None:
     """Rank parts -> ``manifest.json``, its slides in the order of ``names`` (the inputs')."""
-    parts = [json.loads((out_dir / f".manifest.rank{r}.json").read_text())["slides"] for r in range(ranks)]
     order = {name: k for k, name in enumerate(names)}
-    merged = sorted((e for part in parts for e in part), key=lambda e: order.get(e["name"], len(order)))
+    merged = sorted(rank_entries(out_dir, ranks), key=lambda e: order.get(e["name"], len(order)))
     write_json(out_dir / "manifest.json", {"slides": merged})
     for r in range(ranks):
         (out_dir / f".manifest.rank{r}.json").unlink(missing_ok=True)
