@@ -83,7 +83,7 @@ def blended_chunks(model, tasks, slide_path: Path, count: int) -> list[tuple[dic
     chunks = []
     with torch.inference_mode():
         for index in range(min(count, len(plan.chunks))):
-            _, images = reader[index]
+            _, images, _ = reader[index]
             first = sum(plan.counts[:index])
             canvas = ChunkCanvas(layout.region(*plan.chunks[index]), dense, 256, "ones", "cpu", disjoint=True)
             for start in range(0, len(images), 16):

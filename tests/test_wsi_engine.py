@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -662,6 +663,59 @@ def test_killed_runs_resume_to_identical_outputs(tmp_path):
             assert len(objects[1]) == gt.max()
             assert not list((out / name).rglob("*.tmp"))  # no half-written file survives
     assert unfinished >= 1  # some kill landed before the batch was done
+
+
+def damage_tile(path: Path, index: int) -> None:
+    """Overwrite stored tile ``index`` of the TIFF's full-resolution level: it no longer decodes."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[index], tif.pages[0].databytecounts[index]
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\0" * count)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_tile_is_left_white_and_reported_the_rest_of_the_slide_is_computed(tmp_path, monkeypatch, workers):
+    """One stored tile of the slide file does not decode: the model tiles whose reads cover it are
+    left white and listed, every other pixel is what the undamaged slide gives, and the slide is done
+    (with a reading thread and with a reading process)."""
+    truth = ellipses(480, 640, 30, seed=3, borders=96)
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "damaged").mkdir()
+    clean = write_label_slide(tmp_path / "clean" / "labels.tiff", truth)
+    damaged = write_label_slide(tmp_path / "damaged" / "labels.tiff", truth)
+    damage_tile(damaged, 3)  # stored 256 px tiles: the one at rows 256-480, columns 0-256
+    reference = oracle_outputs(clean, tmp_path / "out_clean", workers=workers)
+    entry = oracle_run(damaged, tmp_path / "out", workers=workers)
+
+    # model tiles of 96 px on a 96 px grid, read with 16 px of context: those whose reads meet the damage
+    white = {(y, x) for y in range(0, 480, 96) for x in range(0, 640, 96) if y + 112 > 256 and x - 16 < 256}
+    assert entry["status"] == "done" and entry["unreadable_tiles"] == len(white) == 9, entry
+    folder = tmp_path / "out" / "labels"
+    lines = [json.loads(line) for line in (folder / "unreadable.jsonl").read_text().splitlines()]
+    assert {tuple(line["tile"]) for line in lines} == white
+    assert all("labels.tiff" in line["error"] and "LIBDEFLATE_BAD_DATA" in line["error"] for line in lines)
+    raster = zarr.open_array(str(folder / "nuclei.zarr"), mode="r")[:]
+    inside = np.zeros(raster.shape, bool)
+    for y, x in white:
+        inside[y : y + 96, x : x + 96] = True
+    np.testing.assert_array_equal(raster[~inside], reference[1][~inside])
+    assert (raster[inside] != reference[1][inside]).any()
+    assert json.loads((folder / "summary.json").read_text())["unreadable_tiles"] == 9
+    # killed before its summary, then resumed: that run reads no chunk, and still reports the tiles
+    from vismtl.wsi.outputs import SlideOutputs
+
+    def killed(self, summary):
+        raise RuntimeError("killed")
+
+    real = SlideOutputs.write_summary
+    monkeypatch.setattr(SlideOutputs, "write_summary", killed)
+    assert oracle_run(damaged, tmp_path / "killed", workers=workers)["status"] == "failed"
+    monkeypatch.setattr(SlideOutputs, "write_summary", real)
+    resumed = oracle_run(damaged, tmp_path / "killed", resume=True, workers=workers)
+    assert resumed["status"] == "done" and resumed["tiles"] == entry["tiles"] and resumed["unreadable_tiles"] == 9
 
 
 def test_ctrl_c_ends_the_run_with_one_line_and_resume_goes_on(tmp_path, tiny_checkpoint):

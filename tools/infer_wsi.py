@@ -105,9 +105,12 @@ def main(argv=None) -> int:
         entries = json.loads(manifest.read_text())["slides"]
     failed = [e for e in entries if e["status"] == "failed"]
     for entry in entries:
-        print(f"{entry['status']:>9s}  {entry['name']}  {entry.get('error') or ''}")
+        damaged = entry.get("unreadable_tiles")
+        note = entry.get("error") or (f"{damaged} tiles could not be read and were left white" if damaged else "")
+        print(f"{entry['status']:>9s}  {entry['name']}  {note}")
     tally = Counter(e["status"] for e in entries)
-    print(f"{len(entries)} slides: " + ", ".join(f"{n} {status}" for status, n in tally.items()) + f"; see {manifest}")
+    slides = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}"
+    print(f"{slides}: " + ", ".join(f"{n} {status}" for status, n in tally.items()) + f"; see {manifest}")
     return 1 if failed else 0
 
 

@@ -16,18 +16,18 @@ import numpy as np
 import torch
 
 from vismtl.wsi.plan import SlidePlan
-from vismtl.wsi.reader import Slide
-from vismtl.wsi.reading import covering_box, read_chunk
+from vismtl.wsi.reading import ChunkReader, covering_box
 from vismtl.wsi.settings import WSISettings
 
 __all__ = ["ChunkTiles", "ModelClock", "Piece", "as_images", "batches_across_chunks", "prefetched"]
 
 
 class ChunkTiles:
-    """Item ``k``: ``(k, the model inputs of chunk k's tiles)``, uint8 ``[n_k, 3, S, S]`` (S = tile + 2
-    context), channels-last: a view of the ``[n_k, S, S, 3]`` pixels, no copy (CPU convolutions
-    are also several times faster on it than on a planar copy). Read in this process (the
-    reading thread) with :func:`~vismtl.wsi.reading.read_chunk`, or by a
+    """Item ``k``: ``(k, the model inputs of chunk k's tiles, the unreadable ones)``: uint8 ``[n_k, 3,
+    S, S]`` (S = tile + 2 context), channels-last, a view of the ``[n_k, S, S, 3]`` pixels, no copy
+    (CPU convolutions are also several times faster on it than on a planar copy), and ``(index,
+    error)`` of each tile left white because it could not be read. Read in this process (the
+    reading thread) with a :class:`~vismtl.wsi.reading.ChunkReader`, or by a
     :class:`~vismtl.wsi.reading.ReadingPool` from :meth:`corners`.
     """
 
@@ -35,7 +35,7 @@ class ChunkTiles:
         self.path, self.scale = path, scale
         self.positions, self.bounds = plan.positions, np.cumsum([0, *plan.counts])
         self.size, self.context = settings.tile + 2 * settings.context, settings.context
-        self._slide: Slide | None = None  # opened on first use
+        self._reader = ChunkReader(path)  # the slide opened on first use
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -50,17 +50,14 @@ class ChunkTiles:
         return corners, covering_box(corners, self.size)
 
     def close(self) -> None:
-        if self._slide is not None:
-            self._slide.close()
-            self._slide = None
+        self._reader.close()
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, list[tuple[int, str]]]:
         corners = self.corners(index)
         if not len(corners):  # every tile of it comes from the tile cache
-            return index, as_images(np.zeros((0, self.size, self.size, 3), np.uint8))
-        if self._slide is None:
-            self._slide = Slide.open(self.path)
-        return index, as_images(read_chunk(self._slide, corners, self.size, self.scale))
+            return index, as_images(np.zeros((0, self.size, self.size, 3), np.uint8)), []
+        tiles, unreadable = self._reader.read(corners, self.size, self.scale)
+        return index, as_images(tiles), unreadable
 
 
 def as_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:

@@ -85,6 +85,7 @@ class SlideJob:
         self.busy: dict[str, float] = {}  # the model thread's seconds: model_s, input_wait_s, ...
         self.writes: Callable[[], None] | None = None  # waits for the chunks still being finished
         self.seconds: dict[str, float] = {}  # each phase's own seconds
+        self.reads: dict[str, Any] = {"tiles": 0, "unreadable": 0}  # this run's tiles read and left white
 
 
 class SlideRunner:
@@ -288,8 +289,7 @@ class SlideRunner:
         if "status" in job.entry:
             return
         with self._phase(job, "tiles_s"):
-            state = job.state
-            job.busy, job.writes = self._run_tiles(job.input, state.scale, state.plan, state.outputs, started)
+            job.busy, job.writes = self._run_tiles(job, started)
 
     def _conclude(self, job: SlideJob) -> dict[str, Any]:
         """Wait for the job's last chunks, put its GeoJSON together, write its pictures and summary:
@@ -311,6 +311,8 @@ class SlideRunner:
     def _concluded(self, job: SlideJob, started: float) -> dict[str, Any]:
         state, slide_input = job.state, job.input
         outputs, layout, mask = state.outputs, state.layout, state.mask
+        if job.reads["tiles"] and job.reads["unreadable"] == job.reads["tiles"]:
+            raise SlideError(job.reads["first"])  # not one tile could be read: a broken file, not a damaged tile
         entries = outputs.journal.entries()
         written, assembled = outputs.write_instances(functools.partial(self._assembled, state))
         overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
@@ -344,6 +346,14 @@ class SlideRunner:
             | {"conclude_s": round(conclude_s, 3), "finish_s": summary.pop("finish_s")},
             settings=self.settings.fingerprint(),
         )
+        summary["unreadable_tiles"] = unreadable = outputs.unreadable_tiles()
+        if unreadable:
+            log.warning(
+                "%s: %d tiles could not be read (a damaged slide file) and were left white: %s/unreadable.jsonl",
+                slide_input.name,
+                unreadable,
+                job.folder,
+            )
         if summary["cut_objects"]:
             log.info(
                 "%s: %d objects were larger than the chunk margin; each was put together from its chunks' pieces "
@@ -352,7 +362,8 @@ class SlideRunner:
                 summary["cut_objects"],
             )
         outputs.write_summary(summary)
-        return {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": state.resumed}
+        entry = {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": state.resumed}
+        return entry | ({"unreadable_tiles": unreadable} if unreadable else {})
 
     def _assembled(self, state: Prepared, task: str, pieces: list[ObjectPiece]) -> ChunkPart:
         """The objects of a slide's pieces of ``task`` (objects crossing chunk borders), as a part."""
@@ -389,31 +400,39 @@ class SlideRunner:
     # -- the pipeline --------------------------------------------------------------------------
 
     def _run_tiles(
-        self,
-        slide_input: SlideInput,
-        scale: float,
-        plan: SlidePlan,
-        outputs: SlideOutputs,
-        started: Callable[[], None] | None = None,
+        self, job: SlideJob, started: Callable[[], None] | None = None
     ) -> tuple[dict[str, float], Callable[[], None] | None]:
         """Read (worker processes, or a thread, chunk by chunk) -> model (here) -> finalise and write (threads).
 
         Returns the seconds the model was busy and those it waited for tiles and for the writers,
         and a function that waits for the chunks still being finished after the last batch
-        (re-raising a writer's error) and stops the writers.
+        (re-raising a writer's error) and stops the writers. Tiles that could not be read (left
+        white) are recorded in the slide's outputs and counted in ``job.reads``.
         """
+        slide_input, scale, plan, outputs = job.input, job.state.scale, job.state.plan, job.state.outputs
         if not len(plan.positions):
             return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
         settings = self.settings
         tiles = ChunkTiles(slide_input.path, scale, plan, settings)
+
+        def recorded(chunks: Iterable[tuple[int, torch.Tensor, list[tuple[int, str]]]]) -> Iterator:
+            for k, images, unreadable in chunks:
+                job.reads["tiles"] += len(images)
+                if unreadable:
+                    corners = tiles.corners(k) + settings.context  # the model tiles' own corners
+                    outputs.note_unreadable([(corners[i].tolist(), error) for i, error in unreadable])
+                    job.reads["unreadable"] += len(unreadable)
+                    job.reads.setdefault("first", unreadable[0][1])
+                yield k, images
+
         readers = self._readers()
         if readers is not None:  # reading processes; a thread collects their chunks (and pins them for a GPU)
             pin = self.device.type == "cuda"
             corners = [tiles.corners(k) for k in range(len(tiles))]
             chunks = readers.chunks(tiles.path, scale, corners, tiles.size, ahead=2 * readers.processes)
-            loader = prefetched((k, as_images(chunk, pin)) for k, chunk in enumerate(chunks))
+            loader = prefetched(recorded((k, as_images(read, pin), bad) for k, (read, bad) in enumerate(chunks)))
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
-            loader = prefetched(tiles[i] for i in range(len(tiles)))
+            loader = prefetched(recorded(tiles[i] for i in range(len(tiles))))
         threads, engine_threads = torch.get_num_threads(), settings.engine_threads(self.device.type)
         if engine_threads:
             torch.set_num_threads(engine_threads)

@@ -8,7 +8,9 @@
 - ``summary.json``: counts, areas, tissue-class proportions, timings -- written last, so its
   presence means the slide is complete;
 - ``run.json`` (the settings a resume must match), ``journal.jsonl`` and ``.parts/`` (per-chunk
-  GeoJSON Features, put together at the end) while the run is in progress.
+  GeoJSON Features, put together at the end) while the run is in progress;
+- ``unreadable.jsonl``, where the slide file has damaged tiles: one line per model tile left white
+  because it could not be read (its corner on the output grid, the error).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from vismtl.wsi.pieces import ObjectPiece, read_pieces
 from vismtl.wsi.stitch import ChunkResult
 from vismtl.wsi.tiling import TileLayout
 
-OWN_FILES = ("run.json", "journal.jsonl", "summary.json", "tissue_mask.png", "thumbnail.png")
+OWN_FILES = ("run.json", "journal.jsonl", "summary.json", "tissue_mask.png", "thumbnail.png", "unreadable.jsonl")
 PART_SUFFIX = ".features"  # a chunk's GeoJSON Features (vismtl.wsi.geojson.ChunkPart)
 PIECES_SUFFIX = ".pieces"  # the pieces of its objects that cross its border (vismtl.wsi.pieces)
 PARTS_FORMAT = ".parts/format"  # "pieces": a partial run whose chunks keep pieces (since 2026-11-27)
@@ -186,6 +188,28 @@ class SlideOutputs:
         write_chunk_files(files, result.rasters, result.parts)
         with self._lock:
             self.journal.record({"chunk": list(files.chunk), **result.stats})
+
+    def note_unreadable(self, tiles: list[tuple[list[int], str]]) -> None:
+        """Record model tiles left white because they could not be read: ``([y, x] corner, error)``
+        each. Appended and flushed at once, so a resumed run (which reads only unfinished chunks)
+        still reports those of the chunks finished before."""
+        with self._lock, (self.folder / "unreadable.jsonl").open("a") as handle:
+            handle.writelines(json.dumps({"tile": corner, "error": error}) + "\n" for corner, error in tiles)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def unreadable_tiles(self) -> int:
+        """How many different model tiles were left white (:meth:`note_unreadable`), over every run."""
+        path = self.folder / "unreadable.jsonl"
+        if not path.is_file():
+            return 0
+        corners = set()
+        for line in path.read_text().splitlines():
+            try:
+                corners.add(tuple(json.loads(line)["tile"]))
+            except (json.JSONDecodeError, KeyError):  # a line a crash cut short
+                continue
+        return len(corners)
 
     # -- the end ---------------------------------------------------------------------------
 

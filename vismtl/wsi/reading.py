@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vismtl.wsi.reader import Slide
+from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.workers import SpawnedPool, watch_parent
 
-_OPEN: OrderedDict[tuple[str, int, int], Slide] = OrderedDict()  # a reading process's slides, latest last
+_OPEN: OrderedDict[tuple[str, int, int], ChunkReader] = OrderedDict()  # a reading process's slides, latest last
 _OPEN_KEPT = 2  # the slide being read and the one before it
 
 
@@ -45,6 +45,49 @@ def read_chunk(slide: Slide, corners: np.ndarray, size: int, scale: float) -> np
     return np.stack([block[y - y0 : y - y0 + size, x - x0 : x - x0 + size] for y, x in corners])
 
 
+class ChunkReader:
+    """A slide's chunks of tiles (:func:`read_chunk`) through one handle, opened on first use and
+    again after a failed read (OpenSlide leaves a handle in its error state).
+
+    A damaged tile of the slide file (a JPEG tile that does not decode: "Bogus marker length")
+    fails the read of every chunk that covers it. Such a chunk is read again model tile by model
+    tile (the same pixels: reads agree where they overlap); those that still fail are left white,
+    glass to the model, and reported, so that one damaged tile does not lose the slide."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._slide: Slide | None = None
+
+    def read(self, corners: np.ndarray, size: int, scale: float) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """The tiles at ``corners`` and the unreadable ones: ``(index, error)`` each (none normally)."""
+        try:
+            return read_chunk(self._handle(), corners, size, scale), []
+        except SlideError as err:
+            self.close()
+            chunk_error = str(err)
+        tiles = np.full((len(corners), size, size, 3), 255, np.uint8)
+        unreadable = []
+        for index, (y, x) in enumerate(corners.tolist()):
+            try:
+                tiles[index] = self._handle().read(x, y, size, size, scale)
+            except SlideError as err:
+                self.close()
+                unreadable.append((index, str(err)))
+        if len(unreadable) == len(corners):  # nothing of it reads: the chunk's own error says it best
+            unreadable = [(index, chunk_error) for index, _ in unreadable]
+        return tiles, unreadable
+
+    def _handle(self) -> Slide:
+        if self._slide is None:
+            self._slide = Slide.open(self.path)
+        return self._slide
+
+    def close(self) -> None:
+        if self._slide is not None:
+            self._slide.close()
+            self._slide = None
+
+
 class ReadingPool(SpawnedPool):
     """``processes`` spawned reading processes (:class:`~vismtl.wsi.workers.SpawnedPool`). A process
     that dies fails the slide being read, and a new pool takes over at the next slide."""
@@ -54,9 +97,10 @@ class ReadingPool(SpawnedPool):
 
     def chunks(
         self, path: Path, scale: float, corners: Sequence[np.ndarray], size: int, ahead: int
-    ) -> Iterator[np.ndarray]:
-        """Each chunk's tiles (:func:`read_chunk` of ``corners[k]``, in order), at most ``ahead``
-        chunks being read at once; a chunk without tiles gives ``[0, size, size, 3]`` at once."""
+    ) -> Iterator[tuple[np.ndarray, list[tuple[int, str]]]]:
+        """Each chunk's tiles and unreadable ones (:meth:`ChunkReader.read` of ``corners[k]``, in
+        order), at most ``ahead`` chunks being read at once; a chunk without tiles gives
+        ``[0, size, size, 3]`` at once."""
         pool = self.start()
         pending: deque = deque()
         submitted = 0
@@ -67,7 +111,7 @@ class ReadingPool(SpawnedPool):
                     pending.append(None if empty else pool.submit(_read, str(path), scale, corners[submitted], size))
                     submitted += 1
                 future = pending.popleft()
-                yield np.zeros((0, size, size, 3), np.uint8) if future is None else future.result()
+                yield (np.zeros((0, size, size, 3), np.uint8), []) if future is None else future.result()
         except BrokenProcessPool as err:
             self.discard(pool)
             raise RuntimeError(
@@ -84,19 +128,14 @@ def _start_reader() -> None:
     watch_parent()
 
 
-def _read(path: str, scale: float, corners: np.ndarray, size: int) -> np.ndarray:
-    """In a reading process: :func:`read_chunk` on this process's handle of ``path`` (opened on its
-    first chunk; a file rewritten since is opened again). A failed read closes the handle, which
-    OpenSlide leaves in its error state."""
+def _read(path: str, scale: float, corners: np.ndarray, size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """In a reading process: :meth:`ChunkReader.read` with this process's reader of ``path`` (a file
+    rewritten since is opened again)."""
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _OPEN:
-        _OPEN[key] = Slide.open(path)
+        _OPEN[key] = ChunkReader(path)
         while len(_OPEN) > _OPEN_KEPT:
             _OPEN.popitem(last=False)[1].close()
     _OPEN.move_to_end(key)
-    try:
-        return read_chunk(_OPEN[key], corners, size, scale)
-    except BaseException:
-        _OPEN.pop(key).close()
-        raise
+    return _OPEN[key].read(corners, size, scale)
