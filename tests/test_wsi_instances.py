@@ -294,6 +294,14 @@ def test_features_text_is_feature_text_of_each_object(slide, scale, mpp):
     assert len(objects) > 20
     texts = features_text(objects).split(",\n")
     assert texts == [feature_text(instance) for instance in objects.rows()]
+    for text, k in zip(texts, range(len(objects))):  # lengths to 0.001 pixel, 0.0001 µm: "9.0", not "8.999999999999998"
+        measured = json.loads(text)["properties"]["measurements"]
+        assert measured["Perimeter px"] == round(float(objects.perimeters[k]), 3)
+        assert len(repr(measured["Perimeter px"]).split(".")[1]) <= 3
+        if mpp is not None:
+            assert measured["Perimeter µm"] == pytest.approx(objects.perimeters[k] * mpp, abs=5e-5)
+            assert measured["Area µm^2"] == pytest.approx(objects.areas[k] * (scale * mpp) ** 2, abs=5e-5)
+            assert all(len(repr(measured[key]).split(".")[1]) <= 4 for key in ("Perimeter µm", "Area µm^2"))
     part = chunk_part(dataclasses.replace(found, objects=objects))
     rows = objects.rows()
     assert part.counts == {name: sum(r.class_name == name for r in rows) for name in {r.class_name for r in rows}}

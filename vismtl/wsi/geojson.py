@@ -88,19 +88,20 @@ def _positions(polygon) -> list:
 
 
 def measurements(instance: Instance) -> dict[str, float]:
-    """Area (output pixels, µm²), perimeter and centroid (level-0 pixels, µm) and the class id."""
+    """Area (output pixels, µm²), perimeter and centroid (level-0 pixels, µm) and the class id;
+    lengths to 0.001 pixel and 0.0001 µm (:data:`DECIMALS`: "9.0", not "8.999999999999998")."""
     perimeter = instance.perimeter_px
     values = {
         "Area output px": float(instance.area_px),
-        "Perimeter px": float(perimeter),
+        "Perimeter px": float(np.round(perimeter, DECIMALS["Perimeter px"])),
         "Centroid X px": float(instance.centroid[0]),
         "Centroid Y px": float(instance.centroid[1]),
         "Class id": float(instance.class_id),
     }
     if instance.area_um2 is not None:
-        values["Area µm^2"] = float(instance.area_um2)
+        values["Area µm^2"] = float(np.round(instance.area_um2, DECIMALS["Area µm^2"]))
     if instance.mpp is not None:
-        values["Perimeter µm"] = float(perimeter * instance.mpp)
+        values["Perimeter µm"] = float(np.round(perimeter * instance.mpp, DECIMALS["Perimeter µm"]))
     return values
 
 
@@ -166,13 +167,14 @@ def features_text(objects: ObjectTable) -> str:
     :func:`feature_text` cost (``benchmarks/wsi_finishing.py``)."""
     if not len(objects):
         return ""
-    columns = [objects.areas, objects.perimeters, objects.centroids[:, 0], objects.centroids[:, 1], objects.class_ids]
+    perimeters = np.round(objects.perimeters, DECIMALS["Perimeter px"])
+    columns = [objects.areas, perimeters, objects.centroids[:, 0], objects.centroids[:, 1], objects.class_ids]
     keys = list(_MEASUREMENT_KEYS)
     if objects.um2_per_px is not None:
-        columns.append(objects.areas * objects.um2_per_px)
+        columns.append(np.round(objects.areas * objects.um2_per_px, DECIMALS["Area µm^2"]))
         keys.append("Area µm^2")
     if objects.mpp is not None:
-        columns.append(objects.perimeters * objects.mpp)
+        columns.append(np.round(objects.perimeters * objects.mpp, DECIMALS["Perimeter µm"]))
         keys.append("Perimeter µm")
     values = np.stack(columns, axis=1).astype(np.float64)
     finite = np.isfinite(values).all(axis=1)
@@ -219,6 +221,8 @@ _FEATURE = (
     '"metadata":{"task":%s,"class_id":"%d"}}}'
 )
 _MEASUREMENT_KEYS = ("Area output px", "Perimeter px", "Centroid X px", "Centroid Y px", "Class id")  # then the µm ones
+# Decimals of the measurements that are not whole numbers (the centroids: 0.001 pixel, as the vertices)
+DECIMALS = {"Perimeter px": 3, "Area µm^2": 4, "Perimeter µm": 4}
 
 
 def merge_parts(path: str | Path, texts: Iterable[str]) -> int:
