@@ -665,6 +665,40 @@ def test_killed_runs_resume_to_identical_outputs(tmp_path):
     assert unfinished >= 1  # some kill landed before the batch was done
 
 
+def test_regions_drawn_in_qupath_or_a_mask_image_choose_the_tiles(tmp_path):
+    """--mask-dir: <slide>.geojson (annotations as QuPath exports them, with a hole) or <slide>.png
+    overrides the automatic mask; only tiles near the regions run, and both forms of the same mask
+    give the same outputs. A file without regions fails the slide naming it."""
+    from vismtl.io import write_png_gray
+    from vismtl.wsi.tissue import load_geojson_mask
+
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 40, seed=7, borders=96))
+    square = [[0, 0], [288, 0], [288, 240], [0, 240], [0, 0]]  # level-0 px (0.5 um/px: the output grid)
+    hole = [[96, 80], [192, 80], [192, 160], [96, 160], [96, 80]]
+    annotation = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square, hole]}}
+    point = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [600, 400]}}  # ignored
+    drawn, painted = tmp_path / "drawn", tmp_path / "painted"
+    drawn.mkdir(), painted.mkdir()
+    (drawn / "labels.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [annotation, point]}))
+    runs = {}
+    for folder in (drawn, painted):
+        runs[folder.name] = oracle_outputs(slide, tmp_path / f"out_{folder.name}", tissue="auto", mask_dir=str(folder))
+        mask = cv2.imread(str(tmp_path / f"out_{folder.name}" / "labels" / "tissue_mask.png"), cv2.IMREAD_GRAYSCALE)
+        if folder is drawn:  # the same mask, as an image, for the second run
+            scale = mask.shape[1] / 640
+            expected = load_geojson_mask(drawn / "labels.geojson", mask.shape, scale)
+            np.testing.assert_array_equal(mask > 0, expected)
+            assert expected.any() and not expected[round(120 * scale), round(144 * scale)]  # the hole
+            write_png_gray(painted / "labels.png", expected.astype(np.uint8) * 255)
+    assert runs["drawn"][0] == runs["painted"][0] and np.array_equal(runs["drawn"][1], runs["painted"][1])
+    raster = runs["drawn"][1]
+    assert raster[:240, :288].any() and not raster[:, 288 + 2 * 96 :].any() and not raster[240 + 2 * 96 :].any()
+    (drawn / "labels.geojson").write_text('{"type": "FeatureCollection", "features": [' + json.dumps(point) + "]}")
+    entry = oracle_run(slide, tmp_path / "out_bad", tissue="auto", mask_dir=str(drawn))
+    assert entry["status"] == "failed"
+    assert f"cannot read tissue mask {drawn / 'labels.geojson'}: no Polygon or MultiPolygon in it" in entry["error"]
+
+
 def damage_tile(path: Path, index: int) -> None:
     """Overwrite stored tile ``index`` of the TIFF's full-resolution level: it no longer decodes."""
     import tifffile

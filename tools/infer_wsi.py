@@ -55,7 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         help="processes finishing chunks (watershed, outlines, ...; default 0 on the CPU, the free cores on a GPU)",
     )
-    parser.add_argument("--mask-dir", help="folder of tissue masks <slide name>.png overriding the automatic one")
+    parser.add_argument(
+        "--mask-dir",
+        help="folder of masks overriding the automatic one: <slide name>.png (nonzero: run) or <slide name>.geojson "
+        "(regions drawn in QuPath)",
+    )
     parser.add_argument("--tissue", choices=["auto", "all"], help="'all': run every tile, not only tissue")
     parser.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast")
     parser.add_argument(

@@ -48,7 +48,7 @@ from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import raster_spec, type_task_of
 from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
 from vismtl.wsi.tiling import TileLayout, TissueIndex
-from vismtl.wsi.tissue import load_mask, tissue_mask
+from vismtl.wsi.tissue import load_geojson_mask, load_mask, tissue_mask
 
 log = logging.getLogger("vismtl")
 
@@ -259,7 +259,7 @@ class SlideRunner:
             # the picture of the predictions: finer than the mask (nuclei are a pixel at 8 um/px)
             picture_side = slide.stored_side(min(self.settings.thumbnail_size, max(layout.height, layout.width)))
             picture = slide.thumbnail(picture_side)[0] if picture_side > max(thumbnail.shape[:2]) else thumbnail
-        mask = self._mask(slide_input, thumbnail)
+        mask = self._mask(slide_input, thumbnail, thumb_scale)
         fingerprint = {
             **self.settings.fingerprint(),
             "model": self.model_id,
@@ -380,11 +380,16 @@ class SlideRunner:
         pixel_bytes = 4 * sum(t.num_outputs for t in self.dense.values())  # float32 canvases
         return int(settings.tile_cache_mb * 2**20), pixel_bytes
 
-    def _mask(self, slide_input: SlideInput, thumbnail: np.ndarray) -> np.ndarray:
+    def _mask(self, slide_input: SlideInput, thumbnail: np.ndarray, scale: float) -> np.ndarray:
+        """The tissue mask on ``thumbnail`` (``scale`` of its pixels per level-0 pixel): every pixel,
+        the user's mask (an image, or regions drawn in QuPath) or the automatic one."""
         if self.settings.tissue == "all":
             return np.ones(thumbnail.shape[:2], bool)
-        if self.settings.mask_dir:
-            user = Path(self.settings.mask_dir) / f"{slide_input.name}.png"
+        folder = Path(self.settings.mask_dir) if self.settings.mask_dir else None
+        for suffix in (".png", ".tif", ".tiff", ".geojson", ".json") if folder else ():
+            user = folder / f"{slide_input.name}{suffix}"
+            if user.is_file() and suffix in (".geojson", ".json"):
+                return load_geojson_mask(user, thumbnail.shape[:2], scale)
             if user.is_file():
                 return load_mask(user, thumbnail.shape[:2])
         return tissue_mask(thumbnail)

@@ -135,6 +135,47 @@ def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     return resized.astype(bool)
 
 
+def load_geojson_mask(path: str | Path, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Regions drawn on the slide (a GeoJSON FeatureCollection, Feature or list of Features, as
+    QuPath exports annotations: Polygon and MultiPolygon in level-0 pixels) as bool ``shape``
+    (h, w) at ``scale`` mask pixels per level-0 pixel: inside a region's outer ring and outside
+    its holes. Other geometries (points, lines) are ignored. Raises SlideError naming the file if
+    it cannot be read or holds no region."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SlideError(f"cannot read tissue mask {path}: {err}") from err
+    features = data.get("features", [data]) if isinstance(data, dict) else data
+    polygons = []
+    for item in features if isinstance(features, list) else []:
+        geometry = item.get("geometry", item) if isinstance(item, dict) else {}
+        if geometry.get("type") == "Polygon":
+            polygons.append(geometry["coordinates"])
+        elif geometry.get("type") == "MultiPolygon":
+            polygons += geometry["coordinates"]
+    if not polygons:
+        hint = "QuPath: File > Export objects as GeoJSON, annotations"
+        raise SlideError(f"cannot read tissue mask {path}: no Polygon or MultiPolygon in it ({hint})")
+    mask = np.zeros(shape, bool)
+    try:
+        for rings in polygons:  # each region on its own (a hole cuts its own region only), then added
+            points = [np.round(np.asarray(ring, np.float64)[:, :2] * scale).astype(np.int32) for ring in rings]
+            x0, y0 = np.maximum(points[0].min(axis=0), 0)
+            x1, y1 = np.minimum(points[0].max(axis=0) + 1, (shape[1], shape[0]))
+            if x1 <= x0 or y1 <= y0:  # outside the slide
+                continue
+            region = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            for k, ring in enumerate(points):
+                cv2.fillPoly(region, [ring - (x0, y0)], 0 if k else 1)
+            mask[y0:y1, x0:x1] |= region.astype(bool)
+    except (ValueError, IndexError, TypeError, cv2.error) as err:
+        raise SlideError(f"cannot read tissue mask {path}: a region is not a list of [x, y] rings ({err})") from err
+    return mask
+
+
 def _read_tiff_or_none(path: Path) -> np.ndarray | None:
     import tifffile
 
