@@ -85,7 +85,7 @@ class WSISettings:
         mask_mpp: microns per pixel of the tissue-mask thumbnail (8: about 1.25x, where tissue
             masks are made).
         mask_dir: folder of user tissue masks overriding the automatic mask: ``<slide name>.png``
-            (or ``.tif``; nonzero: tissue) or ``<slide name>.geojson`` (regions drawn on the slide,
+            (nonzero: tissue) or ``<slide name>.geojson`` (regions drawn on the slide,
             as QuPath exports annotations; :func:`vismtl.wsi.tissue.load_geojson_mask`).
         tissue: ``"auto"`` (run tiles touching the automatic or user tissue mask) or ``"all"``
             (every tile, e.g. for images that are not H&E).
