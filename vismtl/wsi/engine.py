@@ -386,9 +386,11 @@ class SlideRunner:
         if self.settings.tissue == "all":
             return np.ones(thumbnail.shape[:2], bool)
         folder = Path(self.settings.mask_dir) if self.settings.mask_dir else None
-        # not <slide>.tif: a folder of masks may be the folder of the slides themselves
+        # a folder of masks may be the folder of the slides: never a slide as its own mask (A.png)
         for suffix in (".png", ".geojson") if folder else ():
             user = folder / f"{slide_input.name}{suffix}"
+            if user.is_file() and user.resolve() == slide_input.path.resolve():
+                continue
             if user.is_file() and suffix == ".geojson":
                 return load_geojson_mask(user, thumbnail.shape[:2], scale)
             if user.is_file():
