@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gc
 import json
 import os
@@ -84,10 +85,21 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
     assert result.returncode == 1, result.stderr[-2000:]
     entries = manifest(out)
     tally = result.stdout.strip().splitlines()[-1]  # the last line counts them and points to the manifest
-    assert tally.startswith("7 slides: ") and tally.endswith(f"; see {out / 'manifest.json'}")
+    assert tally.startswith("7 slides: ") and tally.endswith(f"; see {out / 'manifest.json'} and {out / 'slides.csv'}")
     assert sorted(tally[len("7 slides: ") : tally.index(";")].split(", ")) == ["1 done", "2 no_tissue", "4 failed"]
     assert entries["cmu-1-small-region"]["status"] == "done"
     assert entries["no-tissue"]["status"] == "no_tissue" and "no tissue found" in entries["no-tissue"]["error"]
+    with (out / "slides.csv").open() as handle:  # the batch's table: a row per slide, in the manifest's order
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == list(entries) and all(rows[n]["status"] == entries[n]["status"] for n in rows)
+    assert rows["broken"]["error"] == entries["broken"]["error"] and rows["broken"]["nuclei count"] == ""
+    summary = json.loads((out / "cmu-1-small-region" / "summary.json").read_text())
+    row = rows["cmu-1-small-region"]
+    assert int(row["nuclei count"]) == sum(summary["counts"]["nuclei"].values())
+    assert float(row["tissue: stroma"]) == round(summary["tissue_classes"]["tissue"]["stroma"], 4)
+    height, width = summary["output_grid"]
+    tissue_mm2 = summary["tissue_fraction"] * height * width * 0.5**2 / 1e6
+    assert float(row["tissue_mm2"]) == pytest.approx(tissue_mm2, abs=1e-4)
     for name, message in (
         ("broken", "cannot open slide"),
         ("unopenable", "cannot open slide"),
@@ -904,6 +916,7 @@ def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
     for k in range(5):
         assert (out / f"slide{k}" / "summary.json").is_file()
     assert not list(out.glob(".manifest.rank*")) and not (out / ".claims").exists()
+    assert (out / "slides.csv").read_text().splitlines()[1:] and len((out / "slides.csv").read_text().splitlines()) == 6
 
 
 def test_prefetched_keeps_order_reraises_and_stops_its_thread():

@@ -114,7 +114,8 @@ def main(argv=None) -> int:
         print(f"{entry['status']:>9s}  {entry['name']}  {note}")
     tally = Counter(e["status"] for e in entries)
     slides = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}"
-    print(f"{slides}: " + ", ".join(f"{n} {status}" for status, n in tally.items()) + f"; see {manifest}")
+    table = manifest.parent / "slides.csv"
+    print(f"{slides}: " + ", ".join(f"{n} {status}" for status, n in tally.items()) + f"; see {manifest} and {table}")
     return 1 if failed else 0
 
 

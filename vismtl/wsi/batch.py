@@ -2,8 +2,9 @@
 
 ``DIR/manifest.json`` lists every slide with its status: ``done``, ``skipped`` (already done,
 with ``--resume``), ``no_tissue``, or ``failed`` with the error. It is rewritten atomically
-after every slide. Under torchrun each rank takes the next slide no rank has taken whenever it
-is ready for one, largest file first (:mod:`vismtl.wsi.claims`), and writes its own part; rank 0
+after every slide; ``DIR/slides.csv`` (:mod:`vismtl.wsi.report`) tabulates the batch at its end.
+Under torchrun each rank takes the next slide no rank has taken whenever it is ready for one,
+largest file first (:mod:`vismtl.wsi.claims`), and writes its own part; rank 0
 merges the parts into ``manifest.json``, in the inputs' order, at the end.
 """
 
@@ -31,6 +32,7 @@ from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
 from vismtl.wsi.engine import SlideRunner
 from vismtl.wsi.inputs import expand_inputs
+from vismtl.wsi.report import write_slide_table
 from vismtl.wsi.settings import WSISettings
 
 log = logging.getLogger("vismtl")
@@ -108,8 +110,10 @@ def infer_slides(
             write_json(part, {"slides": []})
         barrier()
         if ranks > 1 and info.is_main:
-            merge_manifests(out_dir, ranks, [s.name for s in slides])
+            write_slide_table(out_dir, merge_manifests(out_dir, ranks, [s.name for s in slides]))
             claims.remove()
+        elif ranks == 1:
+            write_slide_table(out_dir, entries)
         return entries
     finally:
         destroy()
@@ -135,13 +139,14 @@ def rank_entries(out_dir: Path, ranks: int) -> list[dict[str, Any]]:
     return entries
 
 
-def merge_manifests(out_dir: Path, ranks: int, names: Sequence[str]) -> None:
-    """Rank parts -> ``manifest.json``, its slides in the order of ``names`` (the inputs')."""
+def merge_manifests(out_dir: Path, ranks: int, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rank parts -> ``manifest.json``, its slides in the order of ``names`` (the inputs'); its entries."""
     order = {name: k for k, name in enumerate(names)}
     merged = sorted(rank_entries(out_dir, ranks), key=lambda e: order.get(e["name"], len(order)))
     write_json(out_dir / "manifest.json", {"slides": merged})
     for r in range(ranks):
         (out_dir / f".manifest.rank{r}.json").unlink(missing_ok=True)
+    return merged
 
 
 __all__ = ["infer_slides", "merge_manifests"]
