@@ -130,6 +130,29 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
         assert validate_feature_collection(json.loads((done / f"{task}.geojson").read_text())) == []
 
 
+def test_a_dry_run_checks_the_slides_and_counts_the_tiles_a_run_computes(tmp_path, tiny_checkpoint):
+    """--dry-run: a line per slide (its size, resolution, tissue and tiles, or its error), the tiles a
+    real run then computes, exit status 1 for a slide that would fail, nothing written; a checkpoint
+    of another model fails it at once."""
+    slides = [write_label_slide(tmp_path / f"s{k}.tiff", ellipses(300 + 100 * k, 400, 10, seed=k)) for k in range(2)]
+    inputs = [*slides, tmp_path / "missing.svs", "--tissue", "all"]
+    dry = infer(TINY, tiny_checkpoint, *inputs, "--dry-run")
+    assert dry.returncode == 1, dry.stderr[-2000:]
+    lines = dry.stdout.strip().splitlines()
+    assert lines[0].split()[:12] == ["ok", "s0", "400", "x", "300", "px", "at", "0.5", "um/px,", "0.03", "mm2", "of"]
+    assert lines[2].split()[:2] == ["failed", "missing"] and "slide not found" in lines[2]
+    assert not list(tmp_path.glob("*/manifest.json"))
+    real = infer(TINY, tiny_checkpoint, *inputs, "--out-dir", tmp_path / "out")
+    done = manifest(tmp_path / "out")
+    tiles = [int(line.split()[-2]) for line in lines[:2]]
+    assert tiles == [done["s0"]["tiles"], done["s1"]["tiles"]] and min(tiles) > 0, real.stderr[-2000:]
+    assert lines[-1] == f"3 slides: 2 ok, 1 failed; {sum(tiles)} tiles to run"
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, wrong)
+    refused = infer(TINY, wrong, *inputs, "--dry-run")
+    assert refused.returncode == 2 and str(wrong) in refused.stderr.strip().splitlines()[-1]
+
+
 def test_plain_tiffs_and_missing_mpp(tmp_path, tiny_checkpoint):
     """Toy tiled TIFFs and the DICOM pair run with --mpp and --tissue all (they hold coloured boxes, not
     tissue); without --mpp a slide fails naming the fix."""

@@ -25,7 +25,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("config", help="the model's config")
     parser.add_argument("checkpoint", help="its checkpoint")
     parser.add_argument("inputs", nargs="+", help="slide files, folders of slides, or .txt files listing slides")
-    parser.add_argument("--out-dir", required=True, help="output folder")
+    parser.add_argument("--out-dir", help="output folder")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the checkpoint and every slide (opens, resolution, tissue) and count the tiles to run; "
+        "no model run, nothing written",
+    )
     parser.add_argument("--resume", action="store_true", help="skip finished slides, continue partial ones")
     parser.add_argument("--mpp", dest="slide_mpp", type=float, help="microns per pixel of slides without that metadata")
     # Options named as WSISettings fields override the config's wsi section.
@@ -72,18 +78,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--decide-on-gpu", action="store_true", default=None, help="on a GPU, decide the nuclei beside the model"
     )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.out_dir and not args.dry_run:
+        parser.error("the following arguments are required: --out-dir (or --dry-run)")
+    return args
 
 
 def main(argv=None) -> int:
     # Imported here, not above: the chunk-finishing processes are spawned, so each imports this
     # script again, and these (the model builders: timm, torchvision) cost seconds apiece there.
     from vismtl.engine.cli import run_command
-    from vismtl.wsi.batch import infer_slides
+    from vismtl.wsi.batch import infer_slides, survey_slides
 
     args = parse_args(argv)
     options = {f.name: getattr(args, f.name, None) for f in fields(WSISettings)}
     entries = []
+    if args.dry_run:
+        status = run_command(
+            lambda: entries.extend(survey_slides(args.config, args.checkpoint, args.inputs, args.slide_mpp, options))
+        )
+        return status or report_survey(entries)
 
     def run():
         entries.extend(
@@ -112,11 +126,29 @@ def main(argv=None) -> int:
         damaged = entry.get("unreadable_tiles")
         note = entry.get("error") or (f"{damaged} tiles could not be read and were left white" if damaged else "")
         print(f"{entry['status']:>9s}  {entry['name']}  {note}")
+    print(f"{counted(entries)}; see {manifest} and {manifest.parent / 'slides.csv'}")
+    return 1 if failed else 0
+
+
+def report_survey(entries: list[dict]) -> int:
+    """Print what a dry run found, a line per slide and the totals; 1 if a slide would fail."""
+    for entry in entries:
+        if entry["status"] == "failed":
+            note = entry["error"]
+        else:
+            width, height = entry["size"]
+            note = f"{width} x {height} px at {entry['mpp']:.4g} um/px, {entry['tissue_mm2']:.2f} mm2 of tissue, "
+            note += f"{entry['tiles']} tiles"
+        print(f"{entry['status']:>9s}  {entry['name']}  {note}")
+    print(f"{counted(entries)}; {sum(e.get('tiles', 0) for e in entries)} tiles to run")
+    return 1 if any(e["status"] == "failed" for e in entries) else 0
+
+
+def counted(entries: list[dict]) -> str:
+    """The tally of ``entries`` by status, as in "3 slides: 2 done, 1 failed"."""
     tally = Counter(e["status"] for e in entries)
     slides = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}"
-    table = manifest.parent / "slides.csv"
-    print(f"{slides}: " + ", ".join(f"{n} {status}" for status, n in tally.items()) + f"; see {manifest} and {table}")
-    return 1 if failed else 0
+    return f"{slides}: " + ", ".join(f"{n} {status}" for status, n in tally.items())
 
 
 if __name__ == "__main__":

@@ -64,19 +64,11 @@ def infer_slides(
         mpp: microns per pixel of slides whose metadata lacks it.
         options: overrides of the config's ``wsi`` section (tile, stride, context, mpp, ...).
     """
-    cfg = load_config(config)
-    tasks = build_tasks(cfg.get("tasks"))
-    try:  # the config's own section first: an error in it names the file
-        settings = call_with_config(WSISettings, to_plain(dict(cfg.get("wsi") or {})), "wsi")
-    except ConfigError as err:
-        raise ConfigError(f"{config}: {err}") from err
-    settings = dataclasses.replace(settings, **{k: v for k, v in (options or {}).items() if v is not None})
+    cfg, tasks, settings = configured(config, options)
     slides = expand_inputs(inputs)  # before the model is built: inputs without slides fail at once
     info = init_distributed(launcher)
     try:
-        model = build_model(cfg["model"], tasks)
-        ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
-        model.to(info.device)
+        model = loaded_model(cfg, tasks, checkpoint).to(info.device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ranks = world_size()
@@ -119,6 +111,43 @@ def infer_slides(
         destroy()
 
 
+def survey_slides(
+    config: str | Path,
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    mpp: float | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """``--dry-run``: check the config, the checkpoint and every input slide (opens, has a
+    resolution, has tissue) and count the model tiles a run would compute, without running the
+    model or writing anything; an entry per slide (:meth:`SlideRunner.survey`)."""
+    cfg, tasks, settings = configured(config, options)
+    slides = expand_inputs(inputs)
+    model = loaded_model(cfg, tasks, checkpoint)  # a checkpoint of another model fails here, not hours later
+    with SlideRunner(model, tasks, settings, torch.device("cpu")) as runner:
+        bar = tqdm(slides, desc="slides", unit="slide", disable=len(slides) < 2, dynamic_ncols=True)
+        with bar, logging_redirect_tqdm():
+            return [runner.survey(slide, mpp) for slide in bar]
+
+
+def configured(config: str | Path, options: Mapping[str, Any] | None) -> tuple[Any, dict, WSISettings]:
+    """The config, its tasks and its ``wsi`` settings with ``options`` applied (an error in the
+    config's own section names the file)."""
+    cfg = load_config(config)
+    tasks = build_tasks(cfg.get("tasks"))
+    try:
+        settings = call_with_config(WSISettings, to_plain(dict(cfg.get("wsi") or {})), "wsi")
+    except ConfigError as err:
+        raise ConfigError(f"{config}: {err}") from err
+    return cfg, tasks, dataclasses.replace(settings, **{k: v for k, v in (options or {}).items() if v is not None})
+
+
+def loaded_model(cfg: Any, tasks: dict, checkpoint: str | Path) -> torch.nn.Module:
+    model = build_model(cfg["model"], tasks)
+    ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
+    return model
+
+
 def native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), which oneDNN's convolutions
     use; with AVX-512 alone it emulates them, slower than float32."""
@@ -149,4 +178,4 @@ def merge_manifests(out_dir: Path, ranks: int, names: Sequence[str]) -> list[dic
     return merged
 
 
-__all__ = ["infer_slides", "merge_manifests"]
+__all__ = ["infer_slides", "merge_manifests", "survey_slides"]

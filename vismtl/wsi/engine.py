@@ -58,6 +58,20 @@ class NoTissueError(RuntimeError):
 
 
 @dataclass
+class Surveyed:
+    """A slide opened and looked at by :meth:`SlideRunner._surveyed`."""
+
+    mpp: float  # level-0 microns per pixel
+    scale: float  # output pixels per level-0 pixel
+    size: tuple[int, int]  # level-0 (width, height)
+    layout: TileLayout
+    thumb_scale: float  # mask pixels per level-0 pixel
+    picture: np.ndarray  # what the predictions are drawn over
+    mask: np.ndarray  # tissue, at the thumbnail's scale
+    tissue_um2: float
+
+
+@dataclass
 class Prepared:
     """A slide made ready for its tiles by :meth:`SlideRunner._prepare`."""
 
@@ -237,7 +251,26 @@ class SlideRunner:
             if job.state is None:
                 job.entry.update(status="skipped", error=None, reason="already done")
 
-    def _prepared(self, slide_input: SlideInput, folder: Path, resume: bool, mpp: float | None) -> Prepared | None:
+    def survey(self, slide_input: SlideInput, mpp: float | None = None) -> dict[str, Any]:
+        """What running the slide would take, without the model and writing nothing (``--dry-run``):
+        an entry with its ``status`` (``ok``, ``no_tissue`` or ``failed`` with the error), its
+        size, resolution, tissue area and the model tiles to run."""
+        entry: dict[str, Any] = {"slide": str(slide_input.path), "name": slide_input.name}
+        try:
+            seen = self._surveyed(slide_input, mpp, picture=False)
+        except (SlideError, OSError, RuntimeError, ValueError) as err:
+            return entry | {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        tissue = TissueIndex(seen.mask, seen.thumb_scale / seen.scale)
+        plan = plan_slide(seen.layout, tissue, {}, seen.mpp, *self._tile_cache_budget())
+        entry |= {"status": "ok", "error": None, "size": list(seen.size), "mpp": seen.mpp}
+        entry |= {"tissue_mm2": round(seen.tissue_um2 / 1e6, 4), "tiles": len(plan.positions)}
+        if seen.tissue_um2 < self.settings.min_tissue_um2:
+            entry |= {"status": "no_tissue", "tiles": 0}
+        return entry
+
+    def _surveyed(self, slide_input: SlideInput, mpp: float | None, picture: bool = True) -> Surveyed:
+        """Open the slide: its resolution, output grid, thumbnail and tissue mask (and, with
+        ``picture``, what its predictions are drawn over)."""
         with Slide.open(slide_input.path) as slide:
             # --mpp only fills in for slides whose metadata has none
             slide_mpp = slide.mpp if slide.mpp is not None else mpp
@@ -256,10 +289,19 @@ class SlideRunner:
             # The tissue mask needs ~mask_mpp microns per pixel (about 1.25x), not a fixed size.
             side = max(slide.width, slide.height) * slide_mpp / self.settings.mask_mpp
             thumbnail, thumb_scale = slide.thumbnail(int(min(self.settings.thumbnail_size, max(side, 64))))
-            # the picture of the predictions: finer than the mask (nuclei are a pixel at 8 um/px)
-            picture_side = slide.stored_side(min(self.settings.thumbnail_size, max(layout.height, layout.width)))
-            picture = slide.thumbnail(picture_side)[0] if picture_side > max(thumbnail.shape[:2]) else thumbnail
+            drawn_over = thumbnail
+            if picture:  # the picture of the predictions: finer than the mask (nuclei are a pixel at 8 um/px)
+                picture_side = slide.stored_side(min(self.settings.thumbnail_size, max(layout.height, layout.width)))
+                if picture_side > max(thumbnail.shape[:2]):
+                    drawn_over = slide.thumbnail(picture_side)[0]
+            size = (slide.width, slide.height)
         mask = self._mask(slide_input, thumbnail, thumb_scale)
+        tissue_um2 = float(mask.sum()) * (slide_mpp / thumb_scale) ** 2
+        return Surveyed(slide_mpp, scale, size, layout, thumb_scale, drawn_over, mask, tissue_um2)
+
+    def _prepared(self, slide_input: SlideInput, folder: Path, resume: bool, mpp: float | None) -> Prepared | None:
+        seen = self._surveyed(slide_input, mpp)
+        slide_mpp, scale, layout, mask = seen.mpp, seen.scale, seen.layout, seen.mask
         fingerprint = {
             **self.settings.fingerprint(),
             "model": self.model_id,
@@ -270,17 +312,16 @@ class SlideRunner:
         if resume and outputs.is_complete():
             return None
         finished = outputs.prepare(resume)
-        tissue_um2 = float(mask.sum()) * (slide_mpp / thumb_scale) ** 2
-        if tissue_um2 < self.settings.min_tissue_um2:
-            outputs.write_pictures(picture, mask, None, False)
+        if seen.tissue_um2 < self.settings.min_tissue_um2:
+            outputs.write_pictures(seen.picture, mask, None, False)
             raise NoTissueError(
-                f"no tissue found in {slide_input.path} ({tissue_um2:.0f} um^2 of tissue-like pixels, less than "
+                f"no tissue found in {slide_input.path} ({seen.tissue_um2:.0f} um^2 of tissue-like pixels, less than "
                 f"wsi.min_tissue_um2 = {self.settings.min_tissue_um2:.0f}; blank slide or too faint)"
             )
-        tissue = TissueIndex(mask, thumb_scale / scale)
+        tissue = TissueIndex(mask, seen.thumb_scale / scale)
         plan = plan_slide(layout, tissue, finished, slide_mpp, *self._tile_cache_budget())
         outputs.create_arrays({name: raster_spec(task) for name, task in self.dense.items()})
-        return Prepared(scale, slide_mpp, layout, mask, picture, outputs, plan, len(finished))
+        return Prepared(scale, slide_mpp, layout, mask, seen.picture, outputs, plan, len(finished))
 
     def _tiles(self, job: SlideJob, started: Callable[[], None] | None = None) -> None:
         """Run the model over the job's tiles (the chunks still being finished after its last batch
