@@ -1,4 +1,4 @@
-"""Which slides a run takes: files, folders and .txt lists (vismtl/wsi/inputs.py)."""
+"""Which slides a run takes: files, folders (DICOM series among them) and .txt lists (vismtl/wsi/inputs.py)."""
 
 import logging
 import subprocess
@@ -23,15 +23,14 @@ def test_folders_lists_and_files_expand_in_order_with_unique_names(tmp_path):
     b, a, scan = touch(folder / "b.svs"), touch(folder / "a.TIFF"), touch(folder / "scan.ndpi")
     touch(folder / "notes.csv")  # not a slide
     touch(folder / "case1" / "deep.svs")  # subfolders are not searched
-    levels = [touch(folder / "dicom" / f"level{k}.dcm") for k in range(3)]
     other = touch(tmp_path / "other" / "a.svs")  # same stem as a.TIFF
     listing = touch(tmp_path / "lists" / "batch.txt")
     listing.write_text(f"# the second scanner\n\n../other/a.svs\n  {b}  \n{tmp_path / 'gone.svs'}\n")
 
-    slides = expand_inputs([folder, listing, folder / "dicom", scan])
+    slides = expand_inputs([folder, listing, scan])
 
-    assert [s.path for s in slides] == [a, b, scan, other.resolve(), tmp_path / "gone.svs", levels[0]]
-    assert [s.name for s in slides] == ["a", "b", "scan", "a_2", "gone", "level0"]
+    assert [s.path for s in slides] == [a, b, scan, other.resolve(), tmp_path / "gone.svs"]
+    assert [s.name for s in slides] == ["a", "b", "scan", "a_2", "gone"]
     # duplicates (b.svs twice, scan.ndpi twice) are run once; a missing slide is kept, to fail in the manifest
 
 
@@ -56,3 +55,19 @@ def test_the_tool_stops_before_reading_the_checkpoint_when_no_input_holds_a_slid
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: no slides in the inputs ({tmp_path / 'empty'})")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_dicom_files_gives_one_slide_per_series(tmp_path):
+    """The shared DICOM pair is one slide; a copy whose series UID differs is a second one, and a file
+    OpenSlide cannot open stands alone (it fails in the manifest)."""
+    shared = ROOT.parent / "shared" / "data" / "slides"
+    if not (shared / "boxes_0.dcm").is_file():
+        pytest.skip(f"shared slides not found at {shared}")
+    series = b"1.3.6.1.4.1.5962.99.1.1747645553.419656796.1689669825649.4.0"
+    for k in (0, 1):
+        data = (shared / f"boxes_{k}.dcm").read_bytes()
+        assert data.count(series) == 1
+        (tmp_path / f"a_{k}.dcm").write_bytes(data)
+        (tmp_path / f"b_{k}.dcm").write_bytes(data.replace(series, series[:-3] + b"9.0"))  # another slide
+    (tmp_path / "c.dcm").write_bytes(b"not a DICOM file")
+    assert [s.name for s in expand_inputs([tmp_path])] == ["a_0", "b_0", "c"]

@@ -24,9 +24,29 @@ class SlideInput:
 
 def _from_folder(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
-    # A DICOM slide is a folder of files (one per level): OpenSlide opens it from any of them.
     dicom = [p for p in files if p.suffix.lower() == ".dcm"]
-    return [p for p in files if p.suffix.lower() != ".dcm"] + dicom[:1]
+    return [p for p in files if p.suffix.lower() != ".dcm"] + _one_file_per_series(dicom)
+
+
+def _one_file_per_series(files: list[Path]) -> list[Path]:
+    """The first file of each DICOM slide among ``files``: a slide is several files (one per level)
+    that share a series UID, and OpenSlide opens it from any of them, finding the others in the
+    same folder. A file OpenSlide cannot open stands alone, to fail in the manifest."""
+    if len(files) < 2:
+        return files
+    import openslide
+
+    firsts, seen = [], set()
+    for path in files:
+        try:
+            with openslide.OpenSlide(str(path)) as slide:
+                series = slide.properties.get("dicom.SeriesInstanceUID") or str(path)
+        except (openslide.OpenSlideError, OSError):
+            series = str(path)
+        if series not in seen:
+            seen.add(series)
+            firsts.append(path)
+    return firsts
 
 
 def _from_list(listing: Path) -> list[Path]:
