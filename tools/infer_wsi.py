@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     options = {f.name: getattr(args, f.name, None) for f in fields(WSISettings)}
     entries = []
     if args.dry_run:
+        if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, one survey is enough: rank 0's
+            return 0
         status = run_command(
             lambda: entries.extend(survey_slides(args.config, args.checkpoint, args.inputs, args.slide_mpp, options))
         )
