@@ -992,9 +992,64 @@ def test_a_bad_wsi_setting_in_the_config_names_the_config(tmp_path, capsys, monk
     assert capsys.readouterr().err.strip().splitlines() == [expected]
 
 
+class PatchOracle(GreyOracle):
+    """GreyOracle's nuclei and a tile class: the brightness of the tile's kept pixels, in 4 bands of 12 from 200."""
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = super().forward(image)
+        brightness = image[:, :, 16:-16, 16:-16].float().mean(dim=(1, 2, 3))  # 16: the context
+        outputs["tissue"] = torch.nn.functional.one_hot(((brightness - 200) // 12).long().clamp(0, 3), 4).float() * 10
+        return outputs
+
+
+def test_each_tile_s_class_is_mapped_in_a_zarr_grid_and_a_picture(tmp_path, monkeypatch):
+    """A patch-class task (tissue types) gets <task>.zarr, a cell per tile holding its class + 1, and
+    <task>_map.png; the cells are the classes of the tiles' own pixels, also after a resume."""
+    from vismtl.wsi import Slide
+
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=8, borders=96))
+    tasks = dict(nuclei=dict(kind="instance", band=3, postprocess="watershed", min_size=10))
+    tasks["tissue"] = dict(kind="patch_class", num_classes=4, class_names=["dark", "dim", "light", "bright"])
+    settings = WSISettings(tile=96, context=16, chunk=192, margin=48, batch_size=8, workers=0, tissue="all")
+    with SlideRunner(PatchOracle(), build_tasks(tasks), settings, torch.device("cpu")) as runner:
+        assert runner.run(SlideInput(slide, "labels"), tmp_path / "out", resume=False)["status"] == "done"
+    folder = tmp_path / "out" / "labels"
+    grid = zarr.open_array(str(folder / "tissue.zarr"), mode="r")
+    assert grid.shape == (5, 7) and grid.attrs["cell_px"] == 96
+    assert grid.attrs["classes"] == ["dark", "dim", "light", "bright"]
+    expected = np.zeros((5, 7), np.uint8)
+    with Slide.open(slide) as opened:
+        for row in range(5):
+            for col in range(7):
+                kept = opened.read(col * 96, row * 96, 96, 96, 1.0)
+                expected[row, col] = min(max(int((kept.astype(np.float32).mean() - 200) // 12), 0), 3) + 1
+    np.testing.assert_array_equal(grid[:], expected)
+    assert len(np.unique(expected)) > 1  # the slide has tiles of several classes
+    picture = cv2.imread(str(folder / "tissue_map.png"))
+    thumbnail = cv2.imread(str(folder / "thumbnail.png"))
+    assert picture.shape[1] == thumbnail.shape[1] and picture.shape[0] > thumbnail.shape[0]  # the legend below
+    summary = json.loads((folder / "summary.json").read_text())
+    votes = summary["patch_votes"]["tissue"]
+    assert votes == [int((expected == c + 1).sum()) for c in range(4)]
+    # killed before its summary, then resumed: no chunk runs again, the map comes from the journal
+    from vismtl.wsi.outputs import SlideOutputs
+
+    def killed(self, summary):
+        raise RuntimeError("killed")
+
+    real = SlideOutputs.write_summary
+    monkeypatch.setattr(SlideOutputs, "write_summary", killed)
+    with SlideRunner(PatchOracle(), build_tasks(tasks), settings, torch.device("cpu")) as runner:
+        assert runner.run(SlideInput(slide, "labels"), tmp_path / "killed", resume=False)["status"] == "failed"
+        monkeypatch.setattr(SlideOutputs, "write_summary", real)
+        shutil.rmtree(tmp_path / "killed" / "labels" / "tissue.zarr")
+        assert runner.run(SlideInput(slide, "labels"), tmp_path / "killed", resume=True)["tiles"] == 35
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "killed" / "labels" / "tissue.zarr"))[:], expected)
+
+
 def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
     tasks = build_tasks(dict(tissue=dict(kind="patch_class", num_classes=4)))
-    canvas = type("Canvas", (), {"patch_votes": {}})()
+    canvas = type("Canvas", (), {"patch_votes": {}, "patch_tiles": {}})()
     core = (0, 0, 512, 512)
     positions = np.array([[0, 0], [0, 256], [256, 512], [512, 0], [256, 256]])  # 3rd and 4th outside
     logits = torch.full((5, 4), -5.0)

@@ -359,6 +359,10 @@ class SlideRunner:
         overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
         probability = overlay_task is not None and self.tasks[overlay_task].kind == "instance"
         outputs.write_pictures(state.picture, mask, overlay_task, probability)
+        patch = [n for n, t in self.tasks.items() if not t.dense]
+        tiles = {n: [row for e in entries.values() for row in e.get("patch_tiles", {}).get(n, [])] for n in patch}
+        names = {n: self.tasks[n].class_names or [str(c) for c in range(self.tasks[n].num_outputs)] for n in patch}
+        outputs.write_patch_maps(tiles, self.settings.step, names, state.picture)
         # the slide's own time (its phases overlap other slides' in run_many); the tile pipeline
         # ends with its last chunk's write
         tiles_s = job.seconds["tiles_s"] + job.busy["drain_s"]

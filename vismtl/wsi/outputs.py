@@ -5,6 +5,8 @@
 - ``<task>.geojson``: the instances of instance tasks as a QuPath-readable FeatureCollection;
 - ``tissue_mask.png``, ``thumbnail.png`` (the slide with the predictions overlaid, at the finest
   pyramid level within ``wsi.thumbnail_size``);
+- for a patch-class task (a class per tile: tissue types), ``<task>.zarr``, its class per tile on
+  a grid of cells the tiles' step apart, and ``<task>_map.png``, those classes over the slide;
 - ``summary.json``: counts, areas, tissue-class proportions, timings -- written last, so its
   presence means the slide is complete;
 - ``run.json`` (the settings a resume must match), ``journal.jsonl`` and ``.parts/`` (per-chunk
@@ -21,7 +23,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,8 @@ class SlideOutputs:
         if not self.folder.is_dir():
             return
         for path in self.folder.iterdir():
-            if path.name in OWN_FILES or path.suffix in (".zarr", ".geojson") or path.name == ".parts":
+            own = path.name in OWN_FILES or path.name.endswith("_map.png") or path.name == ".parts"
+            if own or path.suffix in (".zarr", ".geojson"):
                 _remove(path)
         self.sweep()
 
@@ -239,6 +242,37 @@ class SlideOutputs:
             picture = outlined(picture, values > 127) if probability else overlay(picture, values.astype(np.int64))
         write_png(self.folder / "thumbnail.png", picture)
 
+    def write_patch_maps(
+        self, tiles: Mapping[str, list], step: int, names: Mapping[str, Sequence[str]], picture: np.ndarray
+    ) -> None:
+        """Per patch-class task (a class per model tile: tissue types), from ``tiles`` (``[y, x,
+        class]`` of each tile's corner on the output grid, ``step`` apart): ``<task>.zarr``, uint8
+        ``[ceil(H / step), ceil(W / step)]`` holding each tile's class + 1 in its cell (0: no tile
+        ran; attributes: the cell's side in output pixels and the class names), and
+        ``<task>_map.png``, the classes over the slide's ``picture`` with a legend of ``names``."""
+        rows, cols = -(-self.layout.height // step), -(-self.layout.width // step)
+        for task, cells in tiles.items():
+            grid = np.zeros((rows, cols), np.uint8)
+            if cells:
+                y, x, c = np.asarray(cells, np.int64).T
+                grid[y // step, x // step] = c + 1
+            path = self.folder / f"{task}.zarr"
+            made = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            array = zarr.create_array(
+                store=str(made), shape=grid.shape, chunks=grid.shape, dtype=np.uint8, fill_value=0
+            )
+            array[:] = grid
+            array.attrs.update(cell_px=step, classes=list(names[task]), values="class index + 1; 0 where no tile ran")
+            _remove(path)
+            os.replace(made, path)
+            # each picture pixel shows the cell its output pixel falls in
+            at_y = (np.arange(picture.shape[0]) * self.layout.height // picture.shape[0]) // step
+            at_x = (np.arange(picture.shape[1]) * self.layout.width // picture.shape[1]) // step
+            write_png(
+                self.folder / f"{task}_map.png",
+                with_legend(overlay(picture, grid[np.ix_(at_y, at_x)]), names[task], grid),
+            )
+
     def _downsampled(self, task: str, size: tuple[int, int]) -> np.ndarray:
         """The task's raster at thumbnail size, read chunk row by chunk row (bounded memory)."""
         array = self.arrays[task]
@@ -291,6 +325,21 @@ def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45, colour
     out = picture.astype(np.float32)
     out[shown] = (1 - alpha) * out[shown] + alpha * colours[shown]
     return out.astype(np.uint8)
+
+
+def with_legend(picture: np.ndarray, names: Sequence[str], labels: np.ndarray) -> np.ndarray:
+    """``picture`` above a white strip naming, in their colours, the classes ``labels`` (class + 1) holds."""
+    present = [int(v) - 1 for v in np.unique(labels) if v > 0]
+    size = max(1.0, picture.shape[1] / 1000)  # readable on a 2,048 px picture too
+    line, box = int(22 * size), int(16 * size)
+    strip = np.full((line * len(present) + 8, picture.shape[1], 3), 255, np.uint8)
+    for row, index in enumerate(present):
+        top = 4 + row * line
+        strip[top + 3 : top + 3 + box, 6 : 6 + box] = PALETTE[index + 1]
+        name = names[index] if index < len(names) else str(index)
+        at = (14 + box, top + 3 + box - int(2 * size))
+        cv2.putText(strip, name, at, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * size, (0, 0, 0), max(1, int(size)), cv2.LINE_AA)
+    return np.concatenate([picture, strip], axis=0)
 
 
 def outlined(picture: np.ndarray, objects: np.ndarray, colour=(0, 255, 0), alpha: float = 0.25) -> np.ndarray:

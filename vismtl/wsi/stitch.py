@@ -70,6 +70,8 @@ class ChunkCanvas:
             self.weight_sum = weights.zero_() if weights is not None else torch.zeros((height, width), device=device)
         self.window = _window(tile, window, torch.device(device))
         self.patch_votes: dict[str, torch.Tensor] = {}  # task -> [classes] counts, on the device
+        # task -> (corners [N, 2], in the core [N], classes [N] on the device) per batch: the map's cells
+        self.patch_tiles: dict[str, list[tuple[np.ndarray, np.ndarray, torch.Tensor]]] = {}
         self.tiles = 0
 
     def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor | None:
@@ -295,8 +297,15 @@ def type_task_of(name: str, tasks: Mapping[str, Task]) -> str | None:
 
 
 def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
-    """Counts and areas per task and class, and patch-class votes: what the summary adds up."""
+    """Counts and areas per task and class, patch-class votes and each tile's patch class
+    (``[y, x, class]`` of the tiles whose corner lies in the core): what the summary adds up and
+    the patch-class map is drawn from."""
     counts = {task: part.counts for task, part in result.parts.items()}
     areas = {task: part.area_um2 for task, part in result.parts.items()}
     votes = {task: hist.tolist() for task, hist in canvas.patch_votes.items()}
-    return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": votes}
+    tiles = {
+        task: [[*map(int, corner), int(c)] for corners, inside, classes in batches
+               for corner, c in zip(corners[inside], classes.cpu().numpy()[inside])]
+        for task, batches in canvas.patch_tiles.items()
+    }  # fmt: skip
+    return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": votes, "patch_tiles": tiles}

@@ -219,13 +219,15 @@ def vote_patches(canvas: ChunkCanvas, patch_tasks: Mapping[str, Task], activated
     if not patch_tasks:
         return
     y, x = positions[:, 0], positions[:, 1]
-    inside = ((y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])).astype(np.int64)
-    inside = torch.from_numpy(inside).to(device, non_blocking=True)
+    in_core = (y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])
+    inside = torch.from_numpy(in_core.astype(np.int64)).to(device, non_blocking=True)
     for name, task in patch_tasks.items():
         # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
         if name not in canvas.patch_votes:
             canvas.patch_votes[name] = torch.zeros(task.num_outputs, dtype=torch.long, device=device)
-        canvas.patch_votes[name].scatter_add_(0, activated[name].argmax(dim=1), inside)
+        classes = activated[name].argmax(dim=1)
+        canvas.patch_votes[name].scatter_add_(0, classes, inside)
+        canvas.patch_tiles.setdefault(name, []).append((positions, in_core, classes))  # read by the writer
 
 
 def chunk_ready(device: torch.device) -> torch.cuda.Event | None:
