@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import uuid
 
 import numpy as np
@@ -380,3 +381,16 @@ def test_object_ids_are_uuid5_of_the_task_and_ownership_pixel(task):
     expected = [str(uuid.uuid5(namespace, f"{task}/{y}/{x}")) for y, x in grid.tolist()]
     assert _object_ids(task, grid) == expected
     assert _object_ids(task, grid[:0]) == []
+
+
+def test_measurements_round_as_numpy_rounds_the_columns():
+    """feature_text rounds each number in Python, features_text whole columns with numpy: the same
+    digits, ties included (values a half unit apart from the rounding grid)."""
+    from vismtl.wsi.geojson import _rounded
+
+    rng = np.random.default_rng(0)
+    ties = np.round(rng.uniform(0, 1e4, 20000), 3) + 0.0005
+    values = np.concatenate([rng.uniform(0, 1e4, 20000), ties, rng.integers(0, 10**6, 2000) / 2000.0])
+    for decimals in (3, 4):
+        assert [_rounded(v, decimals) for v in values.tolist()] == np.round(values, decimals).tolist()
+    assert math.isnan(_rounded(float("nan"), 3)) and _rounded(float("inf"), 3) == float("inf")

@@ -93,16 +93,23 @@ def measurements(instance: Instance) -> dict[str, float]:
     perimeter = instance.perimeter_px
     values = {
         "Area output px": float(instance.area_px),
-        "Perimeter px": float(np.round(perimeter, DECIMALS["Perimeter px"])),
+        "Perimeter px": _rounded(perimeter, DECIMALS["Perimeter px"]),
         "Centroid X px": float(instance.centroid[0]),
         "Centroid Y px": float(instance.centroid[1]),
         "Class id": float(instance.class_id),
     }
     if instance.area_um2 is not None:
-        values["Area µm^2"] = float(np.round(instance.area_um2, DECIMALS["Area µm^2"]))
+        values["Area µm^2"] = _rounded(instance.area_um2, DECIMALS["Area µm^2"])
     if instance.mpp is not None:
-        values["Perimeter µm"] = float(np.round(perimeter * instance.mpp, DECIMALS["Perimeter µm"]))
+        values["Perimeter µm"] = _rounded(perimeter * instance.mpp, DECIMALS["Perimeter µm"])
     return values
+
+
+def _rounded(value: float, decimals: int) -> float:
+    """``np.round(value, decimals)`` as numpy computes it (the nearest integer of ``value * 10**d``,
+    ties to even, over ``10**d``), without a numpy call per number; non-finite values as they are."""
+    scale = 10.0**decimals
+    return round(value * scale) / scale if math.isfinite(value) else float(value)
 
 
 def feature_text(instance: Instance, colours: Mapping[str, tuple[int, int, int]] | None = None) -> str:
