@@ -456,6 +456,22 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
     assert not [t for t in threading.enumerate() if t.name.startswith(("vismtl-slide", "vismtl-writer"))]
 
 
+def test_a_failing_source_of_slides_does_not_fail_the_slide_being_run(tmp_path):
+    """The next slide is taken while this one's tiles run; if taking it fails (a rank's claims folder
+    gone), this slide still completes, and the error comes after its entry."""
+    slide = write_label_slide(tmp_path / "s.tiff", ellipses(288, 384, 20, seed=1, borders=96))
+
+    def source():
+        yield SlideInput(slide, "s")
+        raise OSError("the claims folder is gone")
+
+    with oracle_runner() as runner:
+        batch = runner.run_many(source(), tmp_path / "out", resume=False)
+        assert next(batch)["status"] == "done"
+        with pytest.raises(OSError, match="claims folder is gone"):
+            next(batch)
+
+
 def test_a_batch_keeps_no_slide_it_has_concluded(tmp_path, monkeypatch):
     """Each slide's prepared state (its pictures: megabytes) is gone once its entry is out."""
     slides = [write_label_slide(tmp_path / f"s{k}.tiff", ellipses(192, 288, 8, seed=k, borders=96)) for k in range(3)]

@@ -209,7 +209,10 @@ class SlideRunner:
                     if handed.get("done"):
                         return
                     handed["done"] = True
-                    handed["next"] = following = next(upcoming, None)
+                    try:  # the slides' source failing (a rank's claims) is not this slide's failure
+                        handed["next"] = following = next(upcoming, None)
+                    except Exception as err:  # noqa: BLE001 -- re-raised once this slide is through
+                        handed["next"], handed["error"], following = None, err, None
                     if following is not None:
                         handed["prepared"] = helpers.submit(self._prepare, following, resume, mpp)
                     if previous is not None:
@@ -222,6 +225,8 @@ class SlideRunner:
                 previous, job = job, handed["next"]
                 prepared = handed.get("prepared", prepared)
             yield self._conclude(previous)
+            if "error" in handed:
+                raise handed["error"]
 
     @contextmanager
     def _phase(self, job: SlideJob, name: str) -> Iterator[None]:
