@@ -716,6 +716,26 @@ def test_killed_runs_resume_to_identical_outputs(tmp_path):
     assert unfinished >= 1  # some kill landed before the batch was done
 
 
+def test_only_damaged_tiles_are_left_white_not_a_missing_file_or_a_file_system_error(tmp_path, monkeypatch):
+    from vismtl.wsi.reader import Slide, SlideError
+    from vismtl.wsi.reading import ChunkReader
+
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 30, seed=3, borders=96))
+    damage_tile(slide, 3)
+    corners = np.array([[0, 0], [0, 300], [300, 0]])  # the third reads the damaged stored tile
+    tiles, unreadable = ChunkReader(slide).read(corners, 128, 1.0)
+    assert [index for index, _ in unreadable] == [2] and (tiles[2] == 255).all() and not (tiles[0] == 255).all()
+    with pytest.raises(SlideError, match="slide not found"):
+        ChunkReader(tmp_path / "gone.tiff").read(corners, 128, 1.0)
+
+    def share_gone(self, *args):
+        raise SlideError("cannot read region") from OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Slide, "read", share_gone)
+    with pytest.raises(SlideError, match="cannot read region"):
+        ChunkReader(slide).read(corners, 128, 1.0)
+
+
 def test_regions_drawn_in_qupath_or_a_mask_image_choose_the_tiles(tmp_path):
     """--mask-dir: <slide>.geojson (annotations as QuPath exports them, with a hole) or <slide>.png
     overrides the automatic mask; only tiles near the regions run, and both forms of the same mask

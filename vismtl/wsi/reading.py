@@ -52,7 +52,9 @@ class ChunkReader:
     A damaged tile of the slide file (a JPEG tile that does not decode: "Bogus marker length")
     fails the read of every chunk that covers it. Such a chunk is read again model tile by model
     tile (the same pixels: reads agree where they overlap); those that still fail are left white,
-    glass to the model, and reported, so that one damaged tile does not lose the slide."""
+    glass to the model, and reported, so that one damaged tile does not lose the slide. A slide
+    that cannot be opened, and an error of the file system (``OSError``: a share gone away), fail
+    the read as before: a rerun may succeed, and white tiles would hide that."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -60,18 +62,24 @@ class ChunkReader:
 
     def read(self, corners: np.ndarray, size: int, scale: float) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """The tiles at ``corners`` and the unreadable ones: ``(index, error)`` each (none normally)."""
+        slide = self._handle()
         try:
-            return read_chunk(self._handle(), corners, size, scale), []
+            return read_chunk(slide, corners, size, scale), []
         except SlideError as err:
             self.close()
+            if isinstance(err.__cause__, OSError):
+                raise
             chunk_error = str(err)
         tiles = np.full((len(corners), size, size, 3), 255, np.uint8)
         unreadable = []
         for index, (y, x) in enumerate(corners.tolist()):
+            slide = self._handle()  # opening fails as it would have at first
             try:
-                tiles[index] = self._handle().read(x, y, size, size, scale)
+                tiles[index] = slide.read(x, y, size, size, scale)
             except SlideError as err:
                 self.close()
+                if isinstance(err.__cause__, OSError):
+                    raise
                 unreadable.append((index, str(err)))
         if len(unreadable) == len(corners):  # nothing of it reads: the chunk's own error says it best
             unreadable = [(index, chunk_error) for index, _ in unreadable]
