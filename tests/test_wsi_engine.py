@@ -15,7 +15,6 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,7 +32,7 @@ from vismtl.wsi.batching import batches_across_chunks, prefetched
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.stitcher import drain, vote_patches
-from wsi_helpers import GreyOracle, ellipses, write_label_slide
+from wsi_helpers import GreyOracle, damage_tile, ellipses, write_label_slide
 
 TINY = ROOT / "tests" / "configs" / "tiny_histology.py"
 SLIDES = SHARED_DATA / "slides"
@@ -768,17 +767,6 @@ def test_regions_drawn_in_qupath_or_a_mask_image_choose_the_tiles(tmp_path):
     entry = oracle_run(slide, tmp_path / "out_bad", tissue="auto", mask_dir=str(drawn))
     assert entry["status"] == "failed"
     assert f"cannot read tissue mask {drawn / 'labels.geojson'}: no Polygon or MultiPolygon in it" in entry["error"]
-
-
-def damage_tile(path: Path, index: int) -> None:
-    """Overwrite stored tile ``index`` of the TIFF's full-resolution level: it no longer decodes."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        offset, count = tif.pages[0].dataoffsets[index], tif.pages[0].databytecounts[index]
-    with path.open("r+b") as handle:
-        handle.seek(offset)
-        handle.write(b"\0" * count)
 
 
 @pytest.mark.parametrize("workers", [0, 1])

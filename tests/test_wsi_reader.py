@@ -361,3 +361,27 @@ def test_resampled_reads_agree_wherever_they_overlap(slides, name, scale):
         for x, y, width, height in [(0, 0, 100, 90), (37, 11, 150, 171), (101, 64, 97, 33), (-40, -30, 41, 9)]:
             part = slide.read(x, y, width, height, scale)
             np.testing.assert_array_equal(part, whole[y + 30 : y + 30 + height, x + 40 : x + 40 + width])
+
+
+def test_a_thumbnail_over_a_damaged_tile_is_white_there_and_the_rest_as_read(tmp_path, caplog):
+    """The thumbnail of a slide whose stored tile does not decode: white over that tile (in parts of
+    64 px), every other pixel as the undamaged slide's; a warning says so."""
+    import logging
+
+    from wsi_helpers import damage_tile, ellipses, write_label_slide
+
+    truth = ellipses(480, 640, 30, seed=3, borders=96)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    clean = write_label_slide(tmp_path / "a" / "labels.tiff", truth)
+    damaged = write_label_slide(tmp_path / "b" / "labels.tiff", truth)
+    damage_tile(damaged, 3)  # stored 256 px tiles: rows 256-480, columns 0-256
+    with Slide.open(clean) as slide:
+        expected = slide.thumbnail(640)[0]
+    with caplog.at_level(logging.WARNING, logger="vismtl"), Slide.open(damaged) as slide:
+        image = slide.thumbnail(640)[0]
+    white = np.zeros(image.shape[:2], bool)
+    white[256:, :256] = True
+    assert (image[white] == 255).all() and (expected[white] != 255).any()
+    np.testing.assert_array_equal(image[~white], expected[~white])
+    assert "16 parts of its thumbnail could not be read and were left white" in caplog.text

@@ -67,3 +67,14 @@ class GreyOracle(nn.Module):
         grey = image.float().mean(dim=1, keepdim=True)
         distance = (grey - self.levels).abs()
         return {self.task: -distance}  # the nearest level wins by a wide margin
+
+
+def damage_tile(path: Path, index: int) -> None:
+    """Overwrite stored tile ``index`` of the TIFF's full-resolution level: it no longer decodes."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[index], tif.pages[0].databytecounts[index]
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\0" * count)

@@ -23,6 +23,7 @@ stays in the error state and every later read on that Slide fails too.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -41,6 +42,8 @@ _TIFF_VENDORS = ("aperio", "generic-tiff")
 # without a pyramid is never read whole.
 _THUMBNAIL_SOURCE_TILE = 4096
 RESAMPLE_BLOCK = 128  # output pixels: the grid on which reads that resample do so
+
+log = logging.getLogger("vismtl")
 
 
 class SlideError(RuntimeError):
@@ -304,8 +307,10 @@ class Slide:
     generic tiled TIFF, DICOM, ...), and a fallback for plain PNG/JPEG/TIFF images (read with cv2 or
     tifffile). Never loads a whole large slide into memory. Use from one thread only."""
 
-    def __init__(self, path: Path, source: _OpenSlideSource | _ArraySource, mpp: float | None) -> None:
-        self.path = path
+    def __init__(
+        self, path: Path, source: _OpenSlideSource | _ArraySource, mpp: float | None, fast_tiff: bool = True
+    ) -> None:
+        self.path, self.fast_tiff = path, fast_tiff
         self._source: _OpenSlideSource | _ArraySource | None = source
         self.backend: str = source.backend
         self.level_dimensions: list[tuple[int, int]] = list(source.level_dimensions)
@@ -323,7 +328,7 @@ class Slide:
         if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
             raise SlideError(f"invalid mpp {mpp} given for slide {path}: need a positive number")
         source = _open_source(path, fast_tiff)
-        return cls(path, source, float(mpp) if mpp is not None else source.mpp)
+        return cls(path, source, float(mpp) if mpp is not None else source.mpp, fast_tiff)
 
     def require_mpp(self) -> float:
         if self.mpp is None:
@@ -410,11 +415,44 @@ class Slide:
         factor = scale * self.level_downsamples[self.best_level(scale)]
         step = max(1, int(_THUMBNAIL_SOURCE_TILE * factor))
         image = np.empty((out_h, out_w, 3), np.uint8)
+        damaged: list[SlideError] = []
         for ty in range(0, out_h, step):
             for tx in range(0, out_w, step):
                 th, tw = min(step, out_h - ty), min(step, out_w - tx)
-                image[ty : ty + th, tx : tx + tw] = self.read(tx, ty, tw, th, scale)
+                image[ty : ty + th, tx : tx + tw] = self._read_or_glass(tx, ty, tw, th, scale, damaged)
+        if damaged and (image == 255).all():  # nothing read: a broken file, not a damaged tile
+            raise damaged[0]
+        if damaged:
+            log.warning("%s: %d parts of its thumbnail could not be read and were left white", self.path, len(damaged))
         return image, scale
+
+    def _read_or_glass(self, x: int, y: int, width: int, height: int, scale: float, damaged: list) -> np.ndarray:
+        """:meth:`read`, where a damaged tile (one that does not decode) spoils it: the region read in
+        parts of 64 pixels, those that still fail white (glass) and their errors added to
+        ``damaged``. A file-system error (``OSError``) is raised, as by :meth:`read`."""
+        try:
+            return self.read(x, y, width, height, scale)
+        except SlideError as err:
+            if isinstance(err.__cause__, OSError) or self._source is None:
+                raise
+            self._reopen()
+        out = np.full((height, width, 3), 255, np.uint8)
+        for top in range(0, height, 64):
+            for left in range(0, width, 64):
+                h, w = min(64, height - top), min(64, width - left)
+                try:
+                    out[top : top + h, left : left + w] = self.read(x + left, y + top, w, h, scale)
+                except SlideError as err:
+                    if isinstance(err.__cause__, OSError):
+                        raise
+                    damaged.append(err)
+                    self._reopen()
+        return out
+
+    def _reopen(self) -> None:
+        """A new handle: OpenSlide leaves one in its error state after a failed read."""
+        self._source.close()
+        self._source = _open_source(self.path, self.fast_tiff)
 
     def close(self) -> None:
         if self._source is not None:
