@@ -9,6 +9,7 @@ from importlib import import_module
 
 _HOMES = {
     "infer_slides": "vismtl.wsi.batch",
+    "survey_slides": "vismtl.wsi.batch",
     "SlideRunner": "vismtl.wsi.engine",
     "expand_inputs": "vismtl.wsi.inputs",
     "Slide": "vismtl.wsi.reader",
