@@ -415,42 +415,51 @@ class Slide:
         factor = scale * self.level_downsamples[self.best_level(scale)]
         step = max(1, int(_THUMBNAIL_SOURCE_TILE * factor))
         image = np.empty((out_h, out_w, 3), np.uint8)
-        damaged: list[SlideError] = []
+        damaged, read = [], False
         for ty in range(0, out_h, step):
             for tx in range(0, out_w, step):
                 th, tw = min(step, out_h - ty), min(step, out_w - tx)
-                image[ty : ty + th, tx : tx + tw] = self._read_or_glass(tx, ty, tw, th, scale, damaged)
-        if damaged and (image == 255).all():  # nothing read: a broken file, not a damaged tile
+                pixels, errors, any_read = self.read_or_glass(tx, ty, tw, th, scale, part=64)
+                image[ty : ty + th, tx : tx + tw] = pixels
+                damaged, read = damaged + errors, read or any_read
+        if not read:  # nothing read: a broken file, not a damaged tile
             raise damaged[0]
         if damaged:
             log.warning("%s: %d parts of its thumbnail could not be read and were left white", self.path, len(damaged))
         return image, scale
 
-    def _read_or_glass(self, x: int, y: int, width: int, height: int, scale: float, damaged: list) -> np.ndarray:
-        """:meth:`read`, where a damaged tile (one that does not decode) spoils it: the region read in
-        parts of 64 pixels, those that still fail white (glass) and their errors added to
-        ``damaged``. A file-system error (``OSError``) is raised, as by :meth:`read`."""
+    def read_or_glass(
+        self, x: int, y: int, width: int, height: int, scale: float, part: int
+    ) -> tuple[np.ndarray, list[SlideError], bool]:
+        """:meth:`read`, where a damaged tile of the file (one that does not decode) spoils the region:
+        it is read again in parts of ``part`` pixels, on a new handle after each failure (OpenSlide
+        leaves one in its error state), and the parts that still fail are white (glass). Returns the
+        pixels, the failed parts' errors and whether any part was read. A closed slide and a
+        file-system error (``OSError``: a share gone away) are raised, as by :meth:`read`."""
         try:
-            return self.read(x, y, width, height, scale)
+            return self.read(x, y, width, height, scale), [], True
         except SlideError as err:
-            if isinstance(err.__cause__, OSError) or self._source is None:
-                raise
-            self._reopen()
+            self.reopen_after(err)
+            if part >= max(width, height):  # one part: the region itself
+                return np.full((height, width, 3), 255, np.uint8), [err], False
         out = np.full((height, width, 3), 255, np.uint8)
-        for top in range(0, height, 64):
-            for left in range(0, width, 64):
-                h, w = min(64, height - top), min(64, width - left)
+        errors = []
+        for top in range(0, height, part):
+            for left in range(0, width, part):
+                h, w = min(part, height - top), min(part, width - left)
                 try:
                     out[top : top + h, left : left + w] = self.read(x + left, y + top, w, h, scale)
                 except SlideError as err:
-                    if isinstance(err.__cause__, OSError):
-                        raise
-                    damaged.append(err)
-                    self._reopen()
-        return out
+                    self.reopen_after(err)
+                    errors.append(err)
+        parts = -(-height // part) * -(-width // part)
+        return out, errors, len(errors) < parts
 
-    def _reopen(self) -> None:
-        """A new handle: OpenSlide leaves one in its error state after a failed read."""
+    def reopen_after(self, error: SlideError) -> None:
+        """After a failed :meth:`read`: a new handle if ``error`` was a damaged tile; else ``error``
+        raised again (a closed slide, a file-system error)."""
+        if self._source is None or isinstance(error.__cause__, OSError):
+            raise error
         self._source.close()
         self._source = _open_source(self.path, self.fast_tiff)
 

@@ -46,15 +46,15 @@ def read_chunk(slide: Slide, corners: np.ndarray, size: int, scale: float) -> np
 
 
 class ChunkReader:
-    """A slide's chunks of tiles (:func:`read_chunk`) through one handle, opened on first use and
-    again after a failed read (OpenSlide leaves a handle in its error state).
+    """A slide's chunks of tiles (:func:`read_chunk`), the slide opened on first use.
 
     A damaged tile of the slide file (a JPEG tile that does not decode: "Bogus marker length")
     fails the read of every chunk that covers it. Such a chunk is read again model tile by model
-    tile (the same pixels: reads agree where they overlap); those that still fail are left white,
-    glass to the model, and reported, so that one damaged tile does not lose the slide. A slide
-    that cannot be opened, and an error of the file system (``OSError``: a share gone away), fail
-    the read as before: a rerun may succeed, and white tiles would hide that."""
+    tile (the same pixels: reads agree where they overlap) with :meth:`Slide.read_or_glass`; those
+    that still fail are left white, glass to the model, and reported, so that one damaged tile does
+    not lose the slide. A slide that cannot be opened, and an error of the file system
+    (``OSError``: a share gone away), fail the read as before: a rerun may succeed, and white tiles
+    would hide that."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -66,21 +66,14 @@ class ChunkReader:
         try:
             return read_chunk(slide, corners, size, scale), []
         except SlideError as err:
-            self.close()
-            if isinstance(err.__cause__, OSError):
-                raise
+            slide.reopen_after(err)
             chunk_error = str(err)
-        tiles = np.full((len(corners), size, size, 3), 255, np.uint8)
+        tiles = np.empty((len(corners), size, size, 3), np.uint8)
         unreadable = []
         for index, (y, x) in enumerate(corners.tolist()):
-            slide = self._handle()  # opening fails as it would have at first
-            try:
-                tiles[index] = slide.read(x, y, size, size, scale)
-            except SlideError as err:
-                self.close()
-                if isinstance(err.__cause__, OSError):
-                    raise
-                unreadable.append((index, str(err)))
+            tiles[index], errors, _ = slide.read_or_glass(x, y, size, size, scale, part=size)
+            if errors:
+                unreadable.append((index, str(errors[0])))
         if len(unreadable) == len(corners):  # nothing of it reads: the chunk's own error says it best
             unreadable = [(index, chunk_error) for index, _ in unreadable]
         return tiles, unreadable
