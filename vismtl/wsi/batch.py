@@ -98,8 +98,6 @@ def infer_slides(
                     everyone = entries if ranks == 1 else rank_entries(out_dir, ranks)
                     bar.set_postfix(Counter(e["status"] for e in everyone), refresh=False)
                     bar.update(len(everyone) - bar.n)
-        if not entries:
-            write_json(part, {"slides": []})
         barrier()
         if ranks > 1 and info.is_main:
             write_slide_table(out_dir, merge_manifests(out_dir, ranks, [s.name for s in slides]))

@@ -303,9 +303,10 @@ def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
     counts = {task: part.counts for task, part in result.parts.items()}
     areas = {task: part.area_um2 for task, part in result.parts.items()}
     votes = {task: hist.tolist() for task, hist in canvas.patch_votes.items()}
-    tiles = {
-        task: [[*map(int, corner), int(c)] for corners, inside, classes in batches
-               for corner, c in zip(corners[inside], classes.cpu().numpy()[inside])]
-        for task, batches in canvas.patch_tiles.items()
-    }  # fmt: skip
+    tiles = {}
+    for task, batches in canvas.patch_tiles.items():  # one copy from the device per chunk and task
+        corners, inside, classes = zip(*batches)
+        inside = np.concatenate(inside)
+        picked = torch.cat(classes).cpu().numpy()[inside]
+        tiles[task] = np.column_stack([np.concatenate(corners)[inside], picked]).tolist()
     return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": votes, "patch_tiles": tiles}
