@@ -14,24 +14,27 @@ from typing import Any
 
 
 class Journal:
+    """JSON lines appended to ``path``, each flushed to disk as it is written."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
+    def lines(self) -> list[dict[str, Any]]:
+        """Every whole line recorded so far (a line a crash cut short is left out)."""
+        found = []
+        for line in self.path.read_text().splitlines() if self.path.exists() else []:
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return found
+
     def entries(self) -> dict[tuple[int, int], dict[str, Any]]:
         """``{(cy, cx): entry}`` of the chunks recorded as finished."""
-        done: dict[tuple[int, int], dict[str, Any]] = {}
-        if not self.path.exists():
-            return done
-        for line in self.path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # the line a crash cut short
-                continue
-            done[tuple(entry["chunk"])] = entry
-        return done
+        return {tuple(entry["chunk"]): entry for entry in self.lines()}
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, *entries: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+            handle.writelines(json.dumps(entry) + "\n" for entry in entries)
             handle.flush()
             os.fsync(handle.fileno())

@@ -106,6 +106,7 @@ class SlideOutputs:
     def __init__(self, folder: Path, layout: TileLayout, fingerprint: Mapping[str, Any]) -> None:
         self.folder, self.layout, self.fingerprint = Path(folder), layout, dict(fingerprint)
         self.journal = Journal(self.folder / "journal.jsonl")
+        self.unreadable = Journal(self.folder / "unreadable.jsonl")  # tiles left white (a damaged file)
         self.arrays: dict[str, zarr.Array] = {}
         self.run_id = ""
         self._lock = threading.Lock()  # chunks are written from several threads
@@ -196,23 +197,12 @@ class SlideOutputs:
         """Record model tiles left white because they could not be read: ``([y, x] corner, error)``
         each. Appended and flushed at once, so a resumed run (which reads only unfinished chunks)
         still reports those of the chunks finished before."""
-        with self._lock, (self.folder / "unreadable.jsonl").open("a") as handle:
-            handle.writelines(json.dumps({"tile": corner, "error": error}) + "\n" for corner, error in tiles)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with self._lock:
+            self.unreadable.record(*({"tile": corner, "error": error} for corner, error in tiles))
 
     def unreadable_tiles(self) -> int:
         """How many different model tiles were left white (:meth:`note_unreadable`), over every run."""
-        path = self.folder / "unreadable.jsonl"
-        if not path.is_file():
-            return 0
-        corners = set()
-        for line in path.read_text().splitlines():
-            try:
-                corners.add(tuple(json.loads(line)["tile"]))
-            except (json.JSONDecodeError, KeyError):  # a line a crash cut short
-                continue
-        return len(corners)
+        return len({tuple(line["tile"]) for line in self.unreadable.lines()})
 
     # -- the end ---------------------------------------------------------------------------
 
