@@ -53,6 +53,10 @@ from vismtl.wsi.tissue import load_geojson_mask, load_mask, tissue_mask
 log = logging.getLogger("vismtl")
 
 
+# What makes one slide fail (recorded in its entry) while the batch goes on.
+SLIDE_ERRORS = (SlideError, OSError, RuntimeError, ValueError)
+
+
 class NoTissueError(RuntimeError):
     """The tissue mask of a slide is empty: nothing to run."""
 
@@ -237,7 +241,7 @@ class SlideRunner:
             yield
         except NoTissueError as err:
             job.entry.update(status="no_tissue", error=str(err))
-        except (SlideError, OSError, RuntimeError, ValueError) as err:
+        except SLIDE_ERRORS as err:
             log.error("slide %s failed: %s", job.input.path, err)
             log.debug("%s", traceback.format_exc())
             job.entry.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -263,14 +267,14 @@ class SlideRunner:
         entry: dict[str, Any] = {"slide": str(slide_input.path), "name": slide_input.name}
         try:
             seen = self._surveyed(slide_input, mpp, picture=False)
-        except (SlideError, OSError, RuntimeError, ValueError) as err:
+        except SLIDE_ERRORS as err:  # as a run records them
             return entry | {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-        tissue = TissueIndex(seen.mask, seen.thumb_scale / seen.scale)
-        plan = plan_slide(seen.layout, tissue, {}, seen.mpp, *self._tile_cache_budget())
         entry |= {"status": "ok", "error": None, "size": list(seen.size), "mpp": seen.mpp}
-        entry |= {"tissue_mm2": round(seen.tissue_um2 / 1e6, 4), "tiles": len(plan.positions)}
+        entry |= {"tissue_mm2": round(seen.tissue_um2 / 1e6, 4), "tiles": 0}
         if seen.tissue_um2 < self.settings.min_tissue_um2:
-            entry |= {"status": "no_tissue", "tiles": 0}
+            return entry | {"status": "no_tissue"}
+        tissue = TissueIndex(seen.mask, seen.thumb_scale / seen.scale)
+        entry["tiles"] = len(plan_slide(seen.layout, tissue, {}, seen.mpp, *self._tile_cache_budget()).positions)
         return entry
 
     def _surveyed(self, slide_input: SlideInput, mpp: float | None, picture: bool = True) -> Surveyed:
