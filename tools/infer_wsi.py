@@ -123,34 +123,35 @@ def main(argv=None) -> int:
     manifest = Path(args.out_dir) / "manifest.json"
     if manifest.is_file():
         entries = json.loads(manifest.read_text())["slides"]
-    failed = [e for e in entries if e["status"] == "failed"]
-    for entry in entries:
+
+    def note(entry: dict) -> str:
         damaged = entry.get("unreadable_tiles")
-        note = entry.get("error") or (f"{damaged} tiles could not be read and were left white" if damaged else "")
-        print(f"{entry['status']:>9s}  {entry['name']}  {note}")
-    print(f"{counted(entries)}; see {manifest} and {manifest.parent / 'slides.csv'}")
-    return 1 if failed else 0
+        return entry.get("error") or (f"{damaged} tiles could not be read and were left white" if damaged else "")
+
+    return report(entries, note, f"see {manifest} and {manifest.parent / 'slides.csv'}")
 
 
 def report_survey(entries: list[dict]) -> int:
-    """Print what a dry run found, a line per slide and the totals; 1 if a slide would fail."""
-    for entry in entries:
+    """What a dry run found, a line per slide and the totals; 1 if a slide would fail."""
+
+    def note(entry: dict) -> str:
         if entry["status"] == "failed":
-            note = entry["error"]
-        else:
-            width, height = entry["size"]
-            note = f"{width} x {height} px at {entry['mpp']:.4g} um/px, {entry['tissue_mm2']:.2f} mm2 of tissue, "
-            note += f"{entry['tiles']} tiles"
-        print(f"{entry['status']:>9s}  {entry['name']}  {note}")
-    print(f"{counted(entries)}; {sum(e.get('tiles', 0) for e in entries)} tiles to run")
-    return 1 if any(e["status"] == "failed" for e in entries) else 0
+            return entry["error"]
+        (width, height), area = entry["size"], entry["tissue_mm2"]
+        return f"{width} x {height} px at {entry['mpp']:.4g} um/px, {area:.2f} mm2 of tissue, {entry['tiles']} tiles"
+
+    return report(entries, note, f"{sum(e.get('tiles', 0) for e in entries)} tiles to run")
 
 
-def counted(entries: list[dict]) -> str:
-    """The tally of ``entries`` by status, as in "3 slides: 2 done, 1 failed"."""
+def report(entries: list[dict], note, tail: str) -> int:
+    """Print a line per slide (its status, name and ``note(entry)``) and the tally by status, as in
+    "3 slides: 2 done, 1 failed; ``tail``"; the exit status: 1 if a slide failed."""
+    for entry in entries:
+        print(f"{entry['status']:>9s}  {entry['name']}  {note(entry)}")
     tally = Counter(e["status"] for e in entries)
     slides = f"{len(entries)} slide{'' if len(entries) == 1 else 's'}"
-    return f"{slides}: " + ", ".join(f"{n} {status}" for status, n in tally.items())
+    print(f"{slides}: " + ", ".join(f"{n} {status}" for status, n in tally.items()) + f"; {tail}")
+    return 1 if tally["failed"] else 0
 
 
 if __name__ == "__main__":
