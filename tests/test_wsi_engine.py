@@ -992,6 +992,7 @@ def test_prefetched_keeps_order_reraises_and_stops_its_thread():
         (["--workers", "-2"], "wsi.workers must be 0 (a reading thread) or more processes, not -2"),
         (["--threads", "0"], "wsi.threads must be at least 1 (or None for PyTorch's default), not 0"),
         (["--tile-cache-mb", "-1"], "wsi.tile_cache_mb must be 0 (no tiles kept) or more, not -1.0"),
+        (["--mask-dir", "/no/such/masks"], "wsi.mask_dir (--mask-dir) /no/such/masks: no such folder"),
     ],
 )
 def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, option, message):

@@ -137,7 +137,10 @@ def configured(config: str | Path, options: Mapping[str, Any] | None) -> tuple[A
         settings = call_with_config(WSISettings, to_plain(dict(cfg.get("wsi") or {})), "wsi")
     except ConfigError as err:
         raise ConfigError(f"{config}: {err}") from err
-    return cfg, tasks, dataclasses.replace(settings, **{k: v for k, v in (options or {}).items() if v is not None})
+    settings = dataclasses.replace(settings, **{k: v for k, v in (options or {}).items() if v is not None})
+    if settings.mask_dir and not Path(settings.mask_dir).is_dir():  # else every slide's mask silently automatic
+        raise ConfigError(f"wsi.mask_dir (--mask-dir) {settings.mask_dir}: no such folder")
+    return cfg, tasks, settings
 
 
 def loaded_model(cfg: Any, tasks: dict, checkpoint: str | Path) -> torch.nn.Module:

@@ -146,8 +146,10 @@ def load_geojson_mask(path: str | Path, shape: tuple[int, int], scale: float) ->
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise SlideError(f"cannot read tissue mask {path}: {err}") from err
+    except json.JSONDecodeError as err:
+        raise SlideError(f"cannot read tissue mask {path}: not GeoJSON ({err})") from err
     features = data.get("features", [data]) if isinstance(data, dict) else data
     polygons = []
     for item in features if isinstance(features, list) else []:
