@@ -92,14 +92,22 @@ class ChunkCanvas:
             # On a GPU disjoint tiles are added into the zeroed canvas without weights, which copies
             # them exactly, with one launch for the batch instead of a copy per tile: the engine's
             # process launches everything from one GIL.
-            offsets = offsets.to(self.sums.device, non_blocking=True)
-            blend_tiles(tiles, offsets, self.window, self.sums, self.weight_sum)
+            blend_tiles(tiles, to_device(offsets, self.sums.device), self.window, self.sums, self.weight_sum)
         return tiles
 
     def result(self) -> dict[str, torch.Tensor]:
         """``{task: [1, C, H, W]}`` blended (0 where no tile contributed); call once: blends in place."""
         blended = self.sums if self.copy else normalise_(self.sums, self.weight_sum)
         return {t: blended[s][None] for t, s in self.slices.items()}
+
+
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A small host tensor on ``device``. To a GPU through pinned memory: a copy from pageable
+    memory may wait for everything queued on the stream (the model's batch just launched), so
+    the model's thread would stop feeding the GPU until that batch is done."""
+    if torch.device(device).type == "cuda" and not tensor.is_cuda:
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _copy_tiles(tiles: torch.Tensor, offsets: torch.Tensor, canvas: torch.Tensor) -> None:

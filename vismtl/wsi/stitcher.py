@@ -22,7 +22,7 @@ import torch
 from vismtl.tasks import Task
 from vismtl.wsi.plan import SlidePlan
 from vismtl.wsi.settings import WSISettings
-from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk
+from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk, to_device
 from vismtl.wsi.tile_cache import TileCache
 
 
@@ -220,7 +220,7 @@ def vote_patches(canvas: ChunkCanvas, patch_tasks: Mapping[str, Task], activated
         return
     y, x = positions[:, 0], positions[:, 1]
     in_core = (y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])
-    inside = torch.from_numpy(in_core.astype(np.int64)).to(device, non_blocking=True)
+    inside = to_device(torch.from_numpy(in_core.astype(np.int64)), device)
     for name, task in patch_tasks.items():
         # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
         if name not in canvas.patch_votes:
