@@ -1084,6 +1084,60 @@ def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
     assert canvas.patch_votes["tissue"].tolist() == [1, 0, 4, 0]
 
 
+class SleepingOracle(PatchOracle):
+    """PatchOracle behind a GPU kernel that spins ``cycles`` clock cycles: each batch then stays
+    on the GPU for a known time after its call returns."""
+
+    def __init__(self, cycles: int) -> None:
+        super().__init__()
+        self.cycles = cycles
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        torch.cuda._sleep(self.cycles)
+        return super().forward(image)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_model_s_thread_stitches_a_batch_without_waiting_for_the_gpu(tmp_path, monkeypatch):
+    """While the GPU still computes a batch (0.3 s of spinning queued before the model's kernels),
+    starting its chunks (kept tiles and their votes) and adding its tiles (blending, votes, tiles
+    kept for later chunks) return at once and leave the batch queued: nothing there waits for
+    the stream, so the model's thread queues the next batch and the GPU does not idle between
+    batches. (A copy from pageable host memory may wait for the stream: the small arrays go
+    through pinned memory.)"""
+    from vismtl.wsi.stitcher import ChunkStitcher
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(10**8)
+    end.record()
+    end.synchronize()
+    cycles = int(0.3 * 10**8 / (start.elapsed_time(end) / 1000))  # 0.3 s at this GPU's clock
+    calls: list[tuple[str, float, bool]] = []
+
+    def timed(name, method):
+        def call(self, *args):
+            started = time.perf_counter()
+            result = method(self, *args)
+            calls.append((name, time.perf_counter() - started, not torch.cuda.current_stream().query()))
+            return result
+
+        return call
+
+    for name in ("begin", "add"):
+        monkeypatch.setattr(ChunkStitcher, name, timed(name, getattr(ChunkStitcher, name)))
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 60, seed=12, borders=96))
+    tasks = dict(nuclei=dict(kind="instance", band=3, postprocess="watershed", min_size=10))
+    tasks["tissue"] = dict(kind="patch_class", num_classes=4)
+    settings = WSISettings(tile=96, context=16, chunk=192, margin=48, batch_size=8, workers=0, tissue="all")
+    with SlideRunner(SleepingOracle(cycles).cuda(), build_tasks(tasks), settings, torch.device("cuda")) as runner:
+        assert runner.run(SlideInput(slide, "labels"), tmp_path / "out", resume=False)["status"] == "done"
+    assert {name for name, _, _ in calls} == {"begin", "add"}
+    slow = [(name, round(seconds, 3)) for name, seconds, _ in calls if seconds > 0.1]
+    assert not slow, f"stitching waited for the GPU: {slow}"
+    assert all(busy for name, _, busy in calls if name == "add")  # the batch still on the GPU after it
+
+
 def test_chunks_with_tissue_only_in_their_margin_are_skipped():
     from vismtl.wsi.plan import plan_slide
     from vismtl.wsi.tiling import TileLayout, TissueIndex
