@@ -28,11 +28,12 @@ class ChunkTiles:
     (CPU convolutions are also several times faster on it than on a planar copy), and ``(index,
     error)`` of each tile left white because it could not be read. Read in this process (the
     reading thread) with a :class:`~vismtl.wsi.reading.ChunkReader`, or by a
-    :class:`~vismtl.wsi.reading.ReadingPool` from :meth:`corners`.
+    :class:`~vismtl.wsi.reading.ReadingPool` from :meth:`corners`. ``pin``: the inputs in pinned
+    memory (for a GPU model: see :func:`as_images`).
     """
 
-    def __init__(self, path: Path, scale: float, plan: SlidePlan, settings: WSISettings):
-        self.path, self.scale = path, scale
+    def __init__(self, path: Path, scale: float, plan: SlidePlan, settings: WSISettings, pin: bool = False):
+        self.path, self.scale, self.pin = path, scale, pin
         self.positions, self.bounds = plan.positions, np.cumsum([0, *plan.counts])
         self.size, self.context = settings.tile + 2 * settings.context, settings.context
         self._reader = ChunkReader(path)  # the slide opened on first use
@@ -57,12 +58,13 @@ class ChunkTiles:
         if not len(corners):  # every tile of it comes from the tile cache
             return index, as_images(np.zeros((0, self.size, self.size, 3), np.uint8)), []
         tiles, unreadable = self._reader.read(corners, self.size, self.scale)
-        return index, as_images(tiles), unreadable
+        return index, as_images(tiles, self.pin), unreadable
 
 
 def as_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:
     """uint8 ``[n, S, S, 3]`` -> the model's ``[n, 3, S, S]``, channels-last (a view); ``pin``: in
-    pinned memory first, for copies to a GPU that do not wait."""
+    pinned memory first, for copies to a GPU that do not wait (one from pageable memory may wait
+    for the stream, i.e. for the batch the model is computing)."""
     images = torch.from_numpy(tiles)
     return (images.pin_memory() if pin else images).permute(0, 3, 1, 2)
 

@@ -475,7 +475,8 @@ class SlideRunner:
         if not len(plan.positions):
             return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
         settings = self.settings
-        tiles = ChunkTiles(slide_input.path, scale, plan, settings)
+        pin = self.device.type == "cuda"  # copies to the GPU that do not wait for it
+        tiles = ChunkTiles(slide_input.path, scale, plan, settings, pin)
 
         def recorded(chunks: Iterable[tuple[int, torch.Tensor, list[tuple[int, str]]]]) -> Iterator:
             for k, images, unreadable in chunks:
@@ -489,7 +490,6 @@ class SlideRunner:
 
         readers = self._readers()
         if readers is not None:  # reading processes; a thread collects their chunks (and pins them for a GPU)
-            pin = self.device.type == "cuda"
             corners = [tiles.corners(k) for k in range(len(tiles))]
             chunks = readers.chunks(tiles.path, scale, corners, tiles.size, ahead=2 * readers.processes)
             loader = prefetched(recorded((k, as_images(read, pin), bad) for k, (read, bad) in enumerate(chunks)))
