@@ -75,6 +75,10 @@ TAIL=8 step wsi_costly_model 180 "$PY" benchmarks/wsi_throughput.py --skip-trivi
 # a batch of slides, one after the other against overlapped (the next slide prepared, the last one
 # concluded beside a slide's tiles): the GPU's share of a batch, not of one slide's pipeline
 TAIL=8 step wsi_batch 180 "$PY" benchmarks/wsi_batch.py --workers 4 --batch-size 64 --repeats 3 $CHECKPOINT
+# the costly model over a batch of 3 bench slides (the 20,000 px one, 610 tiles each), whose starts and
+# tails overlap their neighbours': the GPU's busy share of a batch, which a lab's run is
+TAIL=6 step wsi_batch_costly 200 "$PY" benchmarks/wsi_batch.py --workers 4 --batch-size 64 --repeats 3 --size 20000 \
+    --slides 3 --skip-trivial --skip-histology --replay-behind configs/cerberus/cerberus_resnet34.py $CHECKPOINT
 # PyTorch calls of the model's thread per tile (the GPU path: canvases filled with one launch per batch)
 TAIL=16 step wsi_host_ops 120 "$PY" benchmarks/wsi_host_ops.py --batch-size 64 $CHECKPOINT
 # the model compiled by torch.compile (fewer launches from the engine's one GIL) against eager

@@ -2,7 +2,7 @@
 concluded while a slide's tiles run).
 
     python benchmarks/wsi_batch.py [--slides 6] [--size 6000] [--repeats 3] [--workers N] [--batch-size 16]
-        [--amp] [--histology-checkpoint CKPT] [--skip-histology]
+        [--amp] [--histology-checkpoint CKPT] [--skip-histology] [--skip-trivial] [--replay-behind CONFIG]
 
 The batch is ``--slides`` links to the generated bench slide of ``wsi_throughput.py`` at ``--size``
 pixels (6,000: 71 tiles at 0.5 um/px in 256 px tiles, ~10 % tissue), each under its own name.
@@ -15,7 +15,10 @@ Two ways to run it on one engine (``SlideRunner``), alternating, medians of ``--
 
 For the trivial model (one 1x1 convolution: the engine's own work, as beside a GPU model that
 costs little) and, unless ``--skip-histology``, the histology quickstart model (random weights
-unless a checkpoint is given). Printed: the batch's seconds and slides/s, the ratio to one after
+unless a checkpoint is given); with ``--replay-behind CONFIG``, also the histology model's outputs
+replayed behind CONFIG's model (random weights): a model of that cost under the histology
+post-processing, as ``wsi_throughput.py --replay-behind`` but over a batch, whose slides' starts
+and tails overlap their neighbours'. Printed: the batch's seconds and slides/s, the ratio to one after
 the other, the model's busy share of the batch (its seconds over the batch's), and per slide
 (medians) the phases outside the model's thread: prepare, drain (the last chunks after the
 last batch) and conclude. The first overlapped batch's outputs are checked equal to the first
@@ -42,7 +45,7 @@ from harness import device_description, quickstart_histology  # noqa: E402
 from vismtl.tasks import build_tasks  # noqa: E402
 from vismtl.wsi import SlideRunner, WSISettings  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
-from wsi_throughput import DEVICE, OneByOne, make_slide  # noqa: E402
+from wsi_throughput import DEVICE, OneByOne, Replayed, cost_configs, cost_model, make_slide, real_outputs  # noqa: E402
 
 MODES = ("one after the other", "overlapped")
 
@@ -108,7 +111,7 @@ def compare(label: str, model, tasks, settings: WSISettings, slides: list[SlideI
             for key in ("prepare_s", "drain_s", "conclude_s")
         ]
         print(
-            f"{label + ', ' + mode:44s} {len(slides):>6d} {wall:9.2f} {len(slides) / wall:9.2f} {base / wall:7.2f}x "
+            f"{label + ', ' + mode:60s} {len(slides):>6d} {wall:9.2f} {len(slides) / wall:9.2f} {base / wall:7.2f}x "
             f"{100 * busy:7.1f}% {phases[0]:9.3f} {phases[1]:9.3f} {phases[2]:9.3f}"
         )
 
@@ -123,8 +126,13 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
     parser.add_argument("--skip-histology", action="store_true")
+    parser.add_argument("--skip-trivial", action="store_true")
+    parser.add_argument(
+        "--replay-behind", nargs="+", default=[], metavar="CONFIG", help="histology replayed behind CONFIG's model"
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     args = parser.parse_args()
+    args.replay_behind = cost_configs(parser, args.replay_behind)
     args.cache.mkdir(parents=True, exist_ok=True)
     source = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     links = Path(tempfile.mkdtemp(prefix="wsi_batch_slides_", dir=args.cache))
@@ -136,16 +144,25 @@ def main() -> None:
         f"0.5 um/px; batch {args.batch_size}; amp {args.amp}; torch {torch.__version__}"
     )
     print(
-        f"{'model, batch':44s} {'slides':>6s} {'batch s':>9s} {'slides/s':>9s} {'ratio':>8s} {'busy':>8s} "
+        f"{'model, batch':60s} {'slides':>6s} {'batch s':>9s} {'slides/s':>9s} {'ratio':>8s} {'busy':>8s} "
         f"{'prepare s':>9s} {'drain s':>9s} {'conclude s':>9s}\n"
         "(medians; busy: the model's seconds over the batch's; prepare, drain, conclude: per slide)"
     )
     try:
-        trivial_tasks = build_tasks({"mask": dict(kind="saliency")})
-        compare("trivial", OneByOne(), trivial_tasks, WSISettings(context=0, **common), slides, args)
+        if not args.skip_trivial:
+            trivial_tasks = build_tasks({"mask": dict(kind="saliency")})
+            compare("trivial", OneByOne(), trivial_tasks, WSISettings(context=0, **common), slides, args)
+        if args.skip_histology and not args.replay_behind:
+            return
+        model, tasks = quickstart_histology(args.histology_checkpoint)
+        histology = WSISettings(context=32, **common)
         if not args.skip_histology:
-            model, tasks = quickstart_histology(args.histology_checkpoint)
-            compare("histology", model, tasks, WSISettings(context=32, **common), slides, args)
+            compare("histology", model, tasks, histology, slides, args)
+        if args.replay_behind:
+            outputs = real_outputs(model, source, args.size, 256 + 2 * 32)
+        for path, cfg in args.replay_behind.items():
+            replayed = Replayed(outputs, cost_model(cfg)[0])
+            compare(f"replayed behind {Path(path).stem}", replayed, tasks, histology, slides, args)
     finally:
         shutil.rmtree(links)
 

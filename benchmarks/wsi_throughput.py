@@ -366,11 +366,7 @@ def main() -> None:
     args.compile = [choice == "on" for choice in args.compile]
     args.cuda_graph = [choice == "on" for choice in args.cuda_graph]
     args.decide_on_gpu = [choice == "on" for choice in args.decide_on_gpu]
-    try:  # read before the slide is made: a typo fails at once, naming the file
-        no_weights = {"model.backbone.pretrained": False}
-        args.replay_behind = {path: load_config(path, no_weights) for path in args.replay_behind}
-    except ConfigError as err:
-        parser.error(str(err))
+    args.replay_behind = cost_configs(parser, args.replay_behind)
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)
     print(
@@ -423,14 +419,27 @@ def histology_rows(args: argparse.Namespace, slide: Path) -> None:
         outputs = real_outputs(histology, slide, args.size, 256 + 2 * 32)
     if args.replay:
         compare(args, "histology replayed", Replayed(outputs), tasks, slide, 32, args.histology_repeats or 1)
-    for path, cost_cfg in args.replay_behind.items():  # random weights: no download
-        cost_tasks = build_tasks(cost_cfg.tasks)
-        cost = build_model(cost_cfg.model, cost_tasks)
+    for path, cost_cfg in args.replay_behind.items():
+        cost, cost_tasks = cost_model(cost_cfg)
         for batch in args.batch_size:
             alone = model_alone(cost, cost_tasks, batch, args.amp)
             print(f"{Path(path).stem} alone (batch {batch} of 320 x 320, activations included): {alone:.1f} tiles/s")
         name = f"histology replayed behind {Path(path).stem}"
-        compare(args, name, Replayed(outputs, cost.eval()), tasks, slide, 32, args.histology_repeats or 1)
+        compare(args, name, Replayed(outputs, cost), tasks, slide, 32, args.histology_repeats or 1)
+
+
+def cost_configs(parser: argparse.ArgumentParser, paths: list[str]) -> dict:
+    """``--replay-behind``'s configs, read before the slide is made: a typo fails at once, naming the file."""
+    try:
+        return {path: load_config(path, {"model.backbone.pretrained": False}) for path in paths}
+    except ConfigError as err:
+        parser.error(str(err))
+
+
+def cost_model(cfg) -> tuple[nn.Module, dict]:
+    """``cfg``'s model in eval mode, random weights (no download), and its tasks: what it costs."""
+    tasks = build_tasks(cfg.tasks)
+    return build_model(cfg.model, tasks).eval(), tasks
 
 
 if __name__ == "__main__":
