@@ -71,14 +71,16 @@ class WSISettings:
             at the first batch and replay it for every batch (padded to ``batch_size``): one launch
             instead of the model's hundreds from Python, in a process whose one GIL the reading,
             stitching and writing threads share (:mod:`vismtl.wsi.graphed`). A model that
-            synchronises with the host cannot be captured and runs as it is, with a warning. Not
-            yet measured on a GPU (``benchmarks/wsi_throughput.py --cuda-graph off on``), hence off.
+            synchronises with the host cannot be captured and runs as it is, with a warning. Off:
+            on an H200 it was no measurable gain (faster for the histology quickstart in one call,
+            not in the next; slower behind a model of the published Cerberus's cost;
+            ``benchmarks/wsi_throughput.py --cuda-graph off on``, docs/benchmarks.md).
         decide_on_gpu: on a GPU, decide the nuclei (watershed, band 3) beside the model, the CPU's
             ids exactly (:mod:`vismtl.tasks.flood_on_device`): the finishing processes then get
             the ids (4 bytes a pixel or fewer) instead of the cues (10) and skip the decision (13 %
-            of a chunk's finishing). Off by default and not yet measured: it adds over a hundred
-            kernel launches a chunk to the engine's process, which the H200's profile found bound
-            by its GIL (``benchmarks/wsi_throughput.py --decide-on-gpu off on``).
+            of a chunk's finishing). Off: it adds over a hundred kernel launches a chunk to the
+            engine's process, whose one GIL bounds a light model's pipeline, and on an H200 it was
+            no measurable gain (``benchmarks/wsi_throughput.py --decide-on-gpu off on``).
         thumbnail_size: longest side (at most) of the tissue-mask thumbnail and of the picture of
             the predictions (``thumbnail.png``): the finest pyramid level within it and the
             output grid's size, or that size where no level fits.
