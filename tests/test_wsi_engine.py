@@ -11,10 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import weakref
 from concurrent.futures import Future
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -931,6 +933,60 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def torchrun_infer(checkpoint, slides, out, script=ROOT / "tools" / "infer_wsi.py", **env):
+    """``torchrun --nproc_per_node=2 SCRIPT`` over ``slides`` with 2 gloo ranks: the finished process."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+        str(script), str(TINY), str(checkpoint), *map(str, slides),
+        "--out-dir", str(out), "--launcher", "pytorch", "--tissue", "all",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        env={**subprocess_env(), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        process.stdout_text, process.stderr_text = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process
+
+
+def late_rank_script(folder: Path) -> Path:
+    """tools/infer_wsi.py with rank LATE_RANK starting its slides LATE_S seconds late, under a process
+    group whose timeout is PG_TIMEOUT_S seconds."""
+    script = folder / "late_rank.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import datetime, os, runpy, sys, time
+            import torch.distributed as dist
+            from vismtl.wsi.engine import SlideRunner
+
+            init, run_many = dist.init_process_group, SlideRunner.run_many
+            timeout = datetime.timedelta(seconds=float(os.environ["PG_TIMEOUT_S"]))
+            dist.init_process_group = lambda *a, **k: init(*a, **k, timeout=timeout)
+
+            def late(self, *args, **kwargs):
+                if os.environ["RANK"] == os.environ["LATE_RANK"]:
+                    time.sleep(float(os.environ["LATE_S"]))
+                yield from run_many(self, *args, **kwargs)
+
+            SlideRunner.run_many = late
+            if __name__ == "__main__":  # not in a spawned process, which imports this file again
+                sys.argv[0] = {str(ROOT / "tools" / "infer_wsi.py")!r}
+                runpy.run_path(sys.argv[0], run_name="__main__")
+            """
+        )
+    )
+    return script
+
+
 def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
     """torchrun with 2 gloo ranks over 5 slides: each slide is done exactly once, also one whose claim
     a killed run left behind, and the manifest is merged in the inputs' order."""
@@ -942,21 +998,8 @@ def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
     out = tmp_path / "out"
     (out / ".claims").mkdir(parents=True)
     (out / ".claims" / "slide3").write_text("1\n")  # a killed run's claim
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-        str(ROOT / "tools" / "infer_wsi.py"), str(TINY), str(tiny_checkpoint), *map(str, slides),
-        "--out-dir", str(out), "--launcher", "pytorch", "--tissue", "all",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        _, stderr = process.communicate(timeout=240)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, stderr[-3000:]
+    process = torchrun_infer(tiny_checkpoint, slides, out)
+    assert process.returncode == 0, process.stderr_text[-3000:]
     entries = json.loads((out / "manifest.json").read_text())["slides"]
     assert [e["name"] for e in entries] == [f"slide{k}" for k in range(5)]
     assert all(e["status"] == "done" and e["rank"] in (0, 1) for e in entries)
@@ -964,6 +1007,40 @@ def test_two_ranks_take_disjoint_slides(tmp_path, tiny_checkpoint):
         assert (out / f"slide{k}" / "summary.json").is_file()
     assert not list(out.glob(".manifest.rank*")) and not (out / ".claims").exists()
     assert (out / "slides.csv").read_text().splitlines()[1:] and len((out / "slides.csv").read_text().splitlines()) == 6
+
+
+def test_a_rank_ending_long_after_the_others_outlasts_the_process_group_timeout(tmp_path, tiny_checkpoint):
+    """Rank 1 starts 8 s late under a process group whose timeout is 3 s (10 minutes with NCCL; a
+    rank may end a whole slide after the others): rank 0 waits for its part on files, not in a
+    barrier that the timeout would abort, and merges the manifest."""
+    from wsi_helpers import write_label_slide as write
+
+    slides = [write(tmp_path / f"slide{k}.tiff", ellipses(200, 260, 5, seed=k, borders=96)) for k in range(3)]
+    script, out = late_rank_script(tmp_path), tmp_path / "out"
+    process = torchrun_infer(tiny_checkpoint, slides, out, script, LATE_RANK="1", LATE_S="8", PG_TIMEOUT_S="3")
+    assert process.returncode == 0, process.stderr_text[-3000:]
+    entries = json.loads((out / "manifest.json").read_text())["slides"]
+    assert [(e["name"], e["status"]) for e in entries] == [(f"slide{k}", "done") for k in range(3)]
+
+
+def test_a_slide_failed_on_another_rank_is_reported_by_rank_0(tmp_path, tiny_checkpoint):
+    """Rank 0 starts late, so rank 1 takes every slide, a missing one among them: rank 1 still ends
+    with status 0 (ending with 1 would have torchrun end rank 0 before it merges), and rank 0's
+    merged manifest, listing and exit status 1 report the failure."""
+    from wsi_helpers import write_label_slide as write
+
+    slides = [write(tmp_path / f"slide{k}.tiff", ellipses(200, 260, 5, seed=k, borders=96)) for k in range(2)]
+    slides.append(tmp_path / "missing.tiff")
+    script, out = late_rank_script(tmp_path), tmp_path / "out"
+    process = torchrun_infer(tiny_checkpoint, slides, out, script, LATE_RANK="0", LATE_S="6", PG_TIMEOUT_S="60")
+    assert process.returncode == 1, process.stderr_text[-3000:]
+    entries = json.loads((out / "manifest.json").read_text())["slides"]
+    assert [(e["name"], e["status"], e["rank"]) for e in entries] == [
+        ("slide0", "done", 1),
+        ("slide1", "done", 1),
+        ("missing", "failed", 1),
+    ]
+    assert "3 slides: 2 done, 1 failed" in process.stdout_text
 
 
 def test_prefetched_keeps_order_reraises_and_stops_its_thread():

@@ -4,15 +4,15 @@
 with ``--resume``), ``no_tissue``, or ``failed`` with the error. It is rewritten atomically
 after every slide; ``DIR/slides.csv`` (:mod:`vismtl.wsi.report`) tabulates the batch at its end.
 Under torchrun each rank takes the next slide no rank has taken whenever it is ready for one,
-largest file first (:mod:`vismtl.wsi.claims`), and writes its own part; rank 0
-merges the parts into ``manifest.json``, in the inputs' order, at the end.
+largest file first (:mod:`vismtl.wsi.claims`), and writes its own part; rank 0 waits for
+every part and merges them into ``manifest.json``, in the inputs' order (:mod:`vismtl.wsi.ranks`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,6 +32,7 @@ from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
 from vismtl.wsi.engine import SlideRunner
 from vismtl.wsi.inputs import expand_inputs
+from vismtl.wsi.ranks import RankProgress, clear_parts, merge_manifests, wait_for_ranks, write_part
 from vismtl.wsi.report import write_slide_table
 from vismtl.wsi.settings import WSISettings
 
@@ -75,30 +76,32 @@ def infer_slides(
         claims = SlideClaims(out_dir / ".claims", info.rank)
         if ranks > 1 and info.is_main:
             claims.prepare()
-            for stale in out_dir.glob(".manifest.rank*.json"):  # a killed run's parts
-                stale.unlink()
+            clear_parts(out_dir)
         barrier()  # no rank takes a slide before the claims and parts of an earlier run are gone
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
-        part = out_dir / (f".manifest.rank{info.rank}.json" if ranks > 1 else "manifest.json")
         if info.device.type == "cpu" and not settings.amp and native_bfloat16():
             log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
-        with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
-            # the next slide is prepared and the last one concluded while a slide's tiles run
-            quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's
-            bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
-            with bar, logging_redirect_tqdm():  # log lines above the progress bars, not through them
+        quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's, over every rank's slides
+        bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
+        progress = RankProgress(bar, out_dir, ranks) if ranks > 1 and not quiet else contextlib.nullcontext()
+        with bar, logging_redirect_tqdm(), progress:  # log lines above the progress bars, not through them
+            with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
+                # the next slide is prepared and the last one concluded while a slide's tiles run
                 for entry in runner.run_many(taken, out_dir, resume, mpp):
+                    entries.append(entry)
+                    log.info("%s: %s", entry["name"], entry["status"])
                     if ranks > 1:
                         entry["rank"] = info.rank
-                    entries.append(entry)
-                    write_json(part, {"slides": entries})
-                    log.info("%s: %s", entry["name"], entry["status"])
-                    # the whole batch's progress, every rank's slides, as far as rank 0 knows
-                    everyone = entries if ranks == 1 else rank_entries(out_dir, ranks)
-                    bar.set_postfix(Counter(e["status"] for e in everyone), refresh=False)
-                    bar.update(len(everyone) - bar.n)
-        barrier()
+                        write_part(out_dir, info.rank, entries)
+                        continue
+                    write_json(out_dir / "manifest.json", {"slides": entries})
+                    bar.set_postfix(Counter(e["status"] for e in entries), refresh=False)
+                    bar.update()
+            if ranks > 1:
+                write_part(out_dir, info.rank, entries, finished=True)
+                if info.is_main:  # on files, not in a barrier: the last rank may end long after
+                    wait_for_ranks(out_dir, ranks)
         if ranks > 1 and info.is_main:
             write_slide_table(out_dir, merge_manifests(out_dir, ranks, [s.name for s in slides]))
             claims.remove()
@@ -159,24 +162,4 @@ def native_bfloat16() -> bool:
         return False
 
 
-def rank_entries(out_dir: Path, ranks: int) -> list[dict[str, Any]]:
-    """The manifest entries the ranks have written so far, rank by rank (a part not yet written: none)."""
-    entries = []
-    for r in range(ranks):
-        part = out_dir / f".manifest.rank{r}.json"
-        if part.is_file():  # written atomically: whole or absent
-            entries += json.loads(part.read_text())["slides"]
-    return entries
-
-
-def merge_manifests(out_dir: Path, ranks: int, names: Sequence[str]) -> list[dict[str, Any]]:
-    """Rank parts -> ``manifest.json``, its slides in the order of ``names`` (the inputs'); its entries."""
-    order = {name: k for k, name in enumerate(names)}
-    merged = sorted(rank_entries(out_dir, ranks), key=lambda e: order.get(e["name"], len(order)))
-    write_json(out_dir / "manifest.json", {"slides": merged})
-    for r in range(ranks):
-        (out_dir / f".manifest.rank{r}.json").unlink(missing_ok=True)
-    return merged
-
-
-__all__ = ["infer_slides", "merge_manifests", "survey_slides"]
+__all__ = ["infer_slides", "survey_slides"]

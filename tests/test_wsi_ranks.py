@@ -1,0 +1,54 @@
+"""Rank 0's view of the other ranks' manifest parts: its progress bar, its wait, the merge."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+from tqdm import tqdm
+
+from vismtl.wsi.ranks import RankProgress, merge_manifests, read_parts, wait_for_ranks, write_part
+
+
+def entry(name: str, status: str = "done") -> dict:
+    return {"name": name, "status": status}
+
+
+def test_rank_0_waits_until_every_part_is_finished(tmp_path):
+    write_part(tmp_path, 0, [entry("a")], finished=True)
+    write_part(tmp_path, 1, [entry("b")])  # rank 1 still runs a slide
+    ended = []
+    waiting = threading.Thread(target=lambda: (wait_for_ranks(tmp_path, 2, period=0.02), ended.append(True)))
+    waiting.start()
+    time.sleep(0.3)
+    assert not ended  # rank 1's part is not finished: still waiting
+    write_part(tmp_path, 1, [entry("b"), entry("c", "failed")], finished=True)
+    waiting.join(timeout=5)
+    assert ended
+    merged = merge_manifests(tmp_path, 2, ["c", "b", "a"])
+    assert [e["name"] for e in merged] == ["c", "b", "a"] and not read_parts(tmp_path, 2)
+
+
+def test_a_rank_without_a_part_is_waited_for(tmp_path):
+    write_part(tmp_path, 0, [], finished=True)
+    started = time.monotonic()
+    waiting = threading.Thread(target=wait_for_ranks, args=(tmp_path, 2), kwargs={"period": 0.02})
+    waiting.start()
+    time.sleep(0.2)
+    write_part(tmp_path, 1, [entry("x")], finished=True)
+    waiting.join(timeout=5)
+    assert not waiting.is_alive() and time.monotonic() - started >= 0.2
+
+
+def test_rank_0_s_bar_moves_with_every_rank_s_slides_between_its_own(tmp_path):
+    bar = tqdm(total=4, file=io.StringIO())
+    with RankProgress(bar, tmp_path, 2, period=0.02):
+        write_part(tmp_path, 1, [entry("b"), entry("c", "failed")])  # rank 0 is still on its first slide
+        deadline = time.monotonic() + 5
+        while bar.n < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bar.n == 2
+        write_part(tmp_path, 0, [entry("a")])
+    assert bar.n == 3  # shown once more as it stops
+    assert bar.postfix == "done=2, failed=1"
