@@ -40,6 +40,9 @@ setup(
         # GeoJSON text of every object of a slide (numpy vertices written directly): 1.13x cheaper
         # chunk finishing than the standard library's encoder (docs/benchmarks.md).
         "orjson>=3.9",
+        # Series UIDs of a folder's DICOM files from their headers: OpenSlide scans the whole folder
+        # at each open, 30x slower for 200 slides and growing with the square (docs/benchmarks.md).
+        "pydicom>=2.4",
     ],
     extras_require={
         "test": ["pytest>=7.4", "ruff>=0.5"],

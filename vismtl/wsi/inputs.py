@@ -14,6 +14,7 @@ SLIDE_SUFFIXES = (
     ".png", ".jpg", ".jpeg",
 )  # fmt: skip
 _KINDS = " ".join(SLIDE_SUFFIXES)
+SERIES_INSTANCE_UID = 0x0020000E  # DICOM tag (0020,000E)
 
 
 @dataclass(frozen=True)
@@ -31,22 +32,31 @@ def _from_folder(folder: Path) -> list[Path]:
 def _one_file_per_series(files: list[Path]) -> list[Path]:
     """The first file of each DICOM slide among ``files``: a slide is several files (one per level)
     that share a series UID, and OpenSlide opens it from any of them, finding the others in the
-    same folder. A file OpenSlide cannot open stands alone, to fail in the manifest."""
+    same folder. The UID is read from each file's header: opening each file with OpenSlide would
+    scan the whole folder every time, hours for thousands of files. A file whose header does not
+    read stands alone, to fail in the manifest with OpenSlide's error."""
     if len(files) < 2:
         return files
-    import openslide
-
     firsts, seen = [], set()
     for path in files:
-        try:
-            with openslide.OpenSlide(str(path)) as slide:
-                series = slide.properties.get("dicom.SeriesInstanceUID") or str(path)
-        except (openslide.OpenSlideError, OSError):
-            series = str(path)
+        series = _series_uid(path) or str(path)
         if series not in seen:
             seen.add(series)
             firsts.append(path)
     return firsts
+
+
+def _series_uid(path: Path) -> str | None:
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[SERIES_INSTANCE_UID])
+        element = header.get_item(SERIES_INSTANCE_UID)  # raw: no validation of the UID, only compared
+    except Exception:  # noqa: BLE001 -- any unreadable header: the file stands alone (see above)
+        return None
+    value = getattr(element, "value", None)
+    uid = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+    return uid.strip("\0 ") or None
 
 
 def _from_list(listing: Path) -> list[Path]:
