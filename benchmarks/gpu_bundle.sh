@@ -29,7 +29,7 @@ mkdir -p "$DEST/whl"
 # packages of setup.py (and their needs) that the machine's image does not hold, and py-spy
 NAMES="albumentations albucore simsimd stringzilla pydantic pydantic-core annotated-types typing-inspection
 mmengine addict yapf platformdirs termcolor openslide-python openslide-bin zarr numcodecs donfig
-google-crc32c shapely orjson imagecodecs py-spy"
+google-crc32c shapely orjson pydicom imagecodecs py-spy"
 PLATFORMS=""
 for tag in manylinux1 manylinux2014 manylinux_2_5 manylinux_2_17 manylinux_2_24 manylinux_2_27 manylinux_2_28 \
     manylinux_2_31 manylinux_2_34 manylinux_2_35; do
