@@ -30,7 +30,7 @@ from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.tasks import instance_metrics as im
 from vismtl.wsi import SlideRunner, WSISettings
-from vismtl.wsi.batching import batches_across_chunks, prefetched
+from vismtl.wsi.batching import Prefetched, batches_across_chunks
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.stitcher import drain, vote_patches
@@ -455,6 +455,44 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
     assert at[("_tiles", "slide2")] < at[("_conclude", "slide1")] < at[("_tiles ended", "slide2")]
     # and nothing is left running
     assert not [t for t in threading.enumerate() if t.name.startswith(("vismtl-slide", "vismtl-writer"))]
+
+
+class SlowOracle(GreyOracle):
+    """GreyOracle taking ``seconds`` per batch, as a model that costs something."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        time.sleep(self.seconds)
+        return super().forward(image)
+
+
+def test_the_next_slide_s_first_chunks_are_read_while_a_slide_s_tiles_run(tmp_path, monkeypatch):
+    """In a batch, the next slide's reading starts once it is prepared, beside this slide's tiles:
+    its first batch does not wait for its first reads (the GPU's idle start of every slide)."""
+    from vismtl.wsi.batching import ChunkTiles
+
+    slides = [write_label_slide(tmp_path / f"s{k}.tiff", ellipses(288, 384, 20, seed=k, borders=96)) for k in (0, 1)]
+    first_read, tiles_ended = {}, {}
+    read, run_tiles = ChunkTiles.__getitem__, SlideRunner._tiles
+
+    def reading(self, index):
+        first_read.setdefault(self.path.stem, time.perf_counter())
+        return read(self, index)
+
+    def timed_tiles(self, job, *args):
+        run_tiles(self, job, *args)
+        tiles_ended[job.input.name] = time.perf_counter()
+
+    monkeypatch.setattr(ChunkTiles, "__getitem__", reading)
+    monkeypatch.setattr(SlideRunner, "_tiles", timed_tiles)
+    with oracle_runner(model=SlowOracle(0.5)) as runner:  # a reading thread; 2 batches a slide
+        entries = list(runner.run_many([SlideInput(s, s.stem) for s in slides], tmp_path / "out", resume=False))
+    assert [e["status"] for e in entries] == ["done", "done"]
+    assert first_read["s1"] < tiles_ended["s0"]
+    assert not [t for t in threading.enumerate() if t.name == "vismtl-reader"]
 
 
 def test_a_failing_source_of_slides_does_not_fail_the_slide_being_run(tmp_path):
@@ -1044,7 +1082,7 @@ def test_a_slide_failed_on_another_rank_is_reported_by_rank_0(tmp_path, tiny_che
 
 
 def test_prefetched_keeps_order_reraises_and_stops_its_thread():
-    assert list(prefetched(iter(range(10)), depth=2)) == list(range(10))
+    assert list(Prefetched(iter(range(10)), depth=2)) == list(range(10))
 
     def failing():
         yield 1
@@ -1052,12 +1090,20 @@ def test_prefetched_keeps_order_reraises_and_stops_its_thread():
 
     got = []
     with pytest.raises(OSError, match="tile 2 does not decode"):
-        for item in prefetched(failing()):
+        for item in Prefetched(failing()):
             got.append(item)
     assert got == [1]
-    early = prefetched(iter(range(1000)), depth=2)  # a consumer that stops (an error in the model)
+    early = Prefetched(iter(range(1000)), depth=2)  # a consumer that stops (an error in the model)
     assert next(early) == 0
     early.close()
+    assert not any(t.name == "vismtl-reader" for t in threading.enumerate())
+    produced = []  # reading starts at once, before the first item is asked for (the next slide's
+    ahead = Prefetched(produced.append(k) or k for k in range(1000))  # first chunks, read meanwhile)
+    deadline = time.monotonic() + 5
+    while len(produced) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert produced == [0, 1, 2]  # two queued, the third waiting for room: no further
+    ahead.close()  # never iterated: its thread stops all the same
     assert not any(t.name == "vismtl-reader" for t in threading.enumerate())
 
 

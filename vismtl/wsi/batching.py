@@ -1,5 +1,5 @@
 """From chunks' tiles to the model's batches: each chunk's tiles read in one slide read
-(:class:`ChunkTiles`), read ahead in a thread (:func:`prefetched`) or by reading processes, and
+(:class:`ChunkTiles`), read ahead in a thread (:class:`Prefetched`) or by reading processes, and
 joined into batches across chunks (:func:`batches_across_chunks`); the model's seconds
 (:class:`ModelClock`)."""
 
@@ -19,7 +19,7 @@ from vismtl.wsi.plan import SlidePlan
 from vismtl.wsi.reading import ChunkReader, covering_box
 from vismtl.wsi.settings import WSISettings
 
-__all__ = ["ChunkTiles", "ModelClock", "Piece", "as_images", "batches_across_chunks", "prefetched"]
+__all__ = ["ChunkTiles", "ModelClock", "Piece", "Prefetched", "as_images", "batches_across_chunks"]
 
 
 class ChunkTiles:
@@ -162,42 +162,56 @@ class ModelClock:
         return self._seconds
 
 
-def prefetched(items: Iterable, depth: int = 2) -> Iterator:
-    """``items``, produced by a background thread up to ``depth`` ahead; its errors re-raised here."""
-    queue: Queue = Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
+class Prefetched(Iterator):
+    """``items``, produced by a background thread up to ``depth`` ahead, from construction on (a
+    slide's first chunks are read while the slide before it still runs); its errors re-raised
+    by ``next``. ``close()`` stops and joins the thread, also before the first item."""
 
-    def produce() -> None:
+    _END = object()
+
+    def __init__(self, items: Iterable, depth: int = 2) -> None:
+        self._queue: Queue = Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._produce, args=(items,), name="vismtl-reader", daemon=True)
+        self._thread.start()
+
+    def _produce(self, items: Iterable) -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        queue.put((item, None), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
+                if not self._put((item, None)):
                     return
-            queue.put((done, None))
+            self._put((self._END, None))
         except BaseException as err:  # noqa: BLE001 -- handed to the consumer
-            queue.put((done, err))
+            self._put((self._END, err))
 
-    thread = threading.Thread(target=produce, name="vismtl-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = queue.get()
+    def _put(self, entry: tuple) -> bool:
+        """Queue ``entry`` unless closed meanwhile (then False)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def __next__(self):
+        if self._ended:
+            raise StopIteration
+        item, error = self._queue.get()
+        if item is self._END:
+            self.close()
             if error is not None:
                 raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._ended = True
+        self._stop.set()
         try:  # unblock a producer waiting on a full queue
             while True:
-                queue.get_nowait()
+                self._queue.get_nowait()
         except Empty:
             pass
-        thread.join()
+        self._thread.join()

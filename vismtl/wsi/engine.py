@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from vismtl.tasks import Task
-from vismtl.wsi.batching import ChunkTiles, ModelClock, as_images, batches_across_chunks, prefetched
+from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, as_images, batches_across_chunks
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.geojson import ChunkPart, chunk_part
 from vismtl.wsi.graphed import ModelGraph, padded
@@ -104,6 +104,25 @@ class SlideJob:
         self.writes: Callable[[], None] | None = None  # waits for the chunks still being finished
         self.seconds: dict[str, float] = {}  # each phase's own seconds
         self.reads: dict[str, Any] = {"tiles": 0, "unreadable": 0}  # this run's tiles read and left white
+        self.reading: Reading | None = None  # its chunks being read, from the end of its preparation
+
+    def stop_reading(self) -> None:
+        if self.reading is not None:
+            self.reading.close()
+            self.reading = None
+
+
+@dataclass
+class Reading:
+    """A slide's chunks read ahead (a thread collecting them from the reading processes, or reading
+    them itself), from the end of the slide's preparation: while the slide before it still runs."""
+
+    tiles: ChunkTiles
+    loader: Prefetched
+
+    def close(self) -> None:
+        self.loader.close()  # stops and joins the reading thread before its slide handle closes
+        self.tiles.close()
 
 
 class SlideRunner:
@@ -179,8 +198,11 @@ class SlideRunner:
     def run(self, slide_input: SlideInput, out_dir: Path, resume: bool, mpp: float | None = None) -> dict[str, Any]:
         """Process one slide; returns its manifest entry (never raises for a bad slide)."""
         job = SlideJob(slide_input, Path(out_dir))
-        self._prepare(job, resume, mpp)
-        self._tiles(job)
+        try:
+            self._prepare(job, resume, mpp)
+            self._tiles(job)
+        finally:
+            job.stop_reading()  # an interrupted run's
         return self._conclude(job)
 
     def run_many(
@@ -190,47 +212,53 @@ class SlideRunner:
         outputs as :meth:`run` on each.
 
         Only the tiles of a slide need the model. The next slide is prepared (opened, its
-        tissue mask and plan made, its arrays created) and the previous one concluded (its last
-        chunks written, its GeoJSON put together, its pictures and summary written) in two
-        helper threads while this one's tiles run, so the model does not wait for either
-        between slides. ``slides`` is read one slide ahead, when that one is to be prepared (a
+        tissue mask and plan made, its arrays created, its first chunks read) and the previous
+        one concluded (its last chunks written, its GeoJSON put together, its pictures and
+        summary written) in two helper threads while this one's tiles run, so the model does
+        not wait for either between slides. ``slides`` is read one slide ahead, when that one is to be prepared (a
         rank taking slides as it becomes free: :class:`vismtl.wsi.claims.SlideClaims`).
         """
         upcoming = (SlideJob(slide, Path(out_dir)) for slide in slides)
         job = next(upcoming, None)
         if job is None:
             return
-        with ThreadPoolExecutor(2, thread_name_prefix="vismtl-slide") as helpers:
-            prepared = helpers.submit(self._prepare, job, resume, mpp)
-            previous: SlideJob | None = None
-            while job is not None:
-                prepared.result()
-                handed: dict[str, Any] = {}
+        handed: dict[str, Any] = {}
+        try:
+            with ThreadPoolExecutor(2, thread_name_prefix="vismtl-slide") as helpers:
+                prepared = helpers.submit(self._prepare, job, resume, mpp)
+                previous: SlideJob | None = None
+                while job is not None:
+                    prepared.result()
+                    handed = {}
 
-                def hand_over(previous: SlideJob | None = previous, handed: dict = handed) -> None:
-                    """Prepare the next slide and conclude the last one beside this one's tiles, from
-                    its first batch on: its start (the first reads, the first batch) goes first."""
-                    if handed.get("done"):
-                        return
-                    handed["done"] = True
-                    try:  # the slides' source failing (a rank's claims) is not this slide's failure
-                        handed["next"] = following = next(upcoming, None)
-                    except Exception as err:  # noqa: BLE001 -- re-raised once this slide is through
-                        handed["next"], handed["error"], following = None, err, None
-                    if following is not None:
-                        handed["prepared"] = helpers.submit(self._prepare, following, resume, mpp)
-                    if previous is not None:
-                        handed["concluded"] = helpers.submit(self._conclude, previous)
+                    def hand_over(previous: SlideJob | None = previous, handed: dict = handed) -> None:
+                        """Prepare the next slide and conclude the last one beside this one's tiles, from
+                        its first batch on: its start (the first reads, the first batch) goes first."""
+                        if handed.get("done"):
+                            return
+                        handed["done"] = True
+                        try:  # the slides' source failing (a rank's claims) is not this slide's failure
+                            handed["next"] = following = next(upcoming, None)
+                        except Exception as err:  # noqa: BLE001 -- re-raised once this slide is through
+                            handed["next"], handed["error"], following = None, err, None
+                        if following is not None:
+                            handed["prepared"] = helpers.submit(self._prepare, following, resume, mpp)
+                        if previous is not None:
+                            handed["concluded"] = helpers.submit(self._conclude, previous)
 
-                self._tiles(job, hand_over)
-                hand_over()  # the slide had no tiles to run
-                if "concluded" in handed:
-                    yield handed["concluded"].result()
-                previous, job = job, handed["next"]
-                prepared = handed.get("prepared", prepared)
-            yield self._conclude(previous)
-            if "error" in handed:
-                raise handed["error"]
+                    self._tiles(job, hand_over)
+                    hand_over()  # the slide had no tiles to run
+                    if "concluded" in handed:
+                        yield handed["concluded"].result()
+                    previous, job = job, handed["next"]
+                    prepared = handed.get("prepared", prepared)
+                yield self._conclude(previous)
+                if "error" in handed:
+                    raise handed["error"]
+        finally:  # an interrupted batch: the slides prepared but not run stop reading
+            for waiting in (job, handed.get("next")):
+                if waiting is not None:
+                    waiting.stop_reading()
 
     @contextmanager
     def _phase(self, job: SlideJob, name: str) -> Iterator[None]:
@@ -259,6 +287,8 @@ class SlideRunner:
             job.state = self._prepared(job.input, job.folder, resume, mpp)
             if job.state is None:
                 job.entry.update(status="skipped", error=None, reason="already done")
+            elif len(job.state.plan.positions):  # in a batch, while the slide before it still runs
+                job.reading = self._start_reading(job)
 
     def survey(self, slide_input: SlideInput, mpp: float | None = None) -> dict[str, Any]:
         """What running the slide would take, without the model and writing nothing (``--dry-run``):
@@ -344,6 +374,7 @@ class SlideRunner:
     def _conclude(self, job: SlideJob) -> dict[str, Any]:
         """Wait for the job's last chunks, put its GeoJSON together, write its pictures and summary:
         its manifest entry."""
+        job.stop_reading()  # a slide that did not get to its tiles
         if "status" not in job.entry:
             with self._phase(job, "conclude_s"):
                 started = time.perf_counter()
@@ -461,22 +492,13 @@ class SlideRunner:
 
     # -- the pipeline --------------------------------------------------------------------------
 
-    def _run_tiles(
-        self, job: SlideJob, started: Callable[[], None] | None = None
-    ) -> tuple[dict[str, float], Callable[[], None] | None]:
-        """Read (worker processes, or a thread, chunk by chunk) -> model (here) -> finalise and write (threads).
-
-        Returns the seconds the model was busy and those it waited for tiles and for the writers,
-        and a function that waits for the chunks still being finished after the last batch
-        (re-raising a writer's error) and stops the writers. Tiles that could not be read (left
-        white) are recorded in the slide's outputs and counted in ``job.reads``.
-        """
-        slide_input, scale, plan, outputs = job.input, job.state.scale, job.state.plan, job.state.outputs
-        if not len(plan.positions):
-            return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
-        settings = self.settings
+    def _start_reading(self, job: SlideJob) -> Reading:
+        """Start reading the job's chunks, a few ahead (reading processes, or a thread), at the end of
+        its preparation. Tiles that could not be read (left white) are recorded in the slide's
+        outputs and counted in ``job.reads``."""
+        scale, plan, outputs, settings = job.state.scale, job.state.plan, job.state.outputs, self.settings
         pin = self.device.type == "cuda"  # copies to the GPU that do not wait for it
-        tiles = ChunkTiles(slide_input.path, scale, plan, settings, pin)
+        tiles = ChunkTiles(job.input.path, scale, plan, settings, pin)
 
         def recorded(chunks: Iterable[tuple[int, torch.Tensor, list[tuple[int, str]]]]) -> Iterator:
             for k, images, unreadable in chunks:
@@ -492,18 +514,32 @@ class SlideRunner:
         if readers is not None:  # reading processes; a thread collects their chunks (and pins them for a GPU)
             corners = [tiles.corners(k) for k in range(len(tiles))]
             chunks = readers.chunks(tiles.path, scale, corners, tiles.size, ahead=2 * readers.processes)
-            loader = prefetched(recorded((k, as_images(read, pin), bad) for k, (read, bad) in enumerate(chunks)))
+            loader = Prefetched(recorded((k, as_images(read, pin), bad) for k, (read, bad) in enumerate(chunks)))
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
-            loader = prefetched(recorded(tiles[i] for i in range(len(tiles))))
-        threads, engine_threads = torch.get_num_threads(), settings.engine_threads(self.device.type)
+            loader = Prefetched(recorded(tiles[i] for i in range(len(tiles))))
+        return Reading(tiles, loader)
+
+    def _run_tiles(
+        self, job: SlideJob, started: Callable[[], None] | None = None
+    ) -> tuple[dict[str, float], Callable[[], None] | None]:
+        """Read (:meth:`_start_reading`) -> model (here) -> finalise and write (threads).
+
+        Returns the seconds the model was busy and those it waited for tiles and for the writers,
+        and a function that waits for the chunks still being finished after the last batch
+        (re-raising a writer's error) and stops the writers.
+        """
+        slide_input, scale, plan, outputs = job.input, job.state.scale, job.state.plan, job.state.outputs
+        if not len(plan.positions):
+            return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
+        reading, job.reading = job.reading or self._start_reading(job), None
+        threads, engine_threads = torch.get_num_threads(), self.settings.engine_threads(self.device.type)
         if engine_threads:
             torch.set_num_threads(engine_threads)
         try:
-            return self._pipeline(loader, slide_input, plan, outputs, scale, started)
+            return self._pipeline(reading.loader, slide_input, plan, outputs, scale, started)
         finally:
             torch.set_num_threads(threads)
-            loader.close()  # stops and joins the reading thread before its slide handle closes
-            tiles.close()
+            reading.close()
 
     def _pipeline(
         self,
