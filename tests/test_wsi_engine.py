@@ -1195,16 +1195,20 @@ def test_each_tile_s_class_is_mapped_in_a_zarr_grid_and_a_picture(tmp_path, monk
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "killed" / "labels" / "tissue.zarr"))[:], expected)
 
 
-def test_patch_votes_count_each_tile_of_the_core_once_on_the_device():
+def test_patch_votes_count_each_tile_of_the_core_once():
+    from vismtl.wsi.stitch import patch_classes
+
     tasks = build_tasks(dict(tissue=dict(kind="patch_class", num_classes=4)))
-    canvas = type("Canvas", (), {"patch_votes": {}, "patch_tiles": {}})()
+    canvas = type("Canvas", (), {"patch_tiles": {}, "patch_classes": {}})()
     core = (0, 0, 512, 512)
     positions = np.array([[0, 0], [0, 256], [256, 512], [512, 0], [256, 256]])  # 3rd and 4th outside
     logits = torch.full((5, 4), -5.0)
     logits[torch.arange(5), torch.tensor([2, 2, 1, 3, 0])] = 5.0
-    vote_patches(canvas, tasks, {"tissue": logits}, positions, core, torch.device("cpu"))
-    vote_patches(canvas, tasks, {"tissue": logits[:2]}, positions[:2], core, torch.device("cpu"))
-    assert canvas.patch_votes["tissue"].tolist() == [1, 0, 4, 0]
+    vote_patches(canvas, tasks, {"tissue": logits}, positions, core)
+    vote_patches(canvas, tasks, {"tissue": logits[:2]}, positions[:2], core)
+    votes, tiles = patch_classes(canvas)
+    assert votes["tissue"] == [1, 0, 4, 0]
+    assert tiles["tissue"] == [[0, 0, 2], [0, 256, 2], [256, 256, 0], [0, 0, 2], [0, 256, 2]]
 
 
 class SleepingOracle(PatchOracle):

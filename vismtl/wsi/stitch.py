@@ -69,9 +69,10 @@ class ChunkCanvas:
         if not self.copy:
             self.weight_sum = weights.zero_() if weights is not None else torch.zeros((height, width), device=device)
         self.window = _window(tile, window, torch.device(device))
-        self.patch_votes: dict[str, torch.Tensor] = {}  # task -> [classes] counts, on the device
-        # task -> (corners [N, 2], in the core [N], classes [N] on the device) per batch: the map's cells
+        # task -> (corners [N, 2], in the core [N], classes [N] on the device) per batch, and the
+        # task's number of classes: its votes and the map's cells (:func:`patch_classes`)
         self.patch_tiles: dict[str, list[tuple[np.ndarray, np.ndarray, torch.Tensor]]] = {}
+        self.patch_classes: dict[str, int] = {}
         self.tiles = 0
 
     def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor | None:
@@ -92,7 +93,7 @@ class ChunkCanvas:
             # On a GPU disjoint tiles are added into the zeroed canvas without weights, which copies
             # them exactly, with one launch for the batch instead of a copy per tile: the engine's
             # process launches everything from one GIL.
-            blend_tiles(tiles, to_device(offsets, self.sums.device), self.window, self.sums, self.weight_sum)
+            blend_tiles(tiles, _to_device(offsets, self.sums.device), self.window, self.sums, self.weight_sum)
         return tiles
 
     def result(self) -> dict[str, torch.Tensor]:
@@ -101,7 +102,7 @@ class ChunkCanvas:
         return {t: blended[s][None] for t, s in self.slices.items()}
 
 
-def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+def _to_device(tensor: torch.Tensor, device) -> torch.Tensor:
     """A small host tensor on ``device``. To a GPU through pinned memory: a copy from pageable
     memory may wait for everything queued on the stream (the model's batch just launched), so
     the model's thread would stop feeding the GPU until that batch is done."""
@@ -304,17 +305,23 @@ def type_task_of(name: str, tasks: Mapping[str, Task]) -> str | None:
     return next((n for n, t in tasks.items() if t.kind == "type" and getattr(t, "instances_from", None) == name), None)
 
 
-def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
-    """Counts and areas per task and class, patch-class votes and each tile's patch class
-    (``[y, x, class]`` of the tiles whose corner lies in the core): what the summary adds up and
-    the patch-class map is drawn from."""
-    counts = {task: part.counts for task, part in result.parts.items()}
-    areas = {task: part.area_um2 for task, part in result.parts.items()}
-    votes = {task: hist.tolist() for task, hist in canvas.patch_votes.items()}
-    tiles = {}
-    for task, batches in canvas.patch_tiles.items():  # one copy from the device per chunk and task
+def patch_classes(canvas: ChunkCanvas) -> tuple[dict[str, list[int]], dict[str, list[list[int]]]]:
+    """Per patch-class task, the votes of the tiles whose corner lies in the chunk's core (each
+    counted once) and those tiles' ``[y, x, class]``: one copy from the device per task."""
+    votes, tiles = {}, {}
+    for task, batches in canvas.patch_tiles.items():
         corners, inside, classes = zip(*batches)
         inside = np.concatenate(inside)
         picked = torch.cat(classes).cpu().numpy()[inside]
+        votes[task] = np.bincount(picked, minlength=canvas.patch_classes[task]).tolist()
         tiles[task] = np.column_stack([np.concatenate(corners)[inside], picked]).tolist()
+    return votes, tiles
+
+
+def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
+    """Counts and areas per task and class, patch-class votes and each tile's patch class: what the
+    summary adds up and the patch-class map is drawn from."""
+    counts = {task: part.counts for task, part in result.parts.items()}
+    areas = {task: part.area_um2 for task, part in result.parts.items()}
+    votes, tiles = patch_classes(canvas)
     return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": votes, "patch_tiles": tiles}

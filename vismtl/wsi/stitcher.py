@@ -22,7 +22,7 @@ import torch
 from vismtl.tasks import Task
 from vismtl.wsi.plan import SlidePlan
 from vismtl.wsi.settings import WSISettings
-from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk, to_device
+from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, finalize_chunk
 from vismtl.wsi.tile_cache import TileCache
 
 
@@ -91,7 +91,7 @@ class ChunkStitcher:
         count = len(next(iter(activated.values())))
         where = self.positions[start : start + count]
         tiles = self.canvas.add({n: self._kept(activated[n]) for n in self.dense}, torch.from_numpy(where))
-        vote_patches(self.canvas, self.patch, activated, where, self.core, self.device)
+        vote_patches(self.canvas, self.patch, activated, where, self.core)
         self._keep(self.first + start, tiles, activated, where)
         return 0.0
 
@@ -121,7 +121,7 @@ class ChunkStitcher:
         if self.patch:
             corners = np.array([corner for corner, _ in taken])
             stacked = {n: torch.stack([p[n] for p in patch]) for n in self.patch}
-            vote_patches(self.canvas, self.patch, stacked, corners, self.core, self.device)
+            vote_patches(self.canvas, self.patch, stacked, corners, self.core)
 
     def _keep(self, first_row: int, tiles: torch.Tensor | None, activated, positions) -> None:
         """Keep the parts of this batch's tiles (``[N, C, tile, tile]``, the canvas's channels) that
@@ -213,21 +213,18 @@ class StitchThread:
             self.error = err
 
 
-def vote_patches(canvas: ChunkCanvas, patch_tasks: Mapping[str, Task], activated, positions, core, device) -> None:
-    """Patch classes of the tiles whose kept corner (``positions``, numpy ``[N, 2]``) lies in the
-    chunk's core (counted once)."""
+def vote_patches(canvas: ChunkCanvas, patch_tasks: Mapping[str, Task], activated, positions, core) -> None:
+    """Record the patch classes of tiles at ``positions`` (their kept corners, numpy ``[N, 2]``) and
+    which lie in the chunk's core (whose votes count: :func:`~vismtl.wsi.stitch.patch_classes`).
+    The classes stay where the outputs are, until the writer copies the chunk's at once: nothing
+    here waits for a GPU or copies to it."""
     if not patch_tasks:
         return
     y, x = positions[:, 0], positions[:, 1]
     in_core = (y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])
-    inside = to_device(torch.from_numpy(in_core.astype(np.int64)), device)
     for name, task in patch_tasks.items():
-        # counted where the outputs are (a scatter, no boolean indexing): nothing waits for a GPU
-        if name not in canvas.patch_votes:
-            canvas.patch_votes[name] = torch.zeros(task.num_outputs, dtype=torch.long, device=device)
-        classes = activated[name].argmax(dim=1)
-        canvas.patch_votes[name].scatter_add_(0, classes, inside)
-        canvas.patch_tiles.setdefault(name, []).append((positions, in_core, classes))  # read by the writer
+        canvas.patch_classes[name] = task.num_outputs
+        canvas.patch_tiles.setdefault(name, []).append((positions, in_core, activated[name].argmax(dim=1)))
 
 
 def chunk_ready(device: torch.device) -> torch.cuda.Event | None:
