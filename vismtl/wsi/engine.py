@@ -374,7 +374,6 @@ class SlideRunner:
     def _conclude(self, job: SlideJob) -> dict[str, Any]:
         """Wait for the job's last chunks, put its GeoJSON together, write its pictures and summary:
         its manifest entry."""
-        job.stop_reading()  # a slide that did not get to its tiles
         if "status" not in job.entry:
             with self._phase(job, "conclude_s"):
                 started = time.perf_counter()
@@ -531,7 +530,7 @@ class SlideRunner:
         slide_input, scale, plan, outputs = job.input, job.state.scale, job.state.plan, job.state.outputs
         if not len(plan.positions):
             return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
-        reading, job.reading = job.reading or self._start_reading(job), None
+        reading, job.reading = job.reading, None  # started by _prepare
         threads, engine_threads = torch.get_num_threads(), self.settings.engine_threads(self.device.type)
         if engine_threads:
             torch.set_num_threads(engine_threads)
