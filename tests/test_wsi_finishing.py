@@ -112,18 +112,18 @@ def test_blocks_are_reused_across_chunks_of_any_size():
     expected = [ChunkFinisher(HISTOLOGY_TASKS)(maps, job)[:2] for maps, job in chunks]
     before = shared_blocks()
     with ChunkFinisher(HISTOLOGY_TASKS, processes=2) as finisher, ThreadPoolExecutor(2) as threads:
-        used, block_of = set(), finisher._block
+        used, block_of = set(), finisher.blocks.take
 
         def recorded(nbytes):
             block = block_of(nbytes)
             used.add(block.name)
             return block
 
-        finisher._block = recorded
+        finisher.blocks.take = recorded
         results = list(threads.map(lambda chunk: finisher(*chunk)[:2], chunks))
         assert len(used) <= 4  # 12 chunks: 2 in flight, each block replaced at most once as sizes grow
         blocks = {name for name in shared_blocks() - before if name.startswith("psm_")}  # not the pool's semaphores
-        assert len(finisher._spare) <= 2 and len(blocks) <= 2
+        assert finisher.blocks.spare() <= 2 and len(blocks) <= 2
     for (rasters, parts), (rasters_here, parts_here) in zip(results, expected):
         assert parts == parts_here and all(np.array_equal(rasters[n], rasters_here[n]) for n in rasters_here)
     assert shared_blocks() <= before  # every block unlinked
@@ -191,7 +191,7 @@ if __name__ == "__main__":
     activated = {n: torch.full((1, t.num_outputs, 32, 32), 0.3) for n, t in tasks.items() if t.kind == "instance"}
     finisher(chunk_maps(activated, tasks, job), job)
     print(*[p.pid for p in pool._processes.values()], flush=True)
-    print(*[block.name for block in finisher._spare], flush=True)
+    print(*[block.name for block in finisher.blocks._spare], flush=True)
     time.sleep(600)
 """
 

@@ -19,7 +19,7 @@ from vismtl.wsi.plan import SlidePlan
 from vismtl.wsi.reading import ChunkReader, covering_box
 from vismtl.wsi.settings import WSISettings
 
-__all__ = ["ChunkTiles", "ModelClock", "Piece", "Prefetched", "as_images", "batches_across_chunks"]
+__all__ = ["ChunkTiles", "ModelClock", "Piece", "Prefetched", "as_images", "batches_across_chunks", "copied_images"]
 
 
 class ChunkTiles:
@@ -67,6 +67,14 @@ def as_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:
     for the stream, i.e. for the batch the model is computing)."""
     images = torch.from_numpy(tiles)
     return (images.pin_memory() if pin else images).permute(0, 3, 1, 2)
+
+
+def copied_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:
+    """:func:`as_images` of a copy of ``tiles`` (a view of memory about to be reused: a reading
+    process's block), in pinned memory with ``pin``; torch copies without holding the GIL."""
+    copy = torch.empty(tiles.shape, dtype=torch.uint8, pin_memory=pin)
+    copy.copy_(torch.from_numpy(tiles))
+    return copy.permute(0, 3, 1, 2)
 
 
 class Piece(NamedTuple):

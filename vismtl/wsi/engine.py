@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from vismtl.tasks import Task
-from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, as_images, batches_across_chunks
+from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, batches_across_chunks, copied_images
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.geojson import ChunkPart, chunk_part
 from vismtl.wsi.graphed import ModelGraph, padded
@@ -510,10 +510,11 @@ class SlideRunner:
                 yield k, images
 
         readers = self._readers()
-        if readers is not None:  # reading processes; a thread collects their chunks (and pins them for a GPU)
+        if readers is not None:  # reading processes; a thread copies their chunks out (pinned for a GPU)
             corners = [tiles.corners(k) for k in range(len(tiles))]
-            chunks = readers.chunks(tiles.path, scale, corners, tiles.size, ahead=2 * readers.processes)
-            loader = Prefetched(recorded((k, as_images(read, pin), bad) for k, (read, bad) in enumerate(chunks)))
+            take = functools.partial(copied_images, pin=pin)
+            chunks = readers.chunks(tiles.path, scale, corners, tiles.size, ahead=2 * readers.processes, take=take)
+            loader = Prefetched(recorded((k, images, bad) for k, (images, bad) in enumerate(chunks)))
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary
             loader = Prefetched(recorded(tiles[i] for i in range(len(tiles))))
         return Reading(tiles, loader)

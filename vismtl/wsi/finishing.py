@@ -12,18 +12,14 @@ The chunk's maps (:class:`~vismtl.wsi.stitch.ChunkMaps`: the instance tasks' pix
 their probabilities) travel through a shared-memory block (a single copy, no pickling of the
 arrays; integer maps such as type decisions narrowed to the smallest dtype that holds them),
 and the worker finishes the chunk on views of that block. Blocks are reused from chunk to
-chunk, and each worker keeps the blocks it has seen mapped: the copy into a fresh block (up
-to 22 MB) faults its pages in (16-22 ms a chunk here, against 4-5 ms into a block used before:
-``benchmarks/wsi_finishing.py``), and the worker's first mapping does again. Given
+chunk, and each worker keeps the blocks it has seen mapped (:class:`~vismtl.wsi.workers.SharedBlocks`). Given
 the chunk's files, the worker writes its rasters and part files itself and only the tallies
 come back; otherwise the rasters and the part files' text come back pickled (a few MB).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,13 +32,11 @@ import torch
 from vismtl.tasks import Task
 from vismtl.wsi.outputs import ChunkFiles, write_chunk_files
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, finish_maps
-from vismtl.wsi.workers import SpawnedPool, watch_parent
+from vismtl.wsi.workers import SharedBlocks, SpawnedPool, mapped_block, release_block, watch_parent
 
 Spec = list[tuple[tuple[str, ...], str, tuple[int, ...], int]]  # (key, dtype, shape, byte offset) per map
 
 _WORKER_TASKS: dict[str, Task] = {}  # set once per worker process by _start_worker
-_WORKER_BLOCKS: OrderedDict[str, shared_memory.SharedMemory] = OrderedDict()  # mapped blocks, latest used last
-_WORKER_BLOCKS_KEPT = 32  # more than an engine has in use: the least recently used is one it gave up
 
 
 class ChunkFinisher:
@@ -57,9 +51,7 @@ class ChunkFinisher:
     def __init__(self, tasks: Mapping[str, Task], processes: int = 0) -> None:
         self.tasks, self.processes = dict(tasks), processes
         self._workers = SpawnedPool(processes, _start_worker, (self.tasks,))
-        self._lock = threading.Lock()  # writer threads call concurrently
-        self._spare: list[shared_memory.SharedMemory] = []  # blocks of finished chunks, for the next ones
-        self._largest = 1  # bytes of the largest block so far
+        self.blocks = SharedBlocks()  # blocks of finished chunks, for the next ones
 
     def start(self) -> ProcessPoolExecutor | None:
         """Spawn the workers now (they import torch: seconds), so that they are ready by the first chunk."""
@@ -78,7 +70,7 @@ class ChunkFinisher:
         if not self.processes:
             return _timed_finish(maps.cpu(), self.tasks, job)
         pool = self.start()
-        block, spec = pack(maps, self._block)
+        block, spec = pack(maps, self.blocks.take)
         try:
             return pool.submit(_finish_packed, block.name, spec, job, files).result()
         except BrokenProcessPool as err:
@@ -88,29 +80,11 @@ class ChunkFinisher:
                 "memory: lower wsi.finish_workers / --finish-workers)"
             ) from err
         finally:
-            with self._lock:
-                self._spare.append(block)
+            self.blocks.give_back(block)
 
     def close(self) -> None:
         self._workers.close()
-        with self._lock:
-            spare, self._spare = self._spare, []
-        for block in spare:
-            _release(block)
-
-    def _block(self, nbytes: int) -> shared_memory.SharedMemory:
-        """A spare block of at least ``nbytes`` (their number stays that of the chunks finished at
-        once), else a new one as large as the largest so far: chunks at the slide's edges are smaller."""
-        with self._lock:
-            fitting = next((block for block in self._spare if block.size >= nbytes), None)
-            if fitting is not None:
-                self._spare.remove(fitting)
-                return fitting
-            self._largest = max(self._largest, nbytes)
-            dropped = self._spare.pop() if self._spare else None  # too small: replaced by the new one
-        if dropped is not None:
-            _release(dropped)
-        return shared_memory.SharedMemory(create=True, size=self._largest)
+        self.blocks.close()
 
     def __enter__(self) -> ChunkFinisher:
         return self
@@ -135,7 +109,7 @@ def pack(
             torch.from_numpy(view).copy_(value)  # straight from the device into the block
             del view
     except BaseException:
-        _release(block)
+        release_block(block)
         raise
     return block, spec
 
@@ -154,11 +128,6 @@ def _layout(maps: ChunkMaps) -> tuple[list[torch.Tensor], Spec, int]:
         spec.append((key, str(_np_dtype(value)), tuple(value.shape), offset))
         offset += _aligned(value.numel() * value.element_size())
     return tensors, spec, offset
-
-
-def _release(block: shared_memory.SharedMemory) -> None:
-    block.close()
-    block.unlink()
 
 
 def unpack(block: shared_memory.SharedMemory, spec: Spec) -> ChunkMaps:
@@ -209,25 +178,11 @@ def _start_worker(tasks: Mapping[str, Task]) -> None:
 def _finish_packed(name: str, spec: Spec, job: ChunkJob, files: ChunkFiles | None) -> tuple[dict, dict, float]:
     """Finish the chunk in shared-memory block ``name`` on views of it (a chunk's maps are
     not copied again); write its outputs to ``files`` if given."""
-    rasters, parts, seconds = _finish_views(_mapped(name), spec, job)
+    rasters, parts, seconds = _finish_views(mapped_block(name), spec, job)
     if files is None:
         return rasters, parts, seconds
     write_chunk_files(files, rasters, parts)
     return {}, {task: replace(part, text=None, pieces=None) for task, part in parts.items()}, seconds
-
-
-def _mapped(name: str) -> shared_memory.SharedMemory:
-    """Block ``name``, mapped once per worker: the engine reuses its blocks, and a block mapped
-    before has its pages in place (mapping it afresh would fault every page in again)."""
-    block = _WORKER_BLOCKS.pop(name, None) or shared_memory.SharedMemory(name=name)
-    _WORKER_BLOCKS[name] = block  # the latest used last
-    while len(_WORKER_BLOCKS) > _WORKER_BLOCKS_KEPT:
-        _, oldest = _WORKER_BLOCKS.popitem(last=False)
-        try:
-            oldest.close()
-        except BufferError:  # a view outlived its call (an error's traceback): unmapped when collected
-            pass
-    return block
 
 
 def _finish_views(block: shared_memory.SharedMemory, spec: Spec, job: ChunkJob) -> tuple[dict, dict, float]:
