@@ -79,6 +79,20 @@ TAIL=8 step wsi_batch 180 "$PY" benchmarks/wsi_batch.py --workers 4 --batch-size
 # tails overlap their neighbours': the GPU's busy share of a batch, which a lab's run is
 TAIL=6 step wsi_batch_costly 200 "$PY" benchmarks/wsi_batch.py --workers 4 --batch-size 64 --repeats 3 --size 20000 \
     --slides 3 --skip-trivial --skip-histology --replay-behind configs/cerberus/cerberus_resnet34.py $CHECKPOINT
+# a slide's tiles handed from the reading processes to the engine through the pool's pipe (until
+# 2026-11-28) against shared-memory blocks: the engine's CPU and how long it holds a launching thread back
+TAIL=8 step wsi_transfer 150 "$PY" benchmarks/wsi_transfer.py --workers 4 --repeats 5
+# which of the engine's threads hold its GIL (py-spy --gil: only samples holding it) while the costly
+# model runs: the model's thread launches every kernel under that lock
+PYSPY_GIL=${PYSPY:-$(command -v py-spy)}
+if [[ -n "$PYSPY_GIL" ]]; then
+    step wsi_gil 200 "$PYSPY_GIL" record -r 200 --gil -f raw -o "$LOGS/wsi_gil.raw" --threads -- \
+        "$PY" benchmarks/wsi_throughput.py --skip-trivial --workers 4 --histology-repeats 0 --batch-size 64 \
+        --replay-behind configs/cerberus/cerberus_resnet34.py --finish-workers "$FINISHERS" --tile-cache-mb 512 $CHECKPOINT
+    TAIL=100 step wsi_gil_summary 60 "$PY" benchmarks/profile_summary.py "$LOGS/wsi_gil.raw" --top 10 \
+        --only SlideRunner.run finish_chunk Prefetched _ExecutorManagerThread
+    rm -f "$LOGS/wsi_gil.raw"
+fi
 # PyTorch calls of the model's thread per tile (the GPU path: canvases filled with one launch per batch)
 TAIL=16 step wsi_host_ops 120 "$PY" benchmarks/wsi_host_ops.py --batch-size 64 $CHECKPOINT
 # the model compiled by torch.compile (fewer launches from the engine's one GIL) against eager

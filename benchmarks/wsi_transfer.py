@@ -161,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # ops of microseconds, as launches are
     args.cache.mkdir(parents=True, exist_ok=True)
-    slide = make_slide(args.cache / f"bench_{args.size}.tiff", args.size)
+    slide = make_slide(args.cache / f"tissue_{args.size}.tiff", args.size)  # wsi_throughput.py's
     settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64)
     tiles = ChunkTiles(slide, 1.0, bench_plan(slide, settings, margin=64), settings)
     corners = [tiles.corners(k) for k in range(len(tiles))]
