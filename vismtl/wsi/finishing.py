@@ -12,9 +12,10 @@ The chunk's maps (:class:`~vismtl.wsi.stitch.ChunkMaps`: the instance tasks' pix
 their probabilities) travel through a shared-memory block (a single copy, no pickling of the
 arrays; integer maps such as type decisions narrowed to the smallest dtype that holds them),
 and the worker finishes the chunk on views of that block. Blocks are reused from chunk to
-chunk, and each worker keeps the blocks it has seen mapped (:class:`~vismtl.wsi.workers.SharedBlocks`). Given
-the chunk's files, the worker writes its rasters and part files itself and only the tallies
-come back; otherwise the rasters and the part files' text come back pickled (a few MB).
+chunk, and each worker keeps the blocks it has seen mapped
+(:class:`~vismtl.wsi.workers.SharedBlocks`). Given the chunk's files, the worker writes its
+rasters and part files itself and only the tallies come back; otherwise the rasters and the
+part files' text come back pickled (a few MB).
 """
 
 from __future__ import annotations
