@@ -46,7 +46,8 @@ TAIL=4 step kernel_tests 180 "$PY" -m pytest -q -x tests/test_expert_gating.py t
     tests/test_wsi_engine.py::test_outputs_made_on_the_gpu_equal_those_made_on_the_cpu \
     tests/test_wsi_graphed.py tests/test_wsi_engine.py::test_a_model_replayed_as_a_cuda_graph_gives_the_same_outputs \
     tests/test_flood_on_device.py tests/test_wsi_engine.py::test_nuclei_decided_on_the_gpu_give_the_same_outputs \
-    tests/test_wsi_engine.py::test_the_model_s_thread_stitches_a_batch_without_waiting_for_the_gpu
+    tests/test_wsi_engine.py::test_the_model_s_thread_stitches_a_batch_without_waiting_for_the_gpu \
+    tests/test_wsi_clock.py
 # the 90 % target in one step: batches of 64, the CUDA graph and the nuclei decided on the GPU each
 # off and on (runs alternating on one engine), for the quickstart model, its outputs replayed (a
 # model that costs nothing) and replayed behind a model that costs what the published Cerberus costs

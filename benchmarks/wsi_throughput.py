@@ -223,6 +223,10 @@ def report(name: str, results: list[dict], tile: int) -> None:
     "wait in/out": the share of the pipeline the model thread waited for tiles / for writers
     before its last batch; "drain": the share after it, spent waiting for the last chunks'
     finishing and writes (a slide's tail, which a batch of slides overlaps with the next slide).
+    "gaps": the share the model was idle between its calls (on a GPU, the device: between its
+    first batch and its last), "late": the part of it when the model's thread came late (the
+    device had finished the last batch when the thread began the next); the rest of a GPU's gaps
+    went to work queued between the model's calls (copies, stitching) or to waits elsewhere.
     "finish/s": tiles per second of chunk finishing (post-processing) on one core, i.e. how
     many tiles/s each finishing process or writer thread can absorb. "cores": CPU seconds of the
     engine's own process (all its threads) per second of the slide call; near 1 with the model on
@@ -235,22 +239,24 @@ def report(name: str, results: list[dict], tile: int) -> None:
     busy_wall = statistics.median(r["model_s"] / r["wall"] for r in results)
     waits = [
         100 * statistics.median(r[k] / r["tiles_s"] for r in results)
-        for k in ("input_wait_s", "output_wait_s", "drain_s")
+        for k in ("input_wait_s", "output_wait_s", "drain_s", "gap_s", "gap_late_s")
     ]
     finish = statistics.median(r["tiles"] / max(r["finish_s"], 1e-9) for r in results)
     cores = statistics.median(r["cpu"] / r["wall"] for r in results)
     print(
         f"{name:56s} {len(results):>3d} {tiles:6d} {pipe:8.2f} {wall:8.2f} {tiles / pipe:8.1f} "
         f"{mp / pipe:8.1f} {mp / wall:8.1f} {100 * busy_pipe:8.1f}% {100 * busy_wall:8.1f}% "
-        f"{waits[0]:6.1f}% {waits[1]:6.1f}% {waits[2]:6.1f}% {finish:8.1f} {cores:6.2f}"
+        + " ".join(f"{share:6.1f}%" for share in waits)
+        + f" {finish:8.1f} {cores:6.2f}"
     )
 
 
 HEADER = (
     f"{'run':56s} {'n':>3s} {'tiles':>6s} {'pipe s':>8s} {'slide s':>8s} {'tiles/s':>8s} "
     f"{'MP/s':>8s} {'MP/s*':>8s} {'busy':>9s} {'busy*':>9s} {'wait in':>7s} {'out':>7s} {'drain':>7s} "
-    f"{'finish/s':>8s} {'cores':>6s}\n"
-    "(tiles/s, MP/s, busy and waits over the tile pipeline; * over the whole slide call; cores: the engine "
+    f"{'gaps':>7s} {'late':>7s} {'finish/s':>8s} {'cores':>6s}\n"
+    "(tiles/s, MP/s, busy and waits over the tile pipeline; * over the whole slide call; gaps: the model idle "
+    "between its first and last batch, late: of which its thread came late; cores: the engine "
     "process's CPU s per s of the slide call; medians of n runs)"
 )
 

@@ -34,7 +34,7 @@ from vismtl.wsi.batching import Prefetched, batches_across_chunks
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.stitcher import drain, vote_patches
-from wsi_helpers import GreyOracle, damage_tile, ellipses, write_label_slide
+from wsi_helpers import GreyOracle, damage_tile, ellipses, gpu_cycles, write_label_slide
 
 TINY = ROOT / "tests" / "configs" / "tiny_histology.py"
 SLIDES = SHARED_DATA / "slides"
@@ -443,6 +443,7 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
         t = summary["timings"]
         assert abs(t["wall_s"] - (t["prepare_s"] + t["tiles_s"] + t["conclude_s"])) < 0.005
         assert t["drain_s"] <= t["tiles_s"]
+        assert 0 < t["gap_late_s"] == t["gap_s"] < t["tiles_s"]  # on the CPU the model's thread is the late one
 
     batch_events = events[: events.index(("_conclude ended", "slide2")) + 1]
     at = {event: k for k, event in enumerate(batch_events)}
@@ -1234,12 +1235,7 @@ def test_the_model_s_thread_stitches_a_batch_without_waiting_for_the_gpu(tmp_pat
     through pinned memory.)"""
     from vismtl.wsi.stitcher import ChunkStitcher
 
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    torch.cuda._sleep(10**8)
-    end.record()
-    end.synchronize()
-    cycles = int(0.3 * 10**8 / (start.elapsed_time(end) / 1000))  # 0.3 s at this GPU's clock
+    cycles = gpu_cycles(0.3)
     calls: list[tuple[str, float, bool]] = []
 
     def timed(name, method):

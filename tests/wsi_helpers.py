@@ -78,3 +78,13 @@ def damage_tile(path: Path, index: int) -> None:
     with path.open("r+b") as handle:
         handle.seek(offset)
         handle.write(b"\0" * count)
+
+
+def gpu_cycles(seconds: float) -> int:
+    """Clock cycles that ``torch.cuda._sleep`` spins for about ``seconds`` on this GPU (measured)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(10**8)
+    end.record()
+    end.synchronize()
+    return int(seconds * 10**8 / (start.elapsed_time(end) / 1000))

@@ -138,36 +138,69 @@ def _joined(tiles: list[torch.Tensor]) -> torch.Tensor:
 
 
 class ModelClock:
-    """Seconds the model computed. On the CPU, wall time around each call; on a GPU, CUDA events
-    around the model's kernels, read at the end, so that the model's thread queues the next
-    batch while the GPU computes this one instead of waiting for it (the busy time is the GPU's,
-    not that of the queue or of a thread waiting on it)."""
+    """Seconds the model computed, and the gaps between its calls. On the CPU, wall time around
+    each call; on a GPU, CUDA events around the model's kernels, read at the end, so that the
+    model's thread queues the next batch while the GPU computes this one instead of waiting for it
+    (the busy time is the GPU's, not that of the queue or of a thread waiting on it).
+
+    :meth:`gaps`: the seconds between one call's end and the next one's start (on a GPU, the
+    device's: what keeps it under 100 % busy between the first batch and the last), and the part
+    of them before the model's thread even began the next call (on a GPU: the device waited for
+    the thread; the rest went to work queued between the calls, such as the batch's copies and
+    the stitching's kernels, or to a wait elsewhere). On the CPU the thread is always the late
+    one. A GPU clock synchronises once, at its first call, to place the device's times on the
+    thread's clock."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
-        self._events: list[tuple[Any, Any]] = []
+        self._events: list[tuple[Any, Any, float]] = []  # per GPU call: start, end, the thread's start
+        self._origin: tuple[Any, float] | None = None  # an event and the thread's time when it ran
         self._seconds = 0.0
         self._started = 0.0
+        self._ended: float | None = None  # the last call's end (the CPU's, or the GPU's since the origin)
+        self._gap = self._gap_late = 0.0
 
     def __enter__(self) -> None:
-        if self.cuda:
-            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-            self._events[-1][0].record()
-        else:
-            self._started = time.perf_counter()
+        self._started = time.perf_counter()
+        if not self.cuda:
+            if self._ended is not None:
+                self._gap += self._started - self._ended
+                self._gap_late += self._started - self._ended
+            return
+        if self._origin is None:
+            origin = torch.cuda.Event(enable_timing=True)
+            origin.record()
+            origin.synchronize()
+            self._origin = origin, time.perf_counter()
+        self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True), self._started))
+        self._events[-1][0].record()
 
     def __exit__(self, *exc) -> None:
         if self.cuda:
             self._events[-1][1].record()
         else:
-            self._seconds += time.perf_counter() - self._started
+            self._ended = time.perf_counter()
+            self._seconds += self._ended - self._started
 
     def seconds(self) -> float:
         if self._events:
             self._events[-1][1].synchronize()
-            self._seconds += sum(start.elapsed_time(end) for start, end in self._events) / 1000.0
+            origin, at = self._origin
+            for start, end, began in self._events:
+                start_s, end_s = origin.elapsed_time(start) / 1000.0, origin.elapsed_time(end) / 1000.0
+                self._seconds += end_s - start_s
+                if self._ended is not None:
+                    gap = max(start_s - self._ended, 0.0)
+                    self._gap += gap
+                    self._gap_late += min(max(began - at - self._ended, 0.0), gap)
+                self._ended = end_s
             self._events.clear()
         return self._seconds
+
+    def gaps(self) -> tuple[float, float]:
+        """``(seconds between calls, of which before the model's thread began the next)``, up to
+        :meth:`seconds`' last call."""
+        return self._gap, self._gap_late
 
 
 class Prefetched(Iterator):

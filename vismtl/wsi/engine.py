@@ -422,7 +422,9 @@ class SlideRunner:
             # model -> write pipeline, up to its last chunk's write; conclude_s: GeoJSON, pictures);
             # within tiles_s the model's thread computed (model_s), waited for tiles (input_wait_s)
             # and for the writers (output_wait_s), and drain_s went to the chunks still being
-            # finished after its last batch; finish_s: the chunks' post-processing, added up over
+            # finished after its last batch; between its first batch and its last the model was
+            # idle gap_s (on a GPU, the device's), gap_late_s of it because the model's thread came
+            # late (ModelClock.gaps); finish_s: the chunks' post-processing, added up over
             # the threads or processes that ran it
             timings={"wall_s": round(job.seconds["prepare_s"] + tiles_s + conclude_s, 3)}
             | {"prepare_s": round(job.seconds["prepare_s"], 3), "tiles_s": round(tiles_s, 3)}
@@ -530,7 +532,7 @@ class SlideRunner:
         """
         slide_input, scale, plan, outputs = job.input, job.state.scale, job.state.plan, job.state.outputs
         if not len(plan.positions):
-            return {"model_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
+            return {"model_s": 0.0, "gap_s": 0.0, "gap_late_s": 0.0, "input_wait_s": 0.0, "output_wait_s": 0.0}, None
         reading, job.reading = job.reading, None  # started by _prepare
         threads, engine_threads = torch.get_num_threads(), self.settings.engine_threads(self.device.type)
         if engine_threads:
@@ -601,7 +603,10 @@ class SlideRunner:
         except BaseException:
             writer.shutdown(wait=True)  # the chunks handed over are still written (and journaled)
             raise
-        return {"model_s": clock.seconds(), **seconds}, functools.partial(close_writers, stitcher, writer)
+        model_s = clock.seconds()
+        gap_s, gap_late_s = clock.gaps()
+        busy = {"model_s": model_s, "gap_s": gap_s, "gap_late_s": gap_late_s, **seconds}
+        return busy, functools.partial(close_writers, stitcher, writer)
 
     def _activated(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.settings.cuda_graph and images.is_cuda:
