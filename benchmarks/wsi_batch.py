@@ -105,14 +105,18 @@ def compare(label: str, model, tasks, settings: WSISettings, slides: list[SlideI
     base = statistics.median(r["wall"] for r in runs[MODES[0]])
     for mode in MODES:
         wall = statistics.median(r["wall"] for r in runs[mode])
-        busy = statistics.median(sum(t["model_s"] for t in r["timings"]) / r["wall"] for r in runs[mode])
+        busy, gaps, late = (
+            statistics.median(sum(t[key] for t in r["timings"]) / r["wall"] for r in runs[mode])
+            for key in ("model_s", "gap_s", "gap_late_s")
+        )
         phases = [
             statistics.median(t[key] for r in runs[mode] for t in r["timings"])
             for key in ("prepare_s", "drain_s", "conclude_s")
         ]
         print(
             f"{label + ', ' + mode:60s} {len(slides):>6d} {wall:9.2f} {len(slides) / wall:9.2f} {base / wall:7.2f}x "
-            f"{100 * busy:7.1f}% {phases[0]:9.3f} {phases[1]:9.3f} {phases[2]:9.3f}"
+            f"{100 * busy:7.1f}% {100 * gaps:7.1f}% {100 * late:7.1f}% {phases[0]:9.3f} {phases[1]:9.3f} "
+            f"{phases[2]:9.3f}"
         )
 
 
@@ -145,8 +149,9 @@ def main() -> None:
     )
     print(
         f"{'model, batch':60s} {'slides':>6s} {'batch s':>9s} {'slides/s':>9s} {'ratio':>8s} {'busy':>8s} "
-        f"{'prepare s':>9s} {'drain s':>9s} {'conclude s':>9s}\n"
-        "(medians; busy: the model's seconds over the batch's; prepare, drain, conclude: per slide)"
+        f"{'gaps':>8s} {'late':>8s} {'prepare s':>9s} {'drain s':>9s} {'conclude s':>9s}\n"
+        "(medians; busy: the model's seconds over the batch's; gaps: the model idle between batches within "
+        "its slides, late: of which its thread came late (ModelClock.gaps); prepare, drain, conclude: per slide)"
     )
     try:
         if not args.skip_trivial:
