@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import device_description, quickstart_histology  # noqa: E402
 from vismtl.wsi import WSISettings, reading  # noqa: E402
-from vismtl.wsi.batching import ChunkTiles, as_images, copied_images  # noqa: E402
+from vismtl.wsi.batching import ChunkTiles, as_images  # noqa: E402
 from vismtl.wsi.reading import ReadingPool, reader_of  # noqa: E402
 from vismtl.wsi.workers import mapped_block  # noqa: E402
 from wsi_throughput import bench_plan, make_slide  # noqa: E402
@@ -109,7 +109,7 @@ def through_pipe(pool: ReadingPool, path: Path, corners: list[np.ndarray], size:
 
 def through_blocks(pool: ReadingPool, path: Path, corners: list[np.ndarray], size: int, ahead: int) -> int:
     pin = torch.cuda.is_available()
-    take = lambda view: copied_images(view, pin)  # noqa: E731 -- as the engine takes them
+    take = lambda view: as_images(view, pin, copy=True)  # noqa: E731 -- as the engine takes them
     return sum(len(images) for images, _ in pool.chunks(path, 1.0, corners, size, ahead, take))
 
 

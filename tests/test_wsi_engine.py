@@ -1204,14 +1204,14 @@ def test_patch_votes_count_each_tile_of_the_core_once():
     from vismtl.wsi.stitch import patch_classes
 
     tasks = build_tasks(dict(tissue=dict(kind="patch_class", num_classes=4)))
-    canvas = type("Canvas", (), {"patch_tiles": {}, "patch_classes": {}})()
+    canvas = type("Canvas", (), {"patch_tiles": {}})()
     core = (0, 0, 512, 512)
     positions = np.array([[0, 0], [0, 256], [256, 512], [512, 0], [256, 256]])  # 3rd and 4th outside
     logits = torch.full((5, 4), -5.0)
     logits[torch.arange(5), torch.tensor([2, 2, 1, 3, 0])] = 5.0
     vote_patches(canvas, tasks, {"tissue": logits}, positions, core)
     vote_patches(canvas, tasks, {"tissue": logits[:2]}, positions[:2], core)
-    votes, tiles = patch_classes(canvas)
+    votes, tiles = patch_classes(canvas, tasks)
     assert votes["tissue"] == [1, 0, 4, 0]
     assert tiles["tissue"] == [[0, 0, 2], [0, 256, 2], [256, 256, 0], [0, 0, 2], [0, 256, 2]]
 

@@ -19,7 +19,7 @@ from vismtl.wsi.plan import SlidePlan
 from vismtl.wsi.reading import ChunkReader, covering_box
 from vismtl.wsi.settings import WSISettings
 
-__all__ = ["ChunkTiles", "ModelClock", "Piece", "Prefetched", "as_images", "batches_across_chunks", "copied_images"]
+__all__ = ["ChunkTiles", "ModelClock", "Piece", "Prefetched", "as_images", "batches_across_chunks"]
 
 
 class ChunkTiles:
@@ -61,20 +61,17 @@ class ChunkTiles:
         return index, as_images(tiles, self.pin), unreadable
 
 
-def as_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:
-    """uint8 ``[n, S, S, 3]`` -> the model's ``[n, 3, S, S]``, channels-last (a view); ``pin``: in
-    pinned memory first, for copies to a GPU that do not wait (one from pageable memory may wait
-    for the stream, i.e. for the batch the model is computing)."""
+def as_images(tiles: np.ndarray, pin: bool = False, copy: bool = False) -> torch.Tensor:
+    """uint8 ``[n, S, S, 3]`` -> the model's ``[n, 3, S, S]``, channels-last: a view, or a copy
+    with ``pin`` (in pinned memory, for copies to a GPU that do not wait: one from pageable memory
+    may wait for the stream, i.e. for the batch the model is computing) or ``copy`` (``tiles``
+    is memory about to be reused: a reading process's block). Torch copies without the GIL."""
     images = torch.from_numpy(tiles)
-    return (images.pin_memory() if pin else images).permute(0, 3, 1, 2)
-
-
-def copied_images(tiles: np.ndarray, pin: bool = False) -> torch.Tensor:
-    """:func:`as_images` of a copy of ``tiles`` (a view of memory about to be reused: a reading
-    process's block), in pinned memory with ``pin``; torch copies without holding the GIL."""
-    copy = torch.empty(tiles.shape, dtype=torch.uint8, pin_memory=pin)
-    copy.copy_(torch.from_numpy(tiles))
-    return copy.permute(0, 3, 1, 2)
+    if pin:
+        images = images.pin_memory()
+    elif copy:
+        images = images.clone()
+    return images.permute(0, 3, 1, 2)
 
 
 class Piece(NamedTuple):

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from vismtl.tasks import Task
-from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, batches_across_chunks, copied_images
+from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, as_images, batches_across_chunks
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.geojson import ChunkPart, chunk_part
 from vismtl.wsi.graphed import ModelGraph, padded
@@ -514,7 +514,7 @@ class SlideRunner:
         readers = self._readers()
         if readers is not None:  # reading processes; a thread copies their chunks out (pinned for a GPU)
             corners = [tiles.corners(k) for k in range(len(tiles))]
-            take = functools.partial(copied_images, pin=pin)
+            take = functools.partial(as_images, pin=pin, copy=True)
             chunks = readers.chunks(tiles.path, scale, corners, tiles.size, ahead=2 * readers.processes, take=take)
             loader = Prefetched(recorded((k, images, bad) for k, (images, bad) in enumerate(chunks)))
         else:  # one reading thread: decoding releases the GIL, and no tile crosses a process boundary

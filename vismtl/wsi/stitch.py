@@ -69,10 +69,9 @@ class ChunkCanvas:
         if not self.copy:
             self.weight_sum = weights.zero_() if weights is not None else torch.zeros((height, width), device=device)
         self.window = _window(tile, window, torch.device(device))
-        # task -> (corners [N, 2], in the core [N], classes [N] on the device) per batch, and the
-        # task's number of classes: its votes and the map's cells (:func:`patch_classes`)
+        # task -> (corners [N, 2], in the core [N], classes [N] on the device) per batch: its votes
+        # and the map's cells (:func:`patch_classes`)
         self.patch_tiles: dict[str, list[tuple[np.ndarray, np.ndarray, torch.Tensor]]] = {}
-        self.patch_classes: dict[str, int] = {}
         self.tiles = 0
 
     def add(self, outputs: Mapping[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor | None:
@@ -284,7 +283,7 @@ def finalize_chunk(
     """
     rasters, parts, seconds = finish(chunk_maps(canvas.result(), tasks, job, decide), job, files)
     result = ChunkResult(rasters, parts)
-    result.stats = {**_stats(result, canvas), "finish_s": round(seconds, 4)}
+    result.stats = {**_stats(result, canvas, tasks), "finish_s": round(seconds, 4)}
     return result
 
 
@@ -305,7 +304,9 @@ def type_task_of(name: str, tasks: Mapping[str, Task]) -> str | None:
     return next((n for n, t in tasks.items() if t.kind == "type" and getattr(t, "instances_from", None) == name), None)
 
 
-def patch_classes(canvas: ChunkCanvas) -> tuple[dict[str, list[int]], dict[str, list[list[int]]]]:
+def patch_classes(
+    canvas: ChunkCanvas, tasks: Mapping[str, Task]
+) -> tuple[dict[str, list[int]], dict[str, list[list[int]]]]:
     """Per patch-class task, the votes of the tiles whose corner lies in the chunk's core (each
     counted once) and those tiles' ``[y, x, class]``: one copy from the device per task."""
     votes, tiles = {}, {}
@@ -313,15 +314,15 @@ def patch_classes(canvas: ChunkCanvas) -> tuple[dict[str, list[int]], dict[str, 
         corners, inside, classes = zip(*batches)
         inside = np.concatenate(inside)
         picked = torch.cat(classes).cpu().numpy()[inside]
-        votes[task] = np.bincount(picked, minlength=canvas.patch_classes[task]).tolist()
+        votes[task] = np.bincount(picked, minlength=tasks[task].num_outputs).tolist()
         tiles[task] = np.column_stack([np.concatenate(corners)[inside], picked]).tolist()
     return votes, tiles
 
 
-def _stats(result: ChunkResult, canvas: ChunkCanvas) -> dict[str, Any]:
+def _stats(result: ChunkResult, canvas: ChunkCanvas, tasks: Mapping[str, Task]) -> dict[str, Any]:
     """Counts and areas per task and class, patch-class votes and each tile's patch class: what the
     summary adds up and the patch-class map is drawn from."""
     counts = {task: part.counts for task, part in result.parts.items()}
     areas = {task: part.area_um2 for task, part in result.parts.items()}
-    votes, tiles = patch_classes(canvas)
+    votes, tiles = patch_classes(canvas, tasks)
     return {"tiles": canvas.tiles, "counts": counts, "area_um2": areas, "patch_votes": votes, "patch_tiles": tiles}

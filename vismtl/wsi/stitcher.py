@@ -222,8 +222,7 @@ def vote_patches(canvas: ChunkCanvas, patch_tasks: Mapping[str, Task], activated
         return
     y, x = positions[:, 0], positions[:, 1]
     in_core = (y >= core[0]) & (y < core[2]) & (x >= core[1]) & (x < core[3])
-    for name, task in patch_tasks.items():
-        canvas.patch_classes[name] = task.num_outputs
+    for name in patch_tasks:
         canvas.patch_tiles.setdefault(name, []).append((positions, in_core, activated[name].argmax(dim=1)))
 
 
