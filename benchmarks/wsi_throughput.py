@@ -224,9 +224,9 @@ def report(name: str, results: list[dict], tile: int) -> None:
     before its last batch; "drain": the share after it, spent waiting for the last chunks'
     finishing and writes (a slide's tail, which a batch of slides overlaps with the next slide).
     "gaps": the share the model was idle between its calls (on a GPU, the device: between its
-    first batch and its last), "late": the part of it when the model's thread came late (the
-    device had finished the last batch when the thread began the next); the rest of a GPU's gaps
-    went to work queued between the model's calls (copies, stitching) or to waits elsewhere.
+    first batch and its last), "late": the part of it before the model's thread even began the
+    next call (ModelClock.gaps); the rest of a GPU's gaps went to work queued between the model's
+    calls (copies, stitching) or to waits elsewhere.
     "finish/s": tiles per second of chunk finishing (post-processing) on one core, i.e. how
     many tiles/s each finishing process or writer thread can absorb. "cores": CPU seconds of the
     engine's own process (all its threads) per second of the slide call; near 1 with the model on
