@@ -244,17 +244,23 @@ def test_instances_cut_by_tile_and_chunk_borders_come_out_once_and_whole(tmp_pat
 
 
 def test_chunks_finished_in_worker_processes_are_the_same(tmp_path):
-    """wsi.finish_workers: the objects and rasters equal those the writer threads produce."""
+    """wsi.finish_workers: the objects, rasters, pictures and summary (the slide concluded in a
+    finishing process too) equal those of the writer threads, objects cut by chunks included."""
     gt = ellipses(480, 640, 60, seed=4, borders=96)
     slide = write_label_slide(tmp_path / "labels.tiff", gt)
     outputs = {
-        name: oracle_outputs(slide, tmp_path / name, finish_workers=workers)
+        name: oracle_outputs(slide, tmp_path / name, finish_workers=workers, margin=16)
         for name, workers in (("threads", 0), ("processes", 2))
     }
     (text, raster, summary), (text_p, raster_p, summary_p) = outputs["threads"], outputs["processes"]
-    assert len(json.loads(text)["features"]) == 60
+    assert len(json.loads(text)["features"]) == 60 and summary["cut_objects"] > 0
     assert text == text_p and np.array_equal(raster, raster_p)
-    assert (summary["counts"], summary["area_um2"]) == (summary_p["counts"], summary_p["area_um2"])
+    timings, timings_p = summary.pop("timings"), summary_p.pop("timings")
+    assert summary == summary_p and timings.keys() == timings_p.keys()
+    for picture in ("thumbnail.png", "tissue_mask.png"):
+        assert (tmp_path / "threads" / "labels" / picture).read_bytes() == (
+            tmp_path / "processes" / "labels" / picture
+        ).read_bytes()
 
 
 @pytest.mark.parametrize("mpp", [0.5, 0.55])

@@ -22,6 +22,7 @@ from vismtl.tasks import build_tasks
 from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes, unpack
 from vismtl.wsi.pieces import read_pieces
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, chunk_maps, decide_instances, finish_maps
+from wsi_helpers import process_and_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTOLOGY_TASKS = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)
@@ -127,6 +128,14 @@ def test_blocks_are_reused_across_chunks_of_any_size():
     for (rasters, parts), (rasters_here, parts_here) in zip(results, expected):
         assert parts == parts_here and all(np.array_equal(rasters[n], rasters_here[n]) for n in rasters_here)
     assert shared_blocks() <= before  # every block unlinked
+
+
+def test_a_call_runs_in_a_finishing_process_with_its_tasks_or_here_without_processes():
+    """ChunkFinisher.call: how a slide is concluded off the model's process (and its GIL)."""
+    with ChunkFinisher(HISTOLOGY_TASKS, processes=1) as finisher:
+        pid, names = finisher.call(process_and_tasks)
+    assert pid != os.getpid() and names == sorted(HISTOLOGY_TASKS)
+    assert ChunkFinisher(HISTOLOGY_TASKS).call(process_and_tasks) == (os.getpid(), sorted(HISTOLOGY_TASKS))
 
 
 def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():

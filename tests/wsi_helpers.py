@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,8 @@ def gpu_cycles(seconds: float) -> int:
     end.record()
     end.synchronize()
     return int(seconds * 10**8 / (start.elapsed_time(end) / 1000))
+
+
+def process_and_tasks(tasks) -> tuple[int, list[str]]:
+    """Where :meth:`ChunkFinisher.call` ran this, and the tasks it was given."""
+    return os.getpid(), sorted(tasks)

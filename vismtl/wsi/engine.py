@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,18 +34,16 @@ from tqdm import tqdm
 
 from vismtl.tasks import Task
 from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, as_images, batches_across_chunks
+from vismtl.wsi.conclusion import SlideEnd, conclude_slide
 from vismtl.wsi.finishing import ChunkFinisher
-from vismtl.wsi.geojson import ChunkPart, chunk_part
 from vismtl.wsi.graphed import ModelGraph, padded
 from vismtl.wsi.inputs import SlideInput
-from vismtl.wsi.instances import assemble
-from vismtl.wsi.outputs import SlideOutputs, merge_summaries
-from vismtl.wsi.pieces import ObjectPiece
+from vismtl.wsi.outputs import SlideOutputs
 from vismtl.wsi.plan import SlidePlan, plan_slide
 from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.reading import ReadingPool
 from vismtl.wsi.settings import WSISettings
-from vismtl.wsi.stitch import raster_spec, type_task_of
+from vismtl.wsi.stitch import raster_spec
 from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_geojson_mask, load_mask, tissue_mask
@@ -372,8 +370,9 @@ class SlideRunner:
             job.busy, job.writes = self._run_tiles(job, started)
 
     def _conclude(self, job: SlideJob) -> dict[str, Any]:
-        """Wait for the job's last chunks, put its GeoJSON together, write its pictures and summary:
-        its manifest entry."""
+        """Wait for the job's last chunks, then put its GeoJSON together and write its pictures and
+        summary (:func:`~vismtl.wsi.conclusion.conclude_slide`, in a finishing process if there are
+        some): its manifest entry."""
         if "status" not in job.entry:
             with self._phase(job, "conclude_s"):
                 started = time.perf_counter()
@@ -381,81 +380,40 @@ class SlideRunner:
                 if writes is not None:
                     writes()  # re-raises a writer's error: the slide failed
                 job.busy["drain_s"] = time.perf_counter() - started
-                job.entry.update(self._concluded(job, started))
+                if job.reads["tiles"] and job.reads["unreadable"] == job.reads["tiles"]:
+                    raise SlideError(
+                        job.reads["first"]
+                    )  # not one tile could be read: a broken file, not a damaged tile
+                entry, notes = self.finisher.call(conclude_slide, self._slide_end(job))
+                for level, text in notes:
+                    log.log(level, text)
+                job.entry.update(entry)
         job.entry["seconds"] = round(sum(job.seconds.values()), 3)
         job.entry["outputs"] = str(job.folder)
         job.state = None  # its pictures: a batch of hundreds of slides must not keep them all
         return_free_memory()
         return job.entry
 
-    def _concluded(self, job: SlideJob, started: float) -> dict[str, Any]:
-        state, slide_input = job.state, job.input
-        outputs, layout, mask = state.outputs, state.layout, state.mask
-        if job.reads["tiles"] and job.reads["unreadable"] == job.reads["tiles"]:
-            raise SlideError(job.reads["first"])  # not one tile could be read: a broken file, not a damaged tile
-        entries = outputs.journal.entries()
-        written, assembled = outputs.write_instances(functools.partial(self._assembled, state))
-        overlay_task = next((n for n, t in self.dense.items() if t.kind in ("instance", "semseg", "type")), None)
-        probability = overlay_task is not None and self.tasks[overlay_task].kind == "instance"
-        outputs.write_pictures(state.picture, mask, overlay_task, probability)
-        patch = [n for n, t in self.tasks.items() if not t.dense]
-        tiles = {n: [row for e in entries.values() for row in e.get("patch_tiles", {}).get(n, [])] for n in patch}
-        names = {n: self.tasks[n].class_names or [str(c) for c in range(self.tasks[n].num_outputs)] for n in patch}
-        outputs.write_patch_maps(tiles, self.settings.step, names, state.picture)
-        # the slide's own time (its phases overlap other slides' in run_many); the tile pipeline
-        # ends with its last chunk's write
-        tiles_s = job.seconds["tiles_s"] + job.busy["drain_s"]
-        conclude_s = time.perf_counter() - started - job.busy["drain_s"]
-        summary = merge_summaries(entries, assembled)
-        summary.update(
-            slide=str(slide_input.path),
-            mpp_level0=state.mpp,
-            output_grid=[layout.height, layout.width],
-            chunks={"total": len(layout.chunks()), "with_tissue": len(entries), "resumed": state.resumed},
-            tissue_fraction=float(mask.mean()),
-            instances_written=written,
-            # this run's tiles taken from the cache instead of computed again, and the cache's peak
-            tiles_shared=state.plan.shared,
-            tile_cache_mb=round(state.plan.peak_bytes / 2**20, 1),
-            tissue_classes=self._proportions(summary["patch_votes"]),
-            # wall_s: the slide's phases (prepare_s: opening, tissue mask, plan; tiles_s: the read ->
-            # model -> write pipeline, up to its last chunk's write; conclude_s: GeoJSON, pictures);
-            # within tiles_s the model's thread computed (model_s), waited for tiles (input_wait_s)
-            # and for the writers (output_wait_s), and drain_s went to the chunks still being
-            # finished after its last batch; between its first batch and its last the model was
-            # idle gap_s (on a GPU, the device's), gap_late_s of it because the model's thread came
-            # late (ModelClock.gaps); finish_s: the chunks' post-processing, added up over
-            # the threads or processes that ran it
-            timings={"wall_s": round(job.seconds["prepare_s"] + tiles_s + conclude_s, 3)}
-            | {"prepare_s": round(job.seconds["prepare_s"], 3), "tiles_s": round(tiles_s, 3)}
-            | {k: round(v, 3) for k, v in job.busy.items()}
-            | {"conclude_s": round(conclude_s, 3), "finish_s": summary.pop("finish_s")},
+    def _slide_end(self, job: SlideJob) -> SlideEnd:
+        state = job.state
+        timings = {"prepare_s": job.seconds["prepare_s"], "tiles_s": job.seconds["tiles_s"] + job.busy["drain_s"]}
+        return SlideEnd(
+            slide=str(job.input.path),
+            name=job.input.name,
+            folder=job.folder,
+            layout=state.layout,
+            fingerprint=state.outputs.fingerprint,
+            scale=state.scale,
+            mpp=state.mpp,
+            mask=state.mask,
+            picture=state.picture,
+            step=self.settings.step,
             settings=self.settings.fingerprint(),
+            resumed=state.resumed,
+            shared=state.plan.shared,
+            cache_bytes=state.plan.peak_bytes,
+            timings=timings | job.busy,  # the slide's own (its phases overlap other slides' in run_many)
         )
-        summary["unreadable_tiles"] = unreadable = outputs.unreadable_tiles()
-        if unreadable:
-            log.warning(
-                "%s: %d tiles could not be read (a damaged slide file) and were left white: %s/unreadable.jsonl",
-                slide_input.name,
-                unreadable,
-                job.folder,
-            )
-        if summary["cut_objects"]:
-            log.info(
-                "%s: %d objects were larger than the chunk margin; each was put together from its chunks' pieces "
-                "(a larger wsi.margin decides their far pixels with more context)",
-                slide_input.name,
-                summary["cut_objects"],
-            )
-        outputs.write_summary(summary)
-        entry = {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": state.resumed}
-        return entry | ({"unreadable_tiles": unreadable} if unreadable else {})
-
-    def _assembled(self, state: Prepared, task: str, pieces: list[ObjectPiece]) -> ChunkPart:
-        """The objects of a slide's pieces of ``task`` (objects crossing chunk borders), as a part."""
-        type_name = type_task_of(task, self.tasks)
-        class_names = (self.tasks[type_name].class_names or ()) if type_name else ()
-        return chunk_part(assemble(pieces, state.layout.chunk, 1.0 / state.scale, state.plan.mpp, task, class_names))
 
     def _tile_cache_budget(self) -> tuple[int, int]:
         """(bytes for tiles kept between chunks, bytes per output pixel of a tile); (0, 0): none
@@ -482,14 +440,6 @@ class SlideRunner:
             if user.is_file():
                 return load_mask(user, thumbnail.shape[:2])
         return tissue_mask(thumbnail)
-
-    def _proportions(self, votes: Mapping[str, Sequence[int]]) -> dict[str, dict[str, float]]:
-        out = {}
-        for name, hist in votes.items():
-            total = max(sum(hist), 1)
-            names = self.tasks[name].class_names
-            out[name] = {names[i]: count / total for i, count in enumerate(hist)}
-        return out
 
     # -- the pipeline --------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from multiprocessing import shared_memory
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,18 +71,31 @@ class ChunkFinisher:
         through the engine's process (whose one GIL also launches the model's kernels)."""
         if not self.processes:
             return _timed_finish(maps.cpu(), self.tasks, job)
-        pool = self.start()
         block, spec = pack(maps, self.blocks.take)
         try:
-            return pool.submit(_finish_packed, block.name, spec, job, files).result()
+            return self._in_process(f"finishing the chunk at {job.core}", _finish_packed, block.name, spec, job, files)
+        finally:
+            self.blocks.give_back(block)
+
+    def call(self, fn: Callable[..., Any], *args) -> Any:
+        """``fn(tasks, *args)``, in a finishing process when there are some (its Python then holds
+        that process's GIL, not the one the model's thread launches kernels with), else here.
+        In a process, ``fn`` must be a module's function and ``args`` and the result picklable."""
+        if not self.processes:
+            return fn(self.tasks, *args)
+        return self._in_process(f"running {fn.__name__}", _with_tasks, fn, *args)
+
+    def _in_process(self, what: str, fn: Callable[..., Any], *args) -> Any:
+        """``fn(*args)`` in a finishing process; one that dies fails the call with ``what`` it was doing."""
+        pool = self.start()
+        try:
+            return pool.submit(fn, *args).result()
         except BrokenProcessPool as err:
             self._workers.discard(pool)  # a new pool on the next call
             raise BrokenProcessPool(
-                f"a chunk-finishing process died while finishing the chunk at {job.core} (killed, or out of "
-                "memory: lower wsi.finish_workers / --finish-workers)"
+                f"a chunk-finishing process died while {what} (killed, or out of memory: lower "
+                "wsi.finish_workers / --finish-workers)"
             ) from err
-        finally:
-            self.blocks.give_back(block)
 
     def close(self) -> None:
         self._workers.close()
@@ -174,6 +188,10 @@ def _start_worker(tasks: Mapping[str, Task]) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     watch_parent()
+
+
+def _with_tasks(fn: Callable[..., Any], *args) -> Any:
+    return fn(_WORKER_TASKS, *args)
 
 
 def _finish_packed(name: str, spec: Spec, job: ChunkJob, files: ChunkFiles | None) -> tuple[dict, dict, float]:

@@ -107,7 +107,6 @@ class SlideOutputs:
         self.folder, self.layout, self.fingerprint = Path(folder), layout, dict(fingerprint)
         self.journal = Journal(self.folder / "journal.jsonl")
         self.unreadable = Journal(self.folder / "unreadable.jsonl")  # tiles left white (a damaged file)
-        self.arrays: dict[str, zarr.Array] = {}
         self.run_id = ""
         self._lock = threading.Lock()  # chunks are written from several threads
 
@@ -179,7 +178,6 @@ class SlideOutputs:
                 zarr.create_array(store=str(made), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
                 os.replace(made, path)
                 array = zarr.open_array(str(path), mode="r+")
-            self.arrays[task] = array
             _run_array(self.run_id, str(path), array)  # this process writes through it
 
     def chunk_files(self, chunk: tuple[int, int], core: tuple[int, int, int, int]) -> ChunkFiles:
@@ -227,7 +225,7 @@ class SlideOutputs:
         (a probability raster outlined in green where it exceeds one half, a label raster by label)."""
         write_png_gray(self.folder / "tissue_mask.png", (mask > 0).astype(np.uint8) * 255)
         picture = thumbnail.copy()  # the mask's size or finer
-        if overlay_task is not None and overlay_task in self.arrays:
+        if overlay_task is not None and (self.folder / f"{overlay_task}.zarr").is_dir():
             values = self._downsampled(overlay_task, picture.shape[:2])
             picture = outlined(picture, values > 127) if probability else overlay(picture, values.astype(np.int64))
         write_png(self.folder / "thumbnail.png", picture)
@@ -265,7 +263,7 @@ class SlideOutputs:
 
     def _downsampled(self, task: str, size: tuple[int, int]) -> np.ndarray:
         """The task's raster at thumbnail size, read chunk row by chunk row (bounded memory)."""
-        array = self.arrays[task]
+        array = zarr.open_array(str(self.folder / f"{task}.zarr"), mode="r")
         step = max(1, int(np.ceil(max(array.shape[0] / size[0], array.shape[1] / size[1]))))
         rows = []
         for y in range(0, array.shape[0], self.layout.chunk):
