@@ -99,3 +99,26 @@ def test_tiles_taken_from_the_cache_give_what_computing_them_would():
         assert all(torch.equal(a, b) for a, b in zip(cached[0], full[0]))
         assert cached[1] == full[1] and sum(sum(v.values()) for v in full[1]) == 144  # each tile voted once
     assert all((canvas > 0).all() for canvas in full[0][4:5])  # the centre's whole region holds values
+
+
+@pytest.mark.parametrize(
+    "height, width, tile, stride, margin, mask_side",
+    [(3000, 2100, 256, 256, 64, 37), (1500, 1700, 96, 64, 48, 301), (640, 900, 128, 32, 16, 23)],
+)
+def test_the_tiles_touching_tissue_are_those_whose_box_meets_a_tissue_pixel(
+    height, width, tile, stride, margin, mask_side
+):
+    """TissueIndex.touching, every tile at once, against each tile's box cut out of the mask (tiles
+    over the slide's edge and, with a stride under the tile, starting before it included)."""
+    rng = np.random.default_rng(height)
+    mask = rng.random((mask_side, mask_side * width // height + 1)) > 0.97
+    layout = TileLayout(height, width, tile, stride, 0, stride * 4, margin)
+    scale = mask.shape[0] / height
+    expected = set()
+    for y, x in layout.tiles((-margin, -margin, height + margin, width + margin)):
+        r0, r1 = (min(max(f(v * scale), 0), mask.shape[0]) for f, v in ((np.floor, y), (np.ceil, y + tile)))
+        c0, c1 = (min(max(f(v * scale), 0), mask.shape[1]) for f, v in ((np.floor, x), (np.ceil, x + tile)))
+        if mask[int(r0) : int(r1), int(c0) : int(c1)].any():
+            expected.add((y, x))
+    assert min(min(corner) for corner in expected) < (0 if stride < tile else stride)  # tiles at the edge
+    assert TissueIndex(mask, scale).touching(layout) == expected

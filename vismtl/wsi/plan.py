@@ -67,8 +67,10 @@ def plan_slide(
     if cache_bytes and layout.stride != layout.tile:
         raise ValueError("tiles are shared between chunks only when they are disjoint (stride = tile)")
 
+    touching = tissue.touching(layout)
+
     def with_tissue(box):
-        return [t for t in layout.tiles(box) if tissue.touches((*t, t[0] + layout.tile, t[1] + layout.tile))]
+        return [t for t in layout.tiles(box) if t in touching]
 
     chunks, skipped = [], 0
     for chunk in layout.chunks():

@@ -53,7 +53,7 @@ class TileLayout:
         y0, x0, y1, x1 = self.core(cy, cx)
         return y0 - self.margin, x0 - self.margin, y1 + self.margin, x1 + self.margin
 
-    def _starts(self, lo: int, hi: int) -> range:
+    def starts(self, lo: int, hi: int) -> range:
         """Tile starts (multiples of the stride) whose kept span [s, s + tile) meets [lo, hi)."""
         first = math.floor((lo - self.tile) / self.stride) + 1
         last = math.ceil(hi / self.stride) - 1
@@ -62,7 +62,7 @@ class TileLayout:
     def tiles(self, box: Box) -> list[tuple[int, int]]:
         """Top-left corners (kept region) of the tiles meeting ``box``."""
         y0, x0, y1, x1 = box
-        return [(y, x) for y in self._starts(y0, y1) for x in self._starts(x0, x1)]
+        return [(y, x) for y in self.starts(y0, y1) for x in self.starts(x0, x1)]
 
 
 class TissueIndex:
@@ -78,17 +78,27 @@ class TissueIndex:
         self.shape = mask.shape
         self.table = np.pad(np.asarray(mask, np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
 
-    def touches(self, box: Box) -> bool:
-        y0, x0, y1, x1 = box
-        height, width = self.shape
-        r0 = min(max(math.floor(y0 * self.scale), 0), height)
-        c0 = min(max(math.floor(x0 * self.scale), 0), width)
-        r1 = min(max(math.ceil(y1 * self.scale), 0), height)
-        c1 = min(max(math.ceil(x1 * self.scale), 0), width)
-        if r1 <= r0 or c1 <= c0:
-            return False
-        t = self.table
-        return bool(t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0] > 0)
+    def touching(self, layout: TileLayout) -> set[tuple[int, int]]:
+        """Corners of the layout's tiles (any a chunk's region meets) whose kept box touches tissue:
+        every tile at once from the table, a strip of tile rows at a time (bounded memory), instead
+        of a Python call per tile (a slide's plan asks about each tile of each chunk)."""
+        rows = np.array(layout.starts(-layout.margin, layout.height + layout.margin), np.int64)
+        cols = np.array(layout.starts(-layout.margin, layout.width + layout.margin), np.int64)
+        c0, c1 = self._cells(cols, layout.tile, self.shape[1])
+        t, found = self.table, set()
+        for at in range(0, len(rows), 1024):
+            strip = rows[at : at + 1024]
+            r0, r1 = self._cells(strip, layout.tile, self.shape[0])
+            sums = t[np.ix_(r1, c1)] - t[np.ix_(r0, c1)] - t[np.ix_(r1, c0)] + t[np.ix_(r0, c0)]
+            y, x = np.nonzero((sums > 0) & (r1 > r0)[:, None] & (c1 > c0)[None, :])
+            found.update(zip(strip[y].tolist(), cols[x].tolist()))
+        return found
+
+    def _cells(self, starts: np.ndarray, tile: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mask rows (or columns) ``[lo, hi)`` that tiles starting at ``starts`` cover."""
+        lo = np.clip(np.floor(starts * self.scale), 0, size).astype(np.int64)
+        hi = np.clip(np.ceil((starts + tile) * self.scale), 0, size).astype(np.int64)
+        return lo, hi
 
 
 def nonzero_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, slice] | None:
