@@ -15,6 +15,9 @@ waits for its last chunks, then concludes it (``conclude_slide``) two ways, alte
 - in a finishing process (``ChunkFinisher.call``: what it does when there are finishing
   processes, a GPU's default).
 
+Its preparation (opening it, its tissue mask and plan, its arrays), which ``run_many`` runs in a
+helper thread either way, is timed the same way, as the first row.
+
 Meanwhile the main thread runs the quickstart model on one 16 px tile over and over
 (``wsi_transfer.py``'s stand-in for a GPU model's launches: ops of microseconds). "lost s": the
 seconds its forwards took during the conclusion beyond what they take alone; "forwards/s": how
@@ -43,17 +46,19 @@ from wsi_throughput import Replayed, make_slide, real_outputs  # noqa: E402
 from wsi_transfer import Launches, timed_pass  # noqa: E402
 
 WAYS = ("in the engine's process (a thread)", "in a finishing process")
+PREPARED = "(prepared, in a thread)"
 
 
-def ran_slide(runner: SlideRunner, slide: Path, out: Path, name: str) -> SlideJob:
-    """A job whose tiles have run and whose last chunks are written: ready to be concluded."""
+def ran_slide(runner: SlideRunner, slide: Path, out: Path, name: str, launches: Launches) -> tuple[SlideJob, tuple]:
+    """A job whose tiles have run and whose last chunks are written, ready to be concluded, and
+    its preparation timed beside ``launches`` (:func:`timed_pass`'s figures)."""
     job = SlideJob(SlideInput(slide, name), out)
-    runner._prepare(job, False, None)
+    prepared = timed_pass(runner._prepare, launches, job, False, None)
     runner._tiles(job)
     writes, job.writes = job.writes, None
     writes()
     job.busy["drain_s"] = 0.0
-    return job
+    return job, prepared
 
 
 def conclude(runner: SlideRunner, job: SlideJob, way: str) -> None:
@@ -84,7 +89,7 @@ def main() -> None:
     settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64, finish_workers=1)
     launches = Launches()
     torch.set_num_threads(1)  # the launching thread's ops of microseconds; the engine's as on a GPU
-    runs: dict[str, list] = {way: [] for way in WAYS}
+    runs: dict[str, list] = {way: [] for way in (PREPARED, *WAYS)}
     with (
         tempfile.TemporaryDirectory(dir=args.cache) as scratch,
         SlideRunner(replayed, tasks, settings, torch.device("cpu")) as runner,
@@ -94,8 +99,9 @@ def main() -> None:
         for repeat in range(args.repeats + 1):  # the first: untimed, and the ways' outputs compared
             for way in WAYS:
                 out = Path(scratch) / f"{repeat}_{WAYS.index(way)}"
-                job = ran_slide(runner, slide, out, "bench")
+                job, prepared = ran_slide(runner, slide, out, "bench", launches)
                 if repeat:
+                    runs[PREPARED].append(prepared)
                     runs[way].append(timed_pass(conclude, launches, runner, job, way))
                 else:
                     conclude(runner, job, way)

@@ -381,9 +381,7 @@ class SlideRunner:
                     writes()  # re-raises a writer's error: the slide failed
                 job.busy["drain_s"] = time.perf_counter() - started
                 if job.reads["tiles"] and job.reads["unreadable"] == job.reads["tiles"]:
-                    raise SlideError(
-                        job.reads["first"]
-                    )  # not one tile could be read: a broken file, not a damaged tile
+                    raise SlideError(job.reads["first"])  # not one tile read: a broken file, not a damaged tile
                 entry, notes = self.finisher.call(conclude_slide, self._slide_end(job))
                 for level, text in notes:
                     log.log(level, text)
