@@ -117,7 +117,8 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = load_checkpoint(work_dir / "checkpoints" / "latest.pth")["iteration"]
-    assert 6 <= killed_at < 16
+    # iter_6.pth is written before latest.pth is pointed at it: a kill in between leaves iteration 3
+    assert killed_at in (3, 6, 9, 12, 15)
     resumed = subprocess.run(
         [*command, "--work-dir", str(work_dir), "--resume"], env=env, capture_output=True, text=True
     )
