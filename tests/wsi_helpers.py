@@ -94,3 +94,8 @@ def gpu_cycles(seconds: float) -> int:
 def process_and_tasks(tasks) -> tuple[int, list[str]]:
     """Where :meth:`ChunkFinisher.call` ran this, and the tasks it was given."""
     return os.getpid(), sorted(tasks)
+
+
+def failing_conclusion(tasks, path: str) -> None:
+    """A conclusion that meets a damaged file (as :meth:`ChunkFinisher.call` would run it)."""
+    raise ValueError(f"cannot read the object pieces in {path}")
