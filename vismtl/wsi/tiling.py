@@ -86,8 +86,9 @@ class TissueIndex:
         cols = np.array(layout.starts(-layout.margin, layout.width + layout.margin), np.int64)
         c0, c1 = self._cells(cols, layout.tile, self.shape[1])
         t, found = self.table, set()
-        for at in range(0, len(rows), 1024):
-            strip = rows[at : at + 1024]
+        per_strip = max(1, 2**22 // max(len(cols), 1))  # at most 4M tiles (32 MB a temporary) at once
+        for at in range(0, len(rows), per_strip):
+            strip = rows[at : at + per_strip]
             r0, r1 = self._cells(strip, layout.tile, self.shape[0])
             sums = t[np.ix_(r1, c1)] - t[np.ix_(r0, c1)] - t[np.ix_(r1, c0)] + t[np.ix_(r0, c0)]
             y, x = np.nonzero((sums > 0) & (r1 > r0)[:, None] & (c1 > c0)[None, :])
