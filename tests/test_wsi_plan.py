@@ -121,4 +121,6 @@ def test_the_tiles_touching_tissue_are_those_whose_box_meets_a_tissue_pixel(
         if mask[int(r0) : int(r1), int(c0) : int(c1)].any():
             expected.add((y, x))
     assert min(min(corner) for corner in expected) < (0 if stride < tile else stride)  # tiles at the edge
-    assert TissueIndex(mask, scale).touching(layout) == expected
+    tissue = TissueIndex(mask, scale)
+    assert tissue.touching(layout) == expected
+    assert tissue.touching(layout, at_once=7) == expected  # a strip of a row or a few at a time

@@ -78,15 +78,16 @@ class TissueIndex:
         self.shape = mask.shape
         self.table = np.pad(np.asarray(mask, np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
 
-    def touching(self, layout: TileLayout) -> set[tuple[int, int]]:
+    def touching(self, layout: TileLayout, at_once: int = 2**22) -> set[tuple[int, int]]:
         """Corners of the layout's tiles (any a chunk's region meets) whose kept box touches tissue:
         every tile at once from the table, a strip of tile rows at a time (bounded memory), instead
-        of a Python call per tile (a slide's plan asks about each tile of each chunk)."""
+        of a Python call per tile (a slide's plan asks about each tile of each chunk). ``at_once``:
+        the most tiles looked at together (4M: 32 MB a temporary)."""
         rows = np.array(layout.starts(-layout.margin, layout.height + layout.margin), np.int64)
         cols = np.array(layout.starts(-layout.margin, layout.width + layout.margin), np.int64)
         c0, c1 = self._cells(cols, layout.tile, self.shape[1])
         t, found = self.table, set()
-        per_strip = max(1, 2**22 // max(len(cols), 1))  # at most 4M tiles (32 MB a temporary) at once
+        per_strip = max(1, at_once // max(len(cols), 1))
         for at in range(0, len(rows), per_strip):
             strip = rows[at : at + per_strip]
             r0, r1 = self._cells(strip, layout.tile, self.shape[0])
