@@ -1,7 +1,7 @@
 """Memory over a batch of slides: the engine process's resident memory after each slide.
 
     python benchmarks/wsi_batch_memory.py [--slides 40] [--every 5] [--one-after-the-other]
-        [--histology-checkpoint CKPT]
+        [--finish-workers N] [--histology-checkpoint CKPT]
 
 A batch of ``--slides`` links to the generated 6,000 x 6,000 bench slide of ``wsi_throughput.py``
 runs through ``SlideRunner.run_many`` (``SlideRunner.run`` per slide with
@@ -11,12 +11,14 @@ the model's cost; trained weights given a checkpoint). Printed every ``--every``
 process's resident memory (RSS, the reading thread's and writers' included; chunk finishing
 runs in the writer threads, the CPU default) as that slide's entry comes out, and the highest
 seen since the line before (sampled every 20 ms). A batch must not grow with its length: what one
-slide needs is freed when the next starts.
+slide needs is freed when the next starts. With ``--finish-workers N`` (a GPU's way: chunks
+finished and slides concluded in N processes), also the largest of those processes' RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -30,10 +32,15 @@ from wsi_batch import linked_slides  # noqa: E402
 from wsi_throughput import DEVICE, Replayed, make_slide, real_outputs  # noqa: E402
 
 
-def resident_mb() -> float:
-    """This process's resident memory in MB (Linux)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
+def resident_mb(pid: int | str = "self") -> float:
+    """A process's resident memory in MB (Linux; this one's by default)."""
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     return pages * 4096 / 2**20
+
+
+def workers_mb() -> float:
+    """The largest resident memory of this process's worker processes (0 without any)."""
+    return max((resident_mb(child.pid) for child in multiprocessing.active_children()), default=0.0)
 
 
 class PeakSampler:
@@ -59,6 +66,7 @@ def main() -> None:
     parser.add_argument("--slides", type=int, default=40)
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--one-after-the-other", action="store_true", help="SlideRunner.run per slide")
+    parser.add_argument("--finish-workers", type=int, default=0, help="chunk-finishing processes (default: none)")
     parser.add_argument("--histology-checkpoint", help="weights for the histology model (default: random)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vismtl_bench")
     args = parser.parse_args()
@@ -69,9 +77,9 @@ def main() -> None:
         slides = linked_slides(source, work, args.slides)
         model, tasks = quickstart_histology(args.histology_checkpoint)
         replayed = Replayed(real_outputs(model, source, 6000, 320))
-        settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64)
+        settings = WSISettings(mpp=0.5, tile=256, context=32, chunk=1024, margin=64, finish_workers=args.finish_workers)
         print(f"device: {device_description()}; {args.slides} slides of 6,000 x 6,000 px, histology outputs replayed")
-        print(f"{'slides done':>11s} {'RSS MB':>8s} {'peak RSS MB since the last line':>32s}")
+        print(f"{'slides done':>11s} {'RSS MB':>8s} {'peak RSS MB since the last line':>32s} {'worker RSS MB':>14s}")
         sampler = PeakSampler()
         with SlideRunner(replayed, tasks, settings, DEVICE) as runner:
             if args.one_after_the_other:
@@ -82,7 +90,8 @@ def main() -> None:
                 if entry["status"] != "done":
                     raise SystemExit(f"a slide failed: {entry}")
                 if done == 1 or done % args.every == 0:
-                    print(f"{done:11d} {resident_mb():8.0f} {sampler.take():32.0f}", flush=True)
+                    line = f"{done:11d} {resident_mb():8.0f} {sampler.take():32.0f} {workers_mb():14.0f}"
+                    print(line, flush=True)
     finally:
         shutil.rmtree(work)
 
