@@ -66,7 +66,7 @@ def conclude(runner: SlideRunner, job: SlideJob, way: str) -> None:
     if way == WAYS[0]:
         conclude_slide(runner.tasks, end)
     else:
-        runner.finisher.call(conclude_slide, end)
+        runner.finisher.call("concluding the bench slide", conclude_slide, end)
 
 
 def outputs_of(folder: Path) -> tuple[str, dict]:

@@ -22,7 +22,7 @@ from vismtl.tasks import build_tasks
 from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes, unpack
 from vismtl.wsi.pieces import read_pieces
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, chunk_maps, decide_instances, finish_maps
-from wsi_helpers import failing_conclusion, process_and_tasks
+from wsi_helpers import dying_conclusion, failing_conclusion, process_and_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTOLOGY_TASKS = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)
@@ -133,11 +133,16 @@ def test_blocks_are_reused_across_chunks_of_any_size():
 def test_a_call_runs_in_a_finishing_process_with_its_tasks_or_here_without_processes():
     """ChunkFinisher.call: how a slide is concluded off the model's process (and its GIL)."""
     with ChunkFinisher(HISTOLOGY_TASKS, processes=1) as finisher:
-        pid, names = finisher.call(process_and_tasks)
+        pid, names = finisher.call("looking", process_and_tasks)
+        # the slide fails with the process's error, or with what it was doing if the process dies
         with pytest.raises(ValueError, match=r"cannot read the object pieces in /out/a\.pieces"):
-            finisher.call(failing_conclusion, "/out/a.pieces")  # the slide fails with the process's message
+            finisher.call("concluding", failing_conclusion, "/out/a.pieces")
+        with pytest.raises(BrokenProcessPool, match="died while putting a's GeoJSON .* --finish-workers"):
+            finisher.call("putting a's GeoJSON together", dying_conclusion)
+        assert finisher.call("looking", process_and_tasks)[0] not in (pid, os.getpid())  # a new process
     assert pid != os.getpid() and names == sorted(HISTOLOGY_TASKS)
-    assert ChunkFinisher(HISTOLOGY_TASKS).call(process_and_tasks) == (os.getpid(), sorted(HISTOLOGY_TASKS))
+    inline = ChunkFinisher(HISTOLOGY_TASKS).call("looking", process_and_tasks)
+    assert inline == (os.getpid(), sorted(HISTOLOGY_TASKS))
 
 
 def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():

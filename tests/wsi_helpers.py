@@ -99,3 +99,8 @@ def process_and_tasks(tasks) -> tuple[int, list[str]]:
 def failing_conclusion(tasks, path: str) -> None:
     """A conclusion that meets a damaged file (as :meth:`ChunkFinisher.call` would run it)."""
     raise ValueError(f"cannot read the object pieces in {path}")
+
+
+def dying_conclusion(tasks) -> None:
+    """A conclusion whose process dies (killed, out of memory)."""
+    os._exit(1)

@@ -382,7 +382,8 @@ class SlideRunner:
                 job.busy["drain_s"] = time.perf_counter() - started
                 if job.reads["tiles"] and job.reads["unreadable"] == job.reads["tiles"]:
                     raise SlideError(job.reads["first"])  # not one tile read: a broken file, not a damaged tile
-                entry, notes = self.finisher.call(conclude_slide, self._slide_end(job))
+                doing = f"putting {job.input.name}'s GeoJSON, pictures and summary together"
+                entry, notes = self.finisher.call(doing, conclude_slide, self._slide_end(job))
                 for level, text in notes:
                     log.log(level, text)
                 job.entry.update(entry)

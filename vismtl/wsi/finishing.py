@@ -77,13 +77,14 @@ class ChunkFinisher:
         finally:
             self.blocks.give_back(block)
 
-    def call(self, fn: Callable[..., Any], *args) -> Any:
+    def call(self, doing: str, fn: Callable[..., Any], *args) -> Any:
         """``fn(tasks, *args)``, in a finishing process when there are some (its Python then holds
         that process's GIL, not the one the model's thread launches kernels with), else here.
-        In a process, ``fn`` must be a module's function and ``args`` and the result picklable."""
+        In a process, ``fn`` must be a module's function and ``args`` and the result picklable;
+        ``doing`` says what it does, for the error if the process dies."""
         if not self.processes:
             return fn(self.tasks, *args)
-        return self._in_process(f"running {fn.__name__}", _with_tasks, fn, *args)
+        return self._in_process(doing, _with_tasks, fn, *args)
 
     def _in_process(self, what: str, fn: Callable[..., Any], *args) -> Any:
         """``fn(*args)`` in a finishing process; one that dies fails the call with ``what`` it was doing."""
