@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from vismtl.tasks import build_tasks
 from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes, unpack
 from vismtl.wsi.pieces import read_pieces
 from vismtl.wsi.stitch import ChunkJob, ChunkMaps, chunk_maps, decide_instances, finish_maps
-from wsi_helpers import dying_conclusion, failing_conclusion, process_and_tasks
+from wsi_helpers import dying_conclusion, failing_conclusion, logging_conclusion, process_and_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTOLOGY_TASKS = build_tasks(load_config(ROOT / "configs/_base_/datasets/histology_tasks.py").tasks)
@@ -143,6 +144,17 @@ def test_a_call_runs_in_a_finishing_process_with_its_tasks_or_here_without_proce
     assert pid != os.getpid() and names == sorted(HISTOLOGY_TASKS)
     inline = ChunkFinisher(HISTOLOGY_TASKS).call("looking", process_and_tasks)
     assert inline == (os.getpid(), sorted(HISTOLOGY_TASKS))
+
+
+def test_what_a_call_logs_in_a_finishing_process_is_logged_by_the_engine_at_its_levels(caplog):
+    caplog.set_level(logging.INFO, logger="vismtl")
+    with ChunkFinisher(HISTOLOGY_TASKS, processes=1) as finisher:
+        pid = finisher.call("concluding", logging_conclusion)
+    assert pid != os.getpid()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "vismtl"] == [
+        (logging.WARNING, "slide a: 3 tiles left white"),
+        (logging.INFO, "slide a: 2 objects put together from pieces"),
+    ]
 
 
 def test_a_killed_worker_fails_its_chunk_and_the_next_chunk_gets_a_new_pool():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -104,3 +105,12 @@ def failing_conclusion(tasks, path: str) -> None:
 def dying_conclusion(tasks) -> None:
     """A conclusion whose process dies (killed, out of memory)."""
     os._exit(1)
+
+
+def logging_conclusion(tasks) -> int:
+    """A conclusion that logs at three levels (as :meth:`ChunkFinisher.call` would run it)."""
+    log = logging.getLogger("vismtl")
+    log.warning("slide %s: %d tiles left white", "a", 3)
+    log.info("slide a: 2 objects put together from pieces")
+    log.debug("slide a: details nobody asked for")
+    return os.getpid()

@@ -5,7 +5,8 @@ maps and summary.
 are some (a GPU's default), so that its Python (the objects crossing chunk borders, the GeoJSON,
 zarr's reads for the thumbnail) does not take turns at the GIL with the model's thread, which
 launches the next slide's kernels meanwhile (``benchmarks/wsi_conclude.py``); else in the
-calling thread. It takes and returns only plain data, which a process gets pickled.
+calling thread. It takes and returns only plain data, which a process gets pickled; what it logs
+in a process is logged by the engine.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from vismtl.wsi.outputs import SlideOutputs, merge_summaries
 from vismtl.wsi.pieces import ObjectPiece
 from vismtl.wsi.stitch import type_task_of
 from vismtl.wsi.tiling import TileLayout
+
+log = logging.getLogger("vismtl")
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,9 @@ class SlideEnd:
     timings: dict[str, float]  # prepare_s, tiles_s and the model thread's seconds (model_s, ...)
 
 
-def conclude_slide(tasks: Mapping[str, Task], end: SlideEnd) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+def conclude_slide(tasks: Mapping[str, Task], end: SlideEnd) -> dict[str, Any]:
     """Write ``end``'s slide's GeoJSON, pictures, patch-class maps and summary (last: it marks the
-    slide complete). Returns its manifest entry and the messages to log, as ``(level, text)``."""
+    slide complete). Returns its manifest entry."""
     started = time.perf_counter()
     outputs = SlideOutputs(end.folder, end.layout, end.fingerprint)
     entries = outputs.journal.entries()
@@ -93,26 +96,23 @@ def conclude_slide(tasks: Mapping[str, Task], end: SlideEnd) -> tuple[dict[str, 
         settings=end.settings,
     )
     summary["unreadable_tiles"] = unreadable = outputs.unreadable_tiles()
-    notes = []
     if unreadable:
-        notes.append(
-            (
-                logging.WARNING,
-                f"{end.name}: {unreadable} tiles could not be read (a damaged slide file) and were left white: "
-                f"{end.folder}/unreadable.jsonl",
-            )
+        log.warning(
+            "%s: %d tiles could not be read (a damaged slide file) and were left white: %s/unreadable.jsonl",
+            end.name,
+            unreadable,
+            end.folder,
         )
     if summary["cut_objects"]:
-        notes.append(
-            (
-                logging.INFO,
-                f"{end.name}: {summary['cut_objects']} objects were larger than the chunk margin; each was put "
-                "together from its chunks' pieces (a larger wsi.margin decides their far pixels with more context)",
-            )
+        log.info(
+            "%s: %d objects were larger than the chunk margin; each was put together from its chunks' pieces "
+            "(a larger wsi.margin decides their far pixels with more context)",
+            end.name,
+            summary["cut_objects"],
         )
     outputs.write_summary(summary)
     entry = {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": end.resumed}
-    return entry | ({"unreadable_tiles": unreadable} if unreadable else {}), notes
+    return entry | ({"unreadable_tiles": unreadable} if unreadable else {})
 
 
 def _assembled(tasks: Mapping[str, Task], end: SlideEnd, task: str, pieces: list[ObjectPiece]) -> ChunkPart:

@@ -383,10 +383,7 @@ class SlideRunner:
                 if job.reads["tiles"] and job.reads["unreadable"] == job.reads["tiles"]:
                     raise SlideError(job.reads["first"])  # not one tile read: a broken file, not a damaged tile
                 doing = f"putting {job.input.name}'s GeoJSON, pictures and summary together"
-                entry, notes = self.finisher.call(doing, conclude_slide, self._slide_end(job))
-                for level, text in notes:
-                    log.log(level, text)
-                job.entry.update(entry)
+                job.entry.update(self.finisher.call(doing, conclude_slide, self._slide_end(job)))
         job.entry["seconds"] = round(sum(job.seconds.values()), 3)
         job.entry["outputs"] = str(job.folder)
         job.state = None  # its pictures: a batch of hundreds of slides must not keep them all

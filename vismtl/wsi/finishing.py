@@ -20,6 +20,7 @@ part files' text come back pickled (a few MB).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -77,14 +78,20 @@ class ChunkFinisher:
         finally:
             self.blocks.give_back(block)
 
-    def call(self, doing: str, fn: Callable[..., Any], *args) -> Any:
+    def call(self, doing: str, fn: Callable[..., Any], *args, here: bool = False) -> Any:
         """``fn(tasks, *args)``, in a finishing process when there are some (its Python then holds
-        that process's GIL, not the one the model's thread launches kernels with), else here.
-        In a process, ``fn`` must be a module's function and ``args`` and the result picklable;
-        ``doing`` says what it does, for the error if the process dies."""
-        if not self.processes:
+        that process's GIL, not the one the model's thread launches kernels with), else (or
+        ``here``) in this thread. In a process, ``fn`` must be a module's function and ``args``
+        and the result picklable, and what it logs is logged here; ``doing`` says what it does,
+        for the error if the process dies."""
+        if here or not self.processes:
             return fn(self.tasks, *args)
-        return self._in_process(doing, _with_tasks, fn, *args)
+        result, records = self._in_process(doing, _with_tasks, fn, *args)
+        for record in records:
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        return result
 
     def _in_process(self, what: str, fn: Callable[..., Any], *args) -> Any:
         """``fn(*args)`` in a finishing process; one that dies fails the call with ``what`` it was doing."""
@@ -186,13 +193,32 @@ def _start_worker(tasks: Mapping[str, Task]) -> None:
     import cv2
 
     _WORKER_TASKS.update(tasks)
+    logging.getLogger("vismtl").setLevel(logging.DEBUG)  # every record goes to the engine, which filters
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     watch_parent()
 
 
-def _with_tasks(fn: Callable[..., Any], *args) -> Any:
-    return fn(_WORKER_TASKS, *args)
+def _with_tasks(fn: Callable[..., Any], *args) -> tuple[Any, list[logging.LogRecord]]:
+    """``fn(tasks, *args)`` and the records it logged (messages formatted), for the engine to log."""
+    records: list[logging.LogRecord] = []
+    handler = _Collected(records)
+    logger = logging.getLogger("vismtl")
+    logger.addHandler(handler)
+    try:
+        return fn(_WORKER_TASKS, *args), records
+    finally:
+        logger.removeHandler(handler)
+
+
+class _Collected(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args, record.exc_info, record.exc_text = record.getMessage(), None, None, None
+        self.records.append(record)
 
 
 def _finish_packed(name: str, spec: Spec, job: ChunkJob, files: ChunkFiles | None) -> tuple[dict, dict, float]:
