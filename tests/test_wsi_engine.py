@@ -432,10 +432,26 @@ def test_slides_in_a_batch_overlap_and_each_gives_what_it_gives_alone(tmp_path, 
             yield slide
 
     with oracle_runner(workers=1, finish_workers=2) as runner:
+        calls, call = [], runner.finisher.call
+
+        def recorded(doing, fn, *args, here=False):
+            calls.append((doing.split("'")[0], here))
+            return call(doing, fn, *args, here=here)
+
+        runner.finisher.call = recorded
         entries = list(runner.run_many(taken(inputs), tmp_path / "batch", resume=False))
+        batch_calls = list(calls)
         alone = {s.stem: runner.run(SlideInput(s, s.stem), tmp_path / "alone", resume=False) for s in slides}
 
     assert [e["name"] for e in entries] == ["slide0", "missing", "slide1", "slide2"]
+    # the first slide is prepared in the batch's thread; the others, beside a slide's tiles, in a
+    # finishing process, and each is concluded in one
+    prepared = [(doing, here) for doing, here in batch_calls if doing.startswith("preparing")]
+    assert prepared == [("preparing slide0", True)] + [
+        (f"preparing {n}", False) for n in ("missing", "slide1", "slide2")
+    ]
+    concluded = sorted(doing for doing, here in batch_calls if doing.startswith("putting") and not here)
+    assert concluded == ["putting slide0", "putting slide1", "putting slide2"]
     assert entries[1]["status"] == "failed" and "slide not found" in entries[1]["error"]
     for entry in entries[:1] + entries[2:]:
         name = entry["name"]
@@ -521,14 +537,16 @@ def test_a_failing_source_of_slides_does_not_fail_the_slide_being_run(tmp_path):
 def test_a_batch_keeps_no_slide_it_has_concluded(tmp_path, monkeypatch):
     """Each slide's prepared state (its pictures: megabytes) is gone once its entry is out."""
     slides = [write_label_slide(tmp_path / f"s{k}.tiff", ellipses(192, 288, 8, seed=k, borders=96)) for k in range(3)]
-    alive, prepared = {}, SlideRunner._prepared
+    from vismtl.wsi import engine
 
-    def tracked(self, slide_input, *args):
-        state = prepared(self, slide_input, *args)
+    alive, prepared = {}, engine.prepare_slide
+
+    def tracked(tasks, setup, slide_input, *args):
+        state = prepared(tasks, setup, slide_input, *args)
         alive[slide_input.name] = weakref.ref(state)
         return state
 
-    monkeypatch.setattr(SlideRunner, "_prepared", tracked)
+    monkeypatch.setattr(engine, "prepare_slide", tracked)
     with oracle_runner() as runner:
         for entry in runner.run_many([SlideInput(s, s.stem) for s in slides], tmp_path / "out", resume=False):
             gc.collect()

@@ -4,7 +4,7 @@ maps and summary.
 :func:`conclude_slide` runs where the engine finishes chunks: in a finishing process when there
 are some (a GPU's default), so that its Python (the objects crossing chunk borders, the GeoJSON,
 zarr's reads for the thumbnail) does not take turns at the GIL with the model's thread, which
-launches the next slide's kernels meanwhile (``benchmarks/wsi_conclude.py``); else in the
+launches the next slide's kernels meanwhile (``benchmarks/wsi_prepare_conclude.py``); else in the
 calling thread. It takes and returns only plain data, which a process gets pickled; what it logs
 in a process is logged by the engine.
 """

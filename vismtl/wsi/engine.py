@@ -28,7 +28,6 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -38,53 +37,18 @@ from vismtl.wsi.conclusion import SlideEnd, conclude_slide
 from vismtl.wsi.finishing import ChunkFinisher
 from vismtl.wsi.graphed import ModelGraph, padded
 from vismtl.wsi.inputs import SlideInput
-from vismtl.wsi.outputs import SlideOutputs
-from vismtl.wsi.plan import SlidePlan, plan_slide
-from vismtl.wsi.reader import Slide, SlideError
+from vismtl.wsi.plan import SlidePlan
+from vismtl.wsi.preparation import NoTissueError, Prepared, SlideSetup, plan_tiles, prepare_slide, survey_slide
+from vismtl.wsi.reader import SlideError
 from vismtl.wsi.reading import ReadingPool
 from vismtl.wsi.settings import WSISettings
-from vismtl.wsi.stitch import raster_spec
 from vismtl.wsi.stitcher import ChunkStitcher, StitchThread, finish_chunk
-from vismtl.wsi.tiling import TileLayout, TissueIndex
-from vismtl.wsi.tissue import load_geojson_mask, load_mask, tissue_mask
 
 log = logging.getLogger("vismtl")
 
 
 # What makes one slide fail (recorded in its entry) while the batch goes on.
 SLIDE_ERRORS = (SlideError, OSError, RuntimeError, ValueError)
-
-
-class NoTissueError(RuntimeError):
-    """The tissue mask of a slide is empty: nothing to run."""
-
-
-@dataclass
-class Surveyed:
-    """A slide opened and looked at by :meth:`SlideRunner._surveyed`."""
-
-    mpp: float  # level-0 microns per pixel
-    scale: float  # output pixels per level-0 pixel
-    size: tuple[int, int]  # level-0 (width, height)
-    layout: TileLayout
-    thumb_scale: float  # mask pixels per level-0 pixel
-    picture: np.ndarray  # what the predictions are drawn over
-    mask: np.ndarray  # tissue, at the thumbnail's scale
-    tissue_um2: float
-
-
-@dataclass
-class Prepared:
-    """A slide made ready for its tiles by :meth:`SlideRunner._prepare`."""
-
-    scale: float  # output pixels per level-0 pixel
-    mpp: float  # level-0 microns per pixel
-    layout: TileLayout
-    mask: np.ndarray  # tissue, at the thumbnail's scale
-    picture: np.ndarray  # what the predictions are drawn over
-    outputs: SlideOutputs
-    plan: SlidePlan
-    resumed: int  # chunks an earlier run finished
 
 
 class SlideJob:
@@ -150,10 +114,8 @@ class SlideRunner:
         self._graph = ModelGraph(self._forward_activated)  # wsi.cuda_graph's, captured at the first batch
         if settings.cuda_graph and device.type != "cuda":
             log.warning("wsi.cuda_graph needs a CUDA device; the model runs as it is on %s", device)
-        self.model_id = model_id
-        self.dense = {n: t for n, t in tasks.items() if t.dense}
         has_instances = any(t.kind == "instance" for t in tasks.values())
-        self.margin = settings.margin if has_instances else 0
+        self._setup = SlideSetup(settings, settings.margin if has_instances else 0, model_id)
         self.finisher = ChunkFinisher(tasks, settings.finishing_processes(device.type, has_instances))
         self.readers: ReadingPool | None = None  # made by _readers, for the settings' reading processes
         self._spare: SimpleQueue = SimpleQueue()  # canvas buffers of finished chunks, from slide to slide
@@ -240,7 +202,7 @@ class SlideRunner:
                         except Exception as err:  # noqa: BLE001 -- re-raised once this slide is through
                             handed["next"], handed["error"], following = None, err, None
                         if following is not None:
-                            handed["prepared"] = helpers.submit(self._prepare, following, resume, mpp)
+                            handed["prepared"] = helpers.submit(self._prepare, following, resume, mpp, True)
                         if previous is not None:
                             handed["concluded"] = helpers.submit(self._conclude, previous)
 
@@ -274,15 +236,18 @@ class SlideRunner:
         finally:
             job.seconds[name] = time.perf_counter() - started
 
-    def _prepare(self, job: SlideJob, resume: bool, mpp: float | None) -> None:
+    def _prepare(self, job: SlideJob, resume: bool, mpp: float | None, beside: bool = False) -> None:
         """Open the slide, make its tissue mask and plan, and create its outputs (or end the job:
-        skipped, no tissue, failed)."""
+        skipped, no tissue, failed): :func:`~vismtl.wsi.preparation.prepare_slide`, ``beside``
+        another slide's tiles in a finishing process if there are some, else in this thread."""
         with self._phase(job, "prepare_s"):
             self.finisher.start()  # the processes start while the tissue mask is made
             readers = self._readers()
             if readers is not None:
                 readers.start()
-            job.state = self._prepared(job.input, job.folder, resume, mpp)
+            doing = f"preparing {job.input.name}"
+            args = (self._setup, job.input, job.folder, resume, mpp)
+            job.state = self.finisher.call(doing, prepare_slide, *args, here=not beside)
             if job.state is None:
                 job.entry.update(status="skipped", error=None, reason="already done")
             elif len(job.state.plan.positions):  # in a batch, while the slide before it still runs
@@ -294,71 +259,15 @@ class SlideRunner:
         size, resolution, tissue area and the model tiles to run."""
         entry: dict[str, Any] = {"slide": str(slide_input.path), "name": slide_input.name}
         try:
-            seen = self._surveyed(slide_input, mpp, picture=False)
+            seen = survey_slide(self._setup, slide_input, mpp, picture=False)
         except SLIDE_ERRORS as err:  # as a run records them
             return entry | {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         entry |= {"status": "ok", "error": None, "size": list(seen.size), "mpp": seen.mpp}
         entry |= {"tissue_mm2": round(seen.tissue_um2 / 1e6, 4), "tiles": 0}
         if seen.tissue_um2 < self.settings.min_tissue_um2:
             return entry | {"status": "no_tissue"}
-        tissue = TissueIndex(seen.mask, seen.thumb_scale / seen.scale)
-        entry["tiles"] = len(plan_slide(seen.layout, tissue, {}, seen.mpp, *self._tile_cache_budget()).positions)
+        entry["tiles"] = len(plan_tiles(self.tasks, self.settings, seen, {}).positions)
         return entry
-
-    def _surveyed(self, slide_input: SlideInput, mpp: float | None, picture: bool = True) -> Surveyed:
-        """Open the slide: its resolution, output grid, thumbnail and tissue mask (and, with
-        ``picture``, what its predictions are drawn over)."""
-        with Slide.open(slide_input.path) as slide:
-            # --mpp only fills in for slides whose metadata has none
-            slide_mpp = slide.mpp if slide.mpp is not None else mpp
-            if slide_mpp is None:
-                slide.require_mpp()  # raises, naming the slide and suggesting --mpp
-            scale = slide_mpp / self.settings.mpp  # output pixels per level-0 pixel
-            layout = TileLayout(
-                height=max(1, round(slide.height * scale)),
-                width=max(1, round(slide.width * scale)),
-                tile=self.settings.tile,
-                stride=self.settings.step,
-                context=self.settings.context,
-                chunk=self.settings.chunk,
-                margin=self.margin,
-            )
-            # The tissue mask needs ~mask_mpp microns per pixel (about 1.25x), not a fixed size.
-            side = max(slide.width, slide.height) * slide_mpp / self.settings.mask_mpp
-            thumbnail, thumb_scale = slide.thumbnail(int(min(self.settings.thumbnail_size, max(side, 64))))
-            drawn_over = thumbnail
-            if picture:  # the picture of the predictions: finer than the mask (nuclei are a pixel at 8 um/px)
-                picture_side = slide.stored_side(min(self.settings.thumbnail_size, max(layout.height, layout.width)))
-                if picture_side > max(thumbnail.shape[:2]):
-                    drawn_over = slide.thumbnail(picture_side)[0]
-            size = (slide.width, slide.height)
-        mask = self._mask(slide_input, thumbnail, thumb_scale)
-        tissue_um2 = float(mask.sum()) * (slide_mpp / thumb_scale) ** 2
-        return Surveyed(slide_mpp, scale, size, layout, thumb_scale, drawn_over, mask, tissue_um2)
-
-    def _prepared(self, slide_input: SlideInput, folder: Path, resume: bool, mpp: float | None) -> Prepared | None:
-        seen = self._surveyed(slide_input, mpp)
-        slide_mpp, scale, layout, mask = seen.mpp, seen.scale, seen.layout, seen.mask
-        fingerprint = {
-            **self.settings.fingerprint(),
-            "model": self.model_id,
-            "tasks": {name: task.settings() for name, task in self.tasks.items()},
-            "mpp": slide_mpp,
-        }
-        outputs = SlideOutputs(folder, layout, fingerprint)
-        if resume and outputs.is_complete():
-            return None
-        finished = outputs.prepare(resume)
-        if seen.tissue_um2 < self.settings.min_tissue_um2:
-            outputs.write_pictures(seen.picture, mask, None, False)
-            raise NoTissueError(
-                f"no tissue found in {slide_input.path} ({seen.tissue_um2:.0f} um^2 of tissue-like pixels, less than "
-                f"wsi.min_tissue_um2 = {self.settings.min_tissue_um2:.0f}; blank slide or too faint)"
-            )
-        tissue = TissueIndex(mask, seen.thumb_scale / scale)
-        plan = plan_slide(layout, tissue, finished, slide_mpp, *self._tile_cache_budget())
-        outputs.create_arrays({name: raster_spec(task) for name, task in self.dense.items()})
-        return Prepared(scale, slide_mpp, layout, mask, seen.picture, outputs, plan, len(finished))
 
     def _tiles(self, job: SlideJob, started: Callable[[], None] | None = None) -> None:
         """Run the model over the job's tiles (the chunks still being finished after its last batch
@@ -410,32 +319,6 @@ class SlideRunner:
             cache_bytes=state.plan.peak_bytes,
             timings=timings | job.busy,  # the slide's own (its phases overlap other slides' in run_many)
         )
-
-    def _tile_cache_budget(self) -> tuple[int, int]:
-        """(bytes for tiles kept between chunks, bytes per output pixel of a tile); (0, 0): none
-        (overlapping or weighted tiles, where a pixel is a blend of several; vismtl.wsi.plan)."""
-        settings = self.settings
-        if settings.step != settings.tile or settings.blend != "ones":
-            return 0, 0
-        pixel_bytes = 4 * sum(t.num_outputs for t in self.dense.values())  # float32 canvases
-        return int(settings.tile_cache_mb * 2**20), pixel_bytes
-
-    def _mask(self, slide_input: SlideInput, thumbnail: np.ndarray, scale: float) -> np.ndarray:
-        """The tissue mask on ``thumbnail`` (``scale`` of its pixels per level-0 pixel): every pixel,
-        the user's mask (an image, or regions drawn in QuPath) or the automatic one."""
-        if self.settings.tissue == "all":
-            return np.ones(thumbnail.shape[:2], bool)
-        folder = Path(self.settings.mask_dir) if self.settings.mask_dir else None
-        # a folder of masks may be the folder of the slides: never a slide as its own mask (A.png)
-        for suffix in (".png", ".geojson") if folder else ():
-            user = folder / f"{slide_input.name}{suffix}"
-            if user.is_file() and user.resolve() == slide_input.path.resolve():
-                continue
-            if user.is_file() and suffix == ".geojson":
-                return load_geojson_mask(user, thumbnail.shape[:2], scale)
-            if user.is_file():
-                return load_mask(user, thumbnail.shape[:2])
-        return tissue_mask(thumbnail)
 
     # -- the pipeline --------------------------------------------------------------------------
 

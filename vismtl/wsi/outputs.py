@@ -110,6 +110,14 @@ class SlideOutputs:
         self.run_id = ""
         self._lock = threading.Lock()  # chunks are written from several threads
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock: a slide prepared in a finishing process comes back to the engine."""
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- state ---------------------------------------------------------------------------
 
     def is_complete(self) -> bool:
