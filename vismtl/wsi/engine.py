@@ -7,7 +7,8 @@ thread of its own), and writer threads finalise finished chunks (normalising, de
 post-processing, instances) and write them, inline or through finishing processes that also
 write, so reading, the model and writing overlap. Memory holds only the chunks in flight,
 whatever the slide's size. In a batch (:meth:`SlideRunner.run_many`) the next slide is
-prepared and the last one concluded beside a slide's tiles.
+prepared and the last one concluded beside a slide's tiles (in finishing processes, where there
+are some: :mod:`vismtl.wsi.preparation`, :mod:`vismtl.wsi.conclusion`).
 Every finished chunk is journaled; ``resume`` skips finished slides and finished chunks.
 One failing slide is recorded in the manifest and the batch goes on.
 """
@@ -300,6 +301,7 @@ class SlideRunner:
         return job.entry
 
     def _slide_end(self, job: SlideJob) -> SlideEnd:
+        """What :func:`~vismtl.wsi.conclusion.conclude_slide` needs of the job, as plain data."""
         state = job.state
         timings = {"prepare_s": job.seconds["prepare_s"], "tiles_s": job.seconds["tiles_s"] + job.busy["drain_s"]}
         return SlideEnd(
