@@ -5,8 +5,8 @@ maps and summary.
 are some (a GPU's default), so that its Python (the objects crossing chunk borders, the GeoJSON,
 zarr's reads for the thumbnail) does not take turns at the GIL with the model's thread, which
 launches the next slide's kernels meanwhile (``benchmarks/wsi_prepare_conclude.py``); else in the
-calling thread. It takes and returns only plain data, which a process gets pickled; what it logs
-in a process is logged by the engine.
+calling thread. What it takes and returns a process gets pickled; what it logs in a process is
+logged by the engine.
 """
 
 from __future__ import annotations
@@ -16,40 +16,28 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from vismtl.tasks import Task
 from vismtl.wsi.geojson import ChunkPart, chunk_part
+from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.instances import assemble
-from vismtl.wsi.outputs import SlideOutputs, merge_summaries
+from vismtl.wsi.outputs import merge_summaries
 from vismtl.wsi.pieces import ObjectPiece
+from vismtl.wsi.preparation import Prepared
+from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import type_task_of
-from vismtl.wsi.tiling import TileLayout
 
 log = logging.getLogger("vismtl")
 
 
 @dataclass(frozen=True)
 class SlideEnd:
-    """What concluding a slide needs of its run: where its outputs are and what it measured."""
+    """What concluding a slide needs of its run."""
 
-    slide: str  # its file
-    name: str
-    folder: Path  # OUT/<name>
-    layout: TileLayout
-    fingerprint: dict[str, Any]  # its run's settings and model (run.json)
-    scale: float  # output pixels per level-0 pixel
-    mpp: float  # level-0 microns per pixel
-    mask: np.ndarray  # tissue, at the thumbnail's scale
-    picture: np.ndarray  # what the predictions are drawn over
-    step: int  # output pixels between tiles
-    settings: dict[str, Any]  # the run's settings (WSISettings.fingerprint)
-    resumed: int  # chunks an earlier run finished
-    shared: int  # tiles taken from the tile cache instead of computed again
-    cache_bytes: int  # the tile cache's peak
+    input: SlideInput
+    state: Prepared  # its outputs, grid, picture, mask and plan
+    settings: WSISettings
     timings: dict[str, float]  # prepare_s, tiles_s and the model thread's seconds (model_s, ...)
 
 
@@ -57,17 +45,17 @@ def conclude_slide(tasks: Mapping[str, Task], end: SlideEnd) -> dict[str, Any]:
     """Write ``end``'s slide's GeoJSON, pictures, patch-class maps and summary (last: it marks the
     slide complete). Returns its manifest entry."""
     started = time.perf_counter()
-    outputs = SlideOutputs(end.folder, end.layout, end.fingerprint)
+    state, outputs = end.state, end.state.outputs
     entries = outputs.journal.entries()
     written, assembled = outputs.write_instances(functools.partial(_assembled, tasks, end))
     dense = {n: t for n, t in tasks.items() if t.dense}
     overlay_task = next((n for n, t in dense.items() if t.kind in ("instance", "semseg", "type")), None)
     probability = overlay_task is not None and tasks[overlay_task].kind == "instance"
-    outputs.write_pictures(end.picture, end.mask, overlay_task, probability)
+    outputs.write_pictures(state.picture, state.mask, overlay_task, probability)
     patch = [n for n, t in tasks.items() if not t.dense]
     tiles = {n: [row for e in entries.values() for row in e.get("patch_tiles", {}).get(n, [])] for n in patch}
     names = {n: tasks[n].class_names or [str(c) for c in range(tasks[n].num_outputs)] for n in patch}
-    outputs.write_patch_maps(tiles, end.step, names, end.picture)
+    outputs.write_patch_maps(tiles, end.settings.step, names, state.picture)
     summary = merge_summaries(entries, assembled)
     # wall_s: the slide's phases (prepare_s: opening, tissue mask, plan; tiles_s: the read -> model
     # -> write pipeline, up to its last chunk's write; conclude_s: GeoJSON, pictures); within
@@ -80,38 +68,38 @@ def conclude_slide(tasks: Mapping[str, Task], end: SlideEnd) -> dict[str, Any]:
     conclude_s = time.perf_counter() - started
     wall_s = end.timings["prepare_s"] + end.timings["tiles_s"] + conclude_s
     summary.update(
-        slide=end.slide,
-        mpp_level0=end.mpp,
-        output_grid=[end.layout.height, end.layout.width],
-        chunks={"total": len(end.layout.chunks()), "with_tissue": len(entries), "resumed": end.resumed},
-        tissue_fraction=float(end.mask.mean()),
+        slide=str(end.input.path),
+        mpp_level0=state.mpp,
+        output_grid=[state.layout.height, state.layout.width],
+        chunks={"total": len(state.layout.chunks()), "with_tissue": len(entries), "resumed": state.resumed},
+        tissue_fraction=float(state.mask.mean()),
         instances_written=written,
         # this run's tiles taken from the cache instead of computed again, and the cache's peak
-        tiles_shared=end.shared,
-        tile_cache_mb=round(end.cache_bytes / 2**20, 1),
+        tiles_shared=state.plan.shared,
+        tile_cache_mb=round(state.plan.peak_bytes / 2**20, 1),
         tissue_classes=_proportions(tasks, summary["patch_votes"]),
         timings={"wall_s": round(wall_s, 3)}
         | timings
         | {"conclude_s": round(conclude_s, 3), "finish_s": summary.pop("finish_s")},
-        settings=end.settings,
+        settings=end.settings.fingerprint(),
     )
     summary["unreadable_tiles"] = unreadable = outputs.unreadable_tiles()
     if unreadable:
         log.warning(
             "%s: %d tiles could not be read (a damaged slide file) and were left white: %s/unreadable.jsonl",
-            end.name,
+            end.input.name,
             unreadable,
-            end.folder,
+            outputs.folder,
         )
     if summary["cut_objects"]:
         log.info(
             "%s: %d objects were larger than the chunk margin; each was put together from its chunks' pieces "
             "(a larger wsi.margin decides their far pixels with more context)",
-            end.name,
+            end.input.name,
             summary["cut_objects"],
         )
     outputs.write_summary(summary)
-    entry = {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": end.resumed}
+    entry = {"status": "done", "error": None, "tiles": summary["tiles"], "resumed_chunks": state.resumed}
     return entry | ({"unreadable_tiles": unreadable} if unreadable else {})
 
 
@@ -119,7 +107,8 @@ def _assembled(tasks: Mapping[str, Task], end: SlideEnd, task: str, pieces: list
     """The objects of a slide's pieces of ``task`` (objects crossing chunk borders), as a part."""
     type_name = type_task_of(task, tasks)
     class_names = (tasks[type_name].class_names or ()) if type_name else ()
-    return chunk_part(assemble(pieces, end.layout.chunk, 1.0 / end.scale, end.mpp, task, class_names))
+    state = end.state
+    return chunk_part(assemble(pieces, state.layout.chunk, 1.0 / state.scale, state.mpp, task, class_names))
 
 
 def _proportions(tasks: Mapping[str, Task], votes: Mapping[str, list[int]]) -> dict[str, dict[str, float]]:

@@ -301,26 +301,10 @@ class SlideRunner:
         return job.entry
 
     def _slide_end(self, job: SlideJob) -> SlideEnd:
-        """What :func:`~vismtl.wsi.conclusion.conclude_slide` needs of the job, as plain data."""
-        state = job.state
+        """What :func:`~vismtl.wsi.conclusion.conclude_slide` needs of the job."""
+        # the slide's own time (its phases overlap other slides' in run_many)
         timings = {"prepare_s": job.seconds["prepare_s"], "tiles_s": job.seconds["tiles_s"] + job.busy["drain_s"]}
-        return SlideEnd(
-            slide=str(job.input.path),
-            name=job.input.name,
-            folder=job.folder,
-            layout=state.layout,
-            fingerprint=state.outputs.fingerprint,
-            scale=state.scale,
-            mpp=state.mpp,
-            mask=state.mask,
-            picture=state.picture,
-            step=self.settings.step,
-            settings=self.settings.fingerprint(),
-            resumed=state.resumed,
-            shared=state.plan.shared,
-            cache_bytes=state.plan.peak_bytes,
-            timings=timings | job.busy,  # the slide's own (its phases overlap other slides' in run_many)
-        )
+        return SlideEnd(job.input, job.state, self.settings, timings | job.busy)
 
     # -- the pipeline --------------------------------------------------------------------------
 
