@@ -47,7 +47,7 @@ TAIL=4 step kernel_tests 180 "$PY" -m pytest -q -x tests/test_expert_gating.py t
     tests/test_wsi_graphed.py tests/test_wsi_engine.py::test_a_model_replayed_as_a_cuda_graph_gives_the_same_outputs \
     tests/test_flood_on_device.py tests/test_wsi_engine.py::test_nuclei_decided_on_the_gpu_give_the_same_outputs \
     tests/test_wsi_engine.py::test_the_model_s_thread_stitches_a_batch_without_waiting_for_the_gpu \
-    tests/test_wsi_clock.py
+    tests/test_wsi_clock.py tests/test_wsi_engine.py::test_two_ranks_take_disjoint_slides
 # the 90 % target in one step, batches of 64 and the defaults (the CUDA graph and the nuclei decided on
 # the GPU, each a measured non-gain, have steps of their own), medians of 3: the quickstart model,
 # its outputs replayed (a model that costs nothing) and replayed behind a model that costs what the
@@ -81,6 +81,12 @@ TAIL=8 step wsi_batch 180 "$PY" benchmarks/wsi_batch.py --workers 4 --batch-size
 # tails overlap their neighbours': the GPU's busy share of a batch, which a lab's run is
 TAIL=6 step wsi_batch_costly 200 "$PY" benchmarks/wsi_batch.py --workers 4 --batch-size 64 --repeats 3 --size 20000 \
     --slides 3 --skip-trivial --skip-histology --replay-behind configs/cerberus/cerberus_resnet34.py $CHECKPOINT
+# a batch of 6 bench slides run by 1, 2 and 3 engine processes sharing the GPU (as torchrun
+# --nproc_per_node=K starts them): whether more processes, each with its own GIL, keep the GPU busier
+TAIL=9 step wsi_engines 240 "$PY" benchmarks/wsi_engines_per_gpu.py --engines 1 2 3 --slides 6 --size 20000 \
+    --batch-size 64 --repeats 1 $CHECKPOINT
+TAIL=9 step wsi_engines_costly 240 "$PY" benchmarks/wsi_engines_per_gpu.py --engines 1 2 3 --slides 6 --size 20000 \
+    --batch-size 64 --repeats 1 --replay-behind configs/cerberus/cerberus_resnet34.py $CHECKPOINT
 # a slide's tiles handed from the reading processes to the engine through the pool's pipe (until
 # 2026-11-28) against shared-memory blocks: the engine's CPU and how long it holds a launching thread back
 TAIL=8 step wsi_transfer 150 "$PY" benchmarks/wsi_transfer.py --workers 4 --repeats 5

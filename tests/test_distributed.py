@@ -135,3 +135,35 @@ def test_torchrun_two_ranks_trains(tmp_path):
     checkpoint = load_checkpoint(tmp_path / "checkpoints" / "latest.pth")
     assert checkpoint["iteration"] == 4 and checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
     assert (tmp_path / "eval.json").is_file()
+
+
+def test_ranks_share_a_node_s_gpus_in_turn_only_where_asked(monkeypatch):
+    """Three ranks on a node of two GPUs: whole-slide inference (``share_gpus``) puts the third on
+    GPU 0 under a gloo group (NCCL refuses two ranks on one GPU); training refuses it, saying how
+    many processes to start, before any process group is joined."""
+    from vismtl.engine import distributed
+
+    started = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: started.__setitem__("device", device))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: "backend" in started)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: started.__setitem__("backend", backend))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: int(os.environ["RANK"]))
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 3)
+    for name, value in {"WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1", "RANK": "2", "LOCAL_RANK": "2"}.items():
+        monkeypatch.setenv(name, value)
+
+    info = distributed.init_distributed("pytorch", share_gpus=True)
+    assert (info.rank, info.local_rank, info.device) == (2, 2, torch.device("cuda", 0))
+    assert started == {"device": torch.device("cuda", 0), "backend": "gloo"}
+
+    started.clear()
+    with pytest.raises(RuntimeError, match=r"process 2 of this node, which has 2 GPU\(s\).*--nproc_per_node=2"):
+        distributed.init_distributed("pytorch")
+    assert started == {}
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = distributed.init_distributed("pytorch")
+    assert info.device == torch.device("cuda", 1) and started == {"device": torch.device("cuda", 1), "backend": "nccl"}

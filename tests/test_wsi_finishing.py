@@ -198,6 +198,18 @@ def test_ranks_on_one_machine_share_its_cores(monkeypatch):
     monkeypatch.setattr(wsi_settings.os, "sched_getaffinity", lambda pid: set(range(64)))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert wsi_settings.WSISettings().finishing_processes("cuda", instances=True) == 64 // 4 - 4 - 2
+    # engines sharing a GPU (torchrun, more processes than GPUs): one reader per 4 cores of a share
+    monkeypatch.setattr(wsi_settings.os, "sched_getaffinity", lambda pid: set(range(16)))
+    readers_and_finishers = {}
+    for engines in (1, 2, 3, 4):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(engines))
+        default = wsi_settings.WSISettings()
+        readers_and_finishers[engines] = (
+            default.reading_workers("cuda"),
+            default.finishing_processes("cuda", instances=True),
+        )
+    assert readers_and_finishers == {1: (4, 10), 2: (2, 4), 3: (1, 2), 4: (1, 1)}
+    assert wsi_settings.WSISettings().reading_workers("cpu") == 0
 
 
 ORPHAN_SCRIPT = """

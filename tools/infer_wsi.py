@@ -3,6 +3,8 @@
     python tools/infer_wsi.py CONFIG CHECKPOINT SLIDE|DIR|LIST.txt ... --out-dir DIR [--resume] [options]
     torchrun --nproc_per_node=N tools/infer_wsi.py ... --launcher pytorch
 
+Under torchrun N may exceed the node's GPUs: the processes then share them in turn (each its own
+slides, reading and finishing processes and share of the cores).
 Writes DIR/<slide>/ (zarr rasters, GeoJSON instances, tissue mask, thumbnail, summary.json)
 and DIR/manifest.json. The exit status is 1 when any slide failed.
 """

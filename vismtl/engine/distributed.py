@@ -21,10 +21,14 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(launcher: str = "none") -> DistInfo:
+def init_distributed(launcher: str = "none", share_gpus: bool = False) -> DistInfo:
     """Join the process group started by ``torchrun`` (``launcher="pytorch"``), or run alone.
 
-    NCCL on GPUs, gloo on the CPU.
+    NCCL on GPUs, gloo on the CPU. ``share_gpus``: a node's ranks may outnumber its GPUs and
+    take them in turn (local rank ``r`` on GPU ``r % count``), for runs whose ranks only meet at
+    barriers (whole-slide inference, where one process may not keep a GPU busy); the group is
+    then gloo, since NCCL refuses two ranks on one GPU. Without it, more ranks than GPUs is an
+    error that says how many to start.
     """
     if launcher == "none":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -38,14 +42,28 @@ def init_distributed(launcher: str = "none") -> DistInfo:
             "start with: torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch"
         )
     local_rank = int(os.environ["LOCAL_RANK"])
+    backend = "gloo"
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
+        device = torch.device("cuda", _gpu_of(local_rank, torch.cuda.device_count(), share_gpus))
+        torch.cuda.set_device(device)
+        backend = "gloo" if share_gpus else "nccl"
     else:
-        device, backend = torch.device("cpu"), "gloo"
+        device = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def _gpu_of(local_rank: int, count: int, shared: bool) -> int:
+    """The GPU of a node's ``local_rank``-th process among ``count`` GPUs."""
+    if local_rank < count:
+        return local_rank
+    if shared:
+        return local_rank % count
+    raise RuntimeError(
+        f"torchrun started process {local_rank} of this node, which has {count} GPU(s): "
+        f"start one process per GPU (--nproc_per_node={count})"
+    )
 
 
 def world_size() -> int:

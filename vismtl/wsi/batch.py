@@ -67,7 +67,9 @@ def infer_slides(
     """
     cfg, tasks, settings = configured(config, options)
     slides = expand_inputs(inputs)  # before the model is built: inputs without slides fail at once
-    info = init_distributed(launcher)
+    # ranks meet only at one barrier (they share slides through files), so several may share a
+    # GPU: one engine process may not keep a GPU busy (docs/benchmarks.md, "Engines sharing a GPU")
+    info = init_distributed(launcher, share_gpus=True)
     try:
         model = loaded_model(cfg, tasks, checkpoint).to(info.device)
         out_dir = Path(out_dir)

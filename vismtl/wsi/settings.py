@@ -31,7 +31,9 @@ class WSISettings:
         workers: tile-reading processes (each opens its own slide handle); 0 reads in one thread of
             the main process, which copies no tile between processes. Default: 0 when the model
             runs on the CPU (a thread decodes ~190 MP/s, far more than CPU models consume, and
-            is the fastest choice on few cores: ``benchmarks/wsi_throughput.py``), 4 on a GPU.
+            is the fastest choice on few cores: ``benchmarks/wsi_throughput.py``); on a GPU one per
+            4 cores of this process's share of the machine, at most 4 (the 16 cores of one
+            process per GPU: 4; of three processes sharing a GPU under torchrun: 1 each).
         threads: CPU threads of the engine's process: the model's on the CPU (default:
             PyTorch's, one per core), the copies and packing around it on a GPU (default: 4).
             With few cores, fewer threads than cores leaves room for reading and writing: a
@@ -155,7 +157,7 @@ class WSISettings:
         """``workers``, or its default for a model on ``device`` ("cpu", "cuda", ...)."""
         if self.workers is not None:
             return self.workers
-        return 0 if device == "cpu" else 4
+        return 0 if device == "cpu" else max(1, min(4, _cores() // 4))
 
     def engine_threads(self, device: str) -> int | None:
         """``threads``, or its default for a model on ``device`` (None: PyTorch's)."""
