@@ -5,6 +5,7 @@
 
 Under torchrun N may exceed the node's GPUs: the processes then share them in turn (each its own
 slides, reading and finishing processes and share of the cores).
+
 Writes DIR/<slide>/ (zarr rasters, GeoJSON instances, tissue mask, thumbnail, summary.json)
 and DIR/manifest.json. The exit status is 1 when any slide failed.
 """

@@ -42,15 +42,13 @@ def init_distributed(launcher: str = "none", share_gpus: bool = False) -> DistIn
             "start with: torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch"
         )
     local_rank = int(os.environ["LOCAL_RANK"])
-    backend = "gloo"
     if torch.cuda.is_available():
         device = torch.device("cuda", _gpu_of(local_rank, torch.cuda.device_count(), share_gpus))
         torch.cuda.set_device(device)
-        backend = "gloo" if share_gpus else "nccl"
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" and not share_gpus else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
