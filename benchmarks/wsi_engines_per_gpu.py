@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import torch
 
@@ -113,11 +114,13 @@ def run_engines(engines: int, args: argparse.Namespace, source: Path, slides: li
     ]
     for process in processes:
         process.start()
-    reports = [results.get() for _ in range(engines * args.repeats)]
-    for process in processes:
-        process.join()
-    if any(process.exitcode for process in processes):
-        raise SystemExit(f"an engine process failed with {engines} engines (its traceback is above)")
+    try:
+        reports = [_report(results, processes) for _ in range(engines * args.repeats)]
+    finally:  # an engine that failed leaves the others waiting at the barrier: end them
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
     batches = []
     for repeat in range(args.repeats):
         mine = [r for r in reports if r[0] == repeat]
@@ -127,6 +130,16 @@ def run_engines(engines: int, args: argparse.Namespace, source: Path, slides: li
         tiles = sum(_tiles(out / f"repeat{repeat}" / slide.name) for slide in slides)
         batches.append((max(r[2] for r in mine) - min(r[1] for r in mine), tiles))
     return batches
+
+
+def _report(results, processes) -> tuple:
+    """The next engine's report; an engine that died ends the benchmark at once (a GPU's time is short)."""
+    while True:
+        try:
+            return results.get(timeout=5)
+        except Empty:
+            if any(process.exitcode for process in processes):
+                raise SystemExit("an engine process failed (its traceback is above)") from None
 
 
 def _tiles(folder: Path) -> int:
