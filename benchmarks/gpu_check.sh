@@ -41,7 +41,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log, print the log's
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
-TAIL=4 step kernel_tests 180 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py \
+TAIL=4 step kernel_tests 240 "$PY" -m pytest -q -x tests/test_expert_gating.py tests/test_tile_blend.py \
     tests/test_wsi_finishing.py::test_maps_made_on_the_gpu_equal_those_made_on_the_cpu \
     tests/test_wsi_engine.py::test_outputs_made_on_the_gpu_equal_those_made_on_the_cpu \
     tests/test_wsi_graphed.py tests/test_wsi_engine.py::test_a_model_replayed_as_a_cuda_graph_gives_the_same_outputs \
