@@ -58,6 +58,7 @@ from wsi_throughput import DEVICE, Replayed, cost_configs, cost_model, make_slid
 
 def bench_model(args: argparse.Namespace, source: Path):
     """The histology quickstart, or its outputs replayed behind ``--replay-behind``'s model; its tasks."""
+    torch.manual_seed(0)  # random weights (no checkpoint) the same in every engine process
     model, tasks = quickstart_histology(args.histology_checkpoint)
     if args.replay_behind:
         cfg = load_config(args.replay_behind[0], {"model.backbone.pretrained": False})
@@ -116,11 +117,12 @@ def run_engines(engines: int, args: argparse.Namespace, source: Path, slides: li
         process.start()
     try:
         reports = [_report(results, processes) for _ in range(engines * args.repeats)]
-    finally:  # an engine that failed leaves the others waiting at the barrier: end them
+    except BaseException:  # an engine that failed leaves the others waiting at the barrier: end them
         for process in processes:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
+            process.kill()
+        raise
+    for process in processes:
+        process.join()
     batches = []
     for repeat in range(args.repeats):
         mine = [r for r in reports if r[0] == repeat]
