@@ -493,6 +493,32 @@ class SlowOracle(GreyOracle):
         return super().forward(image)
 
 
+class OutOfMemoryOracle(GreyOracle):
+    """GreyOracle whose third batch runs out of GPU memory, as torch reports it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.batches += 1
+        if self.batches == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+        return super().forward(image)
+
+
+def test_a_slide_out_of_gpu_memory_fails_saying_what_to_do_and_the_batch_goes_on(tmp_path, caplog):
+    """Out of GPU memory (several engines sharing a GPU make it likelier), the slide's entry and log
+    line say what to lower; the next slide of the batch is done."""
+    slides = [write_label_slide(tmp_path / f"s{k}.tiff", ellipses(200, 260, 5, seed=k, borders=96)) for k in (0, 1)]
+    with oracle_runner(OutOfMemoryOracle(), batch_size=2) as runner:
+        entries = list(runner.run_many([SlideInput(s, s.stem) for s in slides], tmp_path / "out", resume=False))
+    assert [e["status"] for e in entries] == ["failed", "done"]
+    advice = "out of GPU memory (lower --batch-size or --tile-cache-mb, or start fewer processes per GPU)"
+    assert entries[0]["error"] == f"OutOfMemoryError: {advice}: CUDA out of memory. Tried to allocate 2.00 GiB."
+    assert any(advice in r.getMessage() and "s0.tiff" in r.getMessage() for r in caplog.records)
+
+
 def test_the_next_slide_s_first_chunks_are_read_while_a_slide_s_tiles_run(tmp_path, monkeypatch):
     """In a batch, the next slide's reading starts once it is prepared, beside this slide's tiles:
     its first batch does not wait for its first reads (the GPU's idle start of every slide)."""

@@ -52,6 +52,13 @@ log = logging.getLogger("vismtl")
 SLIDE_ERRORS = (SlideError, OSError, RuntimeError, ValueError)
 
 
+def failure(err: BaseException) -> str:
+    """What a failed slide's entry and log say of ``err``; out of GPU memory, also what to do."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return f"out of GPU memory (lower --batch-size or --tile-cache-mb, or start fewer processes per GPU): {err}"
+    return str(err)
+
+
 class SlideJob:
     """One slide on its way through the phases of :class:`SlideRunner`: prepare, tiles, conclude.
 
@@ -231,9 +238,9 @@ class SlideRunner:
         except NoTissueError as err:
             job.entry.update(status="no_tissue", error=str(err))
         except SLIDE_ERRORS as err:
-            log.error("slide %s failed: %s", job.input.path, err)
+            log.error("slide %s failed: %s", job.input.path, failure(err))
             log.debug("%s", traceback.format_exc())
-            job.entry.update(status="failed", error=f"{type(err).__name__}: {err}")
+            job.entry.update(status="failed", error=f"{type(err).__name__}: {failure(err)}")
         finally:
             job.seconds[name] = time.perf_counter() - started
 
@@ -262,7 +269,7 @@ class SlideRunner:
         try:
             seen = survey_slide(self._setup, slide_input, mpp, picture=False)
         except SLIDE_ERRORS as err:  # as a run records them
-            return entry | {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+            return entry | {"status": "failed", "error": f"{type(err).__name__}: {failure(err)}"}
         entry |= {"status": "ok", "error": None, "size": list(seen.size), "mpp": seen.mpp}
         entry |= {"tissue_mm2": round(seen.tissue_um2 / 1e6, 4), "tiles": 0}
         if seen.tissue_um2 < self.settings.min_tissue_um2:
