@@ -210,6 +210,11 @@ def test_ranks_on_one_machine_share_its_cores(monkeypatch):
         )
     assert readers_and_finishers == {1: (4, 10), 2: (2, 4), 3: (1, 2), 4: (1, 1)}
     assert wsi_settings.WSISettings().reading_workers("cpu") == 0
+    # a CPU model under torchrun (which gives its processes one thread each): the share of the cores
+    assert wsi_settings.WSISettings().engine_threads("cpu") == 16 // 4
+    assert wsi_settings.WSISettings(threads=1).engine_threads("cpu") == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert wsi_settings.WSISettings().engine_threads("cpu") is None  # alone: PyTorch's, one per core
 
 
 ORPHAN_SCRIPT = """
