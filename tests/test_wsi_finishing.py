@@ -213,8 +213,11 @@ def test_ranks_on_one_machine_share_its_cores(monkeypatch):
     # a CPU model under torchrun (which gives its processes one thread each): the share of the cores
     assert wsi_settings.WSISettings().engine_threads("cpu") == 16 // 4
     assert wsi_settings.WSISettings(threads=1).engine_threads("cpu") == 1
+    # one process, torchrun's or not: PyTorch's threads, one per core
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert wsi_settings.WSISettings().engine_threads("cpu") is None
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
-    assert wsi_settings.WSISettings().engine_threads("cpu") is None  # alone: PyTorch's, one per core
+    assert wsi_settings.WSISettings().engine_threads("cpu") is None
 
 
 ORPHAN_SCRIPT = """

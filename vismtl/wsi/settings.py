@@ -35,9 +35,9 @@ class WSISettings:
             4 cores of this process's share of the machine, at most 4 (the 16 cores of one
             process per GPU: 4; of three processes sharing a GPU under torchrun: 1 each).
         threads: CPU threads of the engine's process: the model's on the CPU (default:
-            PyTorch's, one per core; under torchrun, which gives its processes one thread
-            each unless ``OMP_NUM_THREADS`` is set, this process's share of the cores), the
-            copies and packing around it on a GPU (default: 4, at most the share).
+            PyTorch's, one per core; where torchrun started several processes, each of which
+            it gives one thread unless ``OMP_NUM_THREADS`` is set, this process's share of the
+            cores), the copies and packing around it on a GPU (default: 4, at most the share).
             With few cores, fewer threads than cores leaves room for reading and writing: a
             model thread sharing a core with the reader stalls every parallel operation it
             takes part in (``--threads 1`` is fastest for light models on 2 cores). On a GPU,
@@ -166,7 +166,8 @@ class WSISettings:
         if self.threads is not None:
             return self.threads
         if device == "cpu":
-            return _cores() if "LOCAL_WORLD_SIZE" in os.environ else None
+            # torchrun gives each of several processes one thread (OMP_NUM_THREADS=1)
+            return _cores() if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1 else None
         return min(4, _cores())
 
     def finishing_processes(self, device: str, instances: bool) -> int:
