@@ -48,12 +48,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import device_description, quickstart_histology  # noqa: E402
-from histology_model_rate import seconds_per_call  # noqa: E402
 from vismtl.config import load_config  # noqa: E402
 from vismtl.wsi import SlideRunner, WSISettings  # noqa: E402
 from vismtl.wsi.inputs import SlideInput  # noqa: E402
 from wsi_batch import linked_slides, same_outputs  # noqa: E402
-from wsi_throughput import DEVICE, Replayed, cost_configs, cost_model, make_slide, real_outputs  # noqa: E402
+from wsi_throughput import (  # noqa: E402
+    DEVICE,
+    Replayed,
+    cost_configs,
+    cost_model,
+    make_slide,
+    model_alone,
+    real_outputs,
+)
 
 
 def bench_model(args: argparse.Namespace, source: Path):
@@ -64,14 +71,6 @@ def bench_model(args: argparse.Namespace, source: Path):
         cfg = load_config(args.replay_behind[0], {"model.backbone.pretrained": False})
         model = Replayed(real_outputs(model, source, args.size, 256 + 2 * 32), cost_model(cfg)[0])
     return model.eval().to(DEVICE), tasks
-
-
-def as_fed_alone(model, tasks, batch: int, amp: bool, repeats: int = 5) -> float:
-    """Tiles/s of the model and its activations alone on random uint8 batches laid out as the engine
-    feeds them (channels-last: on the H200 the planar batches of ``wsi_throughput.py``'s line ran the
-    costly model at 302 tiles/s, its calls in the engine at 410-425)."""
-    images = torch.randint(0, 256, (batch, 320, 320, 3), dtype=torch.uint8, device=DEVICE).permute(0, 3, 1, 2)
-    return batch / seconds_per_call(model, tasks, images, amp, repeats, warmup=1)
 
 
 def engine_settings(args: argparse.Namespace, engines: int) -> WSISettings:
@@ -169,7 +168,7 @@ def main() -> None:
     try:
         slides = linked_slides(source, work, args.slides)
         model, tasks = bench_model(args, source)
-        alone = as_fed_alone(model, tasks, args.batch_size, args.amp)
+        alone = model_alone(model, tasks, args.batch_size, args.amp, as_fed=True)
         del model
         torch.cuda.empty_cache()
         label = f"replayed behind {Path(args.replay_behind[0]).stem}" if args.replay_behind else "histology"

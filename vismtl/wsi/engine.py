@@ -238,9 +238,10 @@ class SlideRunner:
         except NoTissueError as err:
             job.entry.update(status="no_tissue", error=str(err))
         except SLIDE_ERRORS as err:
-            log.error("slide %s failed: %s", job.input.path, failure(err))
+            message = failure(err)
+            log.error("slide %s failed: %s", job.input.path, message)
             log.debug("%s", traceback.format_exc())
-            job.entry.update(status="failed", error=f"{type(err).__name__}: {failure(err)}")
+            job.entry.update(status="failed", error=f"{type(err).__name__}: {message}")
         finally:
             job.seconds[name] = time.perf_counter() - started
 
