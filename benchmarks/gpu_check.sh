@@ -11,6 +11,12 @@
 # inference rows with the fused gating, and the whole-slide engine (trivial model's ceiling,
 # histology model's busy fraction) with the machine's cores for loading and writing. Each step
 # has its own time limit and log (LOG_DIR/<step>.log); a failing step does not stop the others.
+#
+# A lease of 15 minutes allows one call of about 10 minutes after the machine starts. The steps
+# that say most about the open target (the model >= 90 % busy on a GPU), in order, each log kept
+# if the call is cut short: STEPS="kernel_tests wsi_engines_costly wsi_engines wsi_target"
+# (the GPU paths' tests; a batch of slides behind a model of the published Cerberus's cost and
+# behind the quickstart, with 1, 2 and 3 engine processes sharing the GPU; one slide's pipeline).
 set -u
 LOGS=${1:-gpu_check_logs}
 mkdir -p "$LOGS"
