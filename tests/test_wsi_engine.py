@@ -34,6 +34,7 @@ from vismtl.wsi import SlideRunner, WSISettings
 from vismtl.wsi.batching import Prefetched, batches_across_chunks
 from vismtl.wsi.geojson import validate_feature_collection
 from vismtl.wsi.inputs import SlideInput
+from vismtl.wsi.outputs import OUTLINE_COLOURS, outlined_objects
 from vismtl.wsi.stitcher import drain, vote_patches
 from wsi_helpers import GreyOracle, damage_tile, ellipses, gpu_cycles, write_label_slide
 
@@ -125,8 +126,12 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
     near = cv2.dilate(near, np.ones((2 * 160 + 1, 2 * 160 + 1), np.uint8)) > 0  # tile + context + rounding
     assert (~near).any() and (array[:][~near] == 0).all()
     # the picture of the predictions as fine as the output grid up to thumbnail_size (512 in
-    # the tiny config); the mask at 8 um/px
-    assert cv2.imread(str(done / "thumbnail.png")).shape == (512, round(512 * 2220 / 2967), 3)
+    # the tiny config), a legend of the three instance tasks below it; the mask at 8 um/px
+    picture = cv2.imread(str(done / "thumbnail.png"))[..., ::-1]
+    assert picture.shape[1] == round(512 * 2220 / 2967) and picture.shape[0] > 512
+    below = picture[512:].reshape(-1, 3)
+    for colour in OUTLINE_COLOURS[:3]:
+        assert (below == colour).all(axis=1).sum() >= 100  # its box in the legend
     assert max(mask.shape) == round(2967 * 0.499 / 8)
     for task in ("nuclei", "gland", "lumen"):
         assert validate_feature_collection(json.loads((done / f"{task}.geojson").read_text())) == []
@@ -336,17 +341,32 @@ def test_the_summary_adds_up_the_chunks_areas_without_float_noise():
 
 
 def test_the_picture_outlines_objects_in_green_and_leaves_the_rest():
-    from vismtl.wsi.outputs import outlined
-
     picture = np.full((12, 12, 3), 200, np.uint8)
     objects = np.zeros((12, 12), bool)
     objects[3:8, 2:9] = True
-    out = outlined(picture, objects)
+    out = outlined_objects(picture, {"nuclei": objects})[:12]  # above the legend
     border = objects.copy()
     border[4:7, 3:8] = False  # the rectangle's outermost ring of pixels
     assert (out[border] == (0, 255, 0)).all()
     assert (out[objects & ~border] == (150, 213, 150)).all()  # 0.75 x 200 + 0.25 x colour
     assert (out[~objects] == 200).all()
+
+
+def test_each_instance_task_is_outlined_in_its_own_colour_and_named_in_a_legend():
+    picture = np.full((40, 60, 3), 200, np.uint8)
+    nuclei, glands = np.zeros((40, 60), bool), np.zeros((40, 60), bool)
+    nuclei[5:10, 5:10] = True
+    glands[20:35, 10:50] = True
+    nuclei[25:28, 20:23] = True  # a nucleus inside a gland: the gland's outline is drawn last
+    out = outlined_objects(picture, {"nuclei": nuclei, "gland": glands})
+    green, gold = OUTLINE_COLOURS[:2]
+    assert (out[5, 5:10] == green).all() and (out[20, 10:50] == gold).all() and (out[34, 10:50] == gold).all()
+    assert (out[25, 20:23] == green).all()  # the nucleus's border, inside the gland (not its border)
+    assert (out[:40][~(nuclei | glands)] == 200).all()  # the rest of the slide untouched
+    legend_rows = out[40:]
+    assert out.shape[1] == 60 and len(legend_rows) > 0
+    boxes = {tuple(c) for c in legend_rows.reshape(-1, 3)}
+    assert {green, gold} <= boxes and OUTLINE_COLOURS[2] not in boxes  # one line per task drawn
 
 
 def test_the_picture_is_a_stored_pyramid_level_where_one_fits():
@@ -1237,7 +1257,8 @@ def test_each_tile_s_class_is_mapped_in_a_zarr_grid_and_a_picture(tmp_path, monk
     assert len(np.unique(expected)) > 1  # the slide has tiles of several classes
     picture = cv2.imread(str(folder / "tissue_map.png"))
     thumbnail = cv2.imread(str(folder / "thumbnail.png"))
-    assert picture.shape[1] == thumbnail.shape[1] and picture.shape[0] > thumbnail.shape[0]  # the legend below
+    # the legends below: 4 classes in the map's, 1 instance task in the picture's
+    assert picture.shape[1] == thumbnail.shape[1] and picture.shape[0] > thumbnail.shape[0]
     summary = json.loads((folder / "summary.json").read_text())
     votes = summary["patch_votes"]["tissue"]
     assert votes == [int((expected == c + 1).sum()) for c in range(4)]

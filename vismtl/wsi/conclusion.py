@@ -49,9 +49,9 @@ def conclude_slide(tasks: Mapping[str, Task], end: SlideEnd) -> dict[str, Any]:
     entries = outputs.journal.entries()
     written, assembled = outputs.write_instances(functools.partial(_assembled, tasks, end))
     dense = {n: t for n, t in tasks.items() if t.dense}
-    overlay_task = next((n for n, t in dense.items() if t.kind in ("instance", "semseg", "type")), None)
-    probability = overlay_task is not None and tasks[overlay_task].kind == "instance"
-    outputs.write_pictures(state.picture, state.mask, overlay_task, probability)
+    instance = [n for n, t in dense.items() if t.kind == "instance"]
+    labels = next((n for n, t in dense.items() if t.kind in ("semseg", "type")), None)
+    outputs.write_pictures(state.picture, state.mask, instance, labels)
     patch = [n for n, t in tasks.items() if not t.dense]
     tiles = {n: [row for e in entries.values() for row in e.get("patch_tiles", {}).get(n, [])] for n in patch}
     names = {n: tasks[n].class_names or [str(c) for c in range(tasks[n].num_outputs)] for n in patch}

@@ -227,15 +227,19 @@ class SlideOutputs:
         return counts, assembled_parts  # the parts stay until the summary is written: a rerun does this again
 
     def write_pictures(
-        self, thumbnail: np.ndarray, mask: np.ndarray, overlay_task: str | None, probability: bool
+        self, thumbnail: np.ndarray, mask: np.ndarray, instance_tasks: Sequence[str] = (), label_task: str | None = None
     ) -> None:
-        """``tissue_mask.png`` and ``thumbnail.png``: the slide with ``overlay_task``'s raster in colour
-        (a probability raster outlined in green where it exceeds one half, a label raster by label)."""
+        """``tissue_mask.png`` and ``thumbnail.png``: the slide with the predictions over it, each
+        instance task's objects outlined in a colour of its own, named in a legend below
+        (:func:`outlined_objects`); without instance tasks, ``label_task``'s raster by label."""
         write_png_gray(self.folder / "tissue_mask.png", (mask > 0).astype(np.uint8) * 255)
-        picture = thumbnail.copy()  # the mask's size or finer
-        if overlay_task is not None and (self.folder / f"{overlay_task}.zarr").is_dir():
-            values = self._downsampled(overlay_task, picture.shape[:2])
-            picture = outlined(picture, values > 127) if probability else overlay(picture, values.astype(np.int64))
+        picture = thumbnail  # the mask's size or finer
+        written = [task for task in instance_tasks if (self.folder / f"{task}.zarr").is_dir()]
+        if written:
+            objects = {task: self._downsampled(task, picture.shape[:2]) > 127 for task in written}
+            picture = outlined_objects(picture, objects)
+        elif label_task is not None and (self.folder / f"{label_task}.zarr").is_dir():
+            picture = overlay(picture, self._downsampled(label_task, picture.shape[:2]).astype(np.int64))
         write_png(self.folder / "thumbnail.png", picture)
 
     def write_patch_maps(
@@ -326,24 +330,37 @@ def overlay(picture: np.ndarray, labels: np.ndarray, alpha: float = 0.45, colour
 def with_legend(picture: np.ndarray, names: Sequence[str], labels: np.ndarray) -> np.ndarray:
     """``picture`` above a white strip naming, in their colours, the classes ``labels`` (class + 1) holds."""
     present = [int(v) - 1 for v in np.unique(labels) if v > 0]
+    return legend(picture, [(names[i] if i < len(names) else str(i), PALETTE[i + 1]) for i in present])
+
+
+def legend(picture: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]]) -> np.ndarray:
+    """``picture`` above a white strip with a line per ``(name, colour)``: a box of the colour, the name."""
     size = max(1.0, picture.shape[1] / 1000)  # readable on a 2,048 px picture too
     line, box = int(22 * size), int(16 * size)
-    strip = np.full((line * len(present) + 8, picture.shape[1], 3), 255, np.uint8)
-    for row, index in enumerate(present):
+    strip = np.full((line * len(entries) + 8, picture.shape[1], 3), 255, np.uint8)
+    for row, (name, colour) in enumerate(entries):
         top = 4 + row * line
-        strip[top + 3 : top + 3 + box, 6 : 6 + box] = PALETTE[index + 1]
-        name = names[index] if index < len(names) else str(index)
+        strip[top + 3 : top + 3 + box, 6 : 6 + box] = colour
         at = (14 + box, top + 3 + box - int(2 * size))
         cv2.putText(strip, name, at, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * size, (0, 0, 0), max(1, int(size)), cv2.LINE_AA)
     return np.concatenate([picture, strip], axis=0)
 
 
-def outlined(picture: np.ndarray, objects: np.ndarray, colour=(0, 255, 0), alpha: float = 0.25) -> np.ndarray:
-    """Objects (bool ``[H, W]``) over an RGB picture: tinted, with their borders in ``colour``
-    (green stands out on H&E, where the palette's dark red would not)."""
-    out = overlay(picture, objects, alpha, colour)
-    out[objects & ~cv2.erode(objects.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = colour
-    return out
+# outline colours of the instance tasks, in the tasks' order: they stand out on H&E's pinks and
+# purples, where the label palette's dark red would not
+OUTLINE_COLOURS = ((0, 255, 0), (255, 215, 0), (0, 190, 255), (255, 120, 0), (255, 255, 255))
+
+
+def outlined_objects(picture: np.ndarray, objects: Mapping[str, np.ndarray], alpha: float = 0.25) -> np.ndarray:
+    """Each task's objects (``{task: bool [H, W]}``) over an RGB picture: tinted, with their borders in
+    a colour of the task's own (:data:`OUTLINE_COLOURS`, in order; the borders over every tint, a
+    later task's over an earlier one's), and a legend below naming them."""
+    colours = dict(zip(objects, itertools.cycle(OUTLINE_COLOURS)))
+    for task, shown in objects.items():
+        picture = overlay(picture, shown, alpha, colours[task])
+    for task, shown in objects.items():
+        picture[shown & ~cv2.erode(shown.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = colours[task]
+    return legend(picture, list(colours.items()))
 
 
 def merge_summaries(

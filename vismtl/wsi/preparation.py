@@ -88,7 +88,7 @@ def prepare_slide(
         return None
     finished = outputs.prepare(resume)
     if seen.tissue_um2 < settings.min_tissue_um2:
-        outputs.write_pictures(seen.picture, seen.mask, None, False)
+        outputs.write_pictures(seen.picture, seen.mask)
         raise NoTissueError(
             f"no tissue found in {slide_input.path} ({seen.tissue_um2:.0f} um^2 of tissue-like pixels, less than "
             f"wsi.min_tissue_um2 = {settings.min_tissue_um2:.0f}; blank slide or too faint)"
