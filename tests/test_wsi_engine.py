@@ -1198,6 +1198,11 @@ def test_prefetched_keeps_order_reraises_and_stops_its_thread():
         (["--threads", "0"], "wsi.threads must be at least 1 (or None for PyTorch's default), not 0"),
         (["--tile-cache-mb", "-1"], "wsi.tile_cache_mb must be 0 (no tiles kept) or more, not -1.0"),
         (["--mask-dir", "/no/such/masks"], "wsi.mask_dir (--mask-dir) /no/such/masks: no such folder"),
+        (["--batch-size", "0"], "wsi.batch_size must be at least 1, not 0"),  # it ran for ever
+        (["--chunk", "100"], "wsi.chunk must be a positive multiple of the step (128 px), not 100"),
+        (["--stride", "300"], "wsi.stride must lie in [1, wsi.tile = 128], not 300"),
+        (["--mpp", "-1"], "--mpp must be a positive number of microns per pixel, not -1.0"),
+        (["--dry-run", "--mpp", "0"], "--mpp must be a positive number of microns per pixel, not 0.0"),
     ],
 )
 def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, option, message):
@@ -1208,6 +1213,20 @@ def test_bad_wsi_options_are_one_line_errors(tmp_path, capsys, monkeypatch, opti
     status = infer_wsi.main([str(TINY), str(tmp_path / "none.pth"), str(tmp_path), "--out-dir", str(tmp_path), *option])
     assert status == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+
+
+def test_an_output_folder_that_cannot_be_made_is_said_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import infer_wsi
+
+    slide = tmp_path / "slide.png"
+    cv2.imwrite(str(slide), np.full((64, 64, 3), 200, np.uint8))
+    (tmp_path / "taken").write_text("a file where the folder would go")
+    out_dir = tmp_path / "taken" / "out"
+    status = infer_wsi.main([str(TINY), str(tmp_path / "none.pth"), str(slide), "--out-dir", str(out_dir)])
+    assert status == 2
+    message = f"error: cannot make the output folder {out_dir} (Not a directory): choose another --out-dir"
+    assert capsys.readouterr().err.strip().splitlines() == [message]
 
 
 def test_a_bad_wsi_setting_in_the_config_names_the_config(tmp_path, capsys, monkeypatch):

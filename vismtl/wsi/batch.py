@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,15 +66,14 @@ def infer_slides(
         mpp: microns per pixel of slides whose metadata lacks it.
         options: overrides of the config's ``wsi`` section (tile, stride, context, mpp, ...).
     """
-    cfg, tasks, settings = configured(config, options)
+    cfg, tasks, settings = configured(config, options, mpp)
     slides = expand_inputs(inputs)  # before the model is built: inputs without slides fail at once
+    out_dir = output_folder(out_dir)
     # ranks meet only at one barrier (they share slides through files), so several may share a
     # GPU: one engine process may not keep a GPU busy (docs/benchmarks.md, "Engines sharing a GPU")
     info = init_distributed(launcher, share_gpus=True)
     try:
         model = loaded_model(cfg, tasks, checkpoint).to(info.device)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         ranks = world_size()
         claims = SlideClaims(out_dir / ".claims", info.rank)
         if ranks > 1 and info.is_main:
@@ -124,7 +124,7 @@ def survey_slides(
     """``--dry-run``: check the config, the checkpoint and every input slide (opens, has a
     resolution, has tissue) and count the model tiles a run would compute, without running the
     model or writing anything; an entry per slide (:meth:`SlideRunner.survey`)."""
-    cfg, tasks, settings = configured(config, options)
+    cfg, tasks, settings = configured(config, options, mpp)
     slides = expand_inputs(inputs)
     model = loaded_model(cfg, tasks, checkpoint)  # a checkpoint of another model fails here, not hours later
     with SlideRunner(model, tasks, settings, torch.device("cpu")) as runner:
@@ -133,9 +133,13 @@ def survey_slides(
             return [runner.survey(slide, mpp) for slide in bar]
 
 
-def configured(config: str | Path, options: Mapping[str, Any] | None) -> tuple[Any, dict, WSISettings]:
+def configured(
+    config: str | Path, options: Mapping[str, Any] | None, slide_mpp: float | None = None
+) -> tuple[Any, dict, WSISettings]:
     """The config, its tasks and its ``wsi`` settings with ``options`` applied (an error in the
-    config's own section names the file)."""
+    config's own section names the file); ``slide_mpp`` (``--mpp``) checked too."""
+    if slide_mpp is not None and not slide_mpp > 0:
+        raise ConfigError(f"--mpp must be a positive number of microns per pixel, not {slide_mpp}")
     cfg = load_config(config)
     tasks = build_tasks(cfg.get("tasks"))
     try:
@@ -146,6 +150,20 @@ def configured(config: str | Path, options: Mapping[str, Any] | None) -> tuple[A
     if settings.mask_dir and not Path(settings.mask_dir).is_dir():  # else every slide's mask silently automatic
         raise ConfigError(f"wsi.mask_dir (--mask-dir) {settings.mask_dir}: no such folder")
     return cfg, tasks, settings
+
+
+def output_folder(out_dir: str | Path) -> Path:
+    """``out_dir``, made if need be; one that cannot be made or written to is a user error, said
+    before the model is loaded rather than by every slide failing."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or err
+        raise ConfigError(f"cannot make the output folder {out_dir} ({why}): choose another --out-dir") from err
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"the output folder {out_dir} is not writable: choose another --out-dir")
+    return out_dir
 
 
 def loaded_model(cfg: Any, tasks: dict, checkpoint: str | Path) -> torch.nn.Module:

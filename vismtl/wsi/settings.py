@@ -128,8 +128,14 @@ class WSISettings:
             raise ConfigError(f"wsi.tissue must be 'auto' or 'all', not '{self.tissue}'")
         if self.blend not in ("ones", "hann"):
             raise ConfigError(f"wsi.blend must be 'ones' or 'hann', not '{self.blend}'")
-        if self.tile <= 0 or self.context < 0 or self.mpp <= 0:
+        if self.tile <= 0 or self.context < 0 or not self.mpp > 0:
             raise ConfigError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
+        if self.stride is not None and not 0 < self.stride <= self.tile:
+            raise ConfigError(f"wsi.stride must lie in [1, wsi.tile = {self.tile}], not {self.stride}")
+        if self.chunk < 1 or self.chunk % self.step:
+            raise ConfigError(f"wsi.chunk must be a positive multiple of the step ({self.step} px), not {self.chunk}")
+        if self.batch_size < 1:  # else no batch ever fills and the slide never ends
+            raise ConfigError(f"wsi.batch_size must be at least 1, not {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"wsi.threads must be at least 1 (or None for PyTorch's default), not {self.threads}")
         if self.workers is not None and self.workers < 0:
