@@ -65,6 +65,32 @@ def test_bad_keys_fail_before_training(tmp_path, body, pattern):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [  # each was a traceback from inside PyTorch or the trainer
+        ({"train.max_iters": "two"}, "train.max_iters must be an integer, not 'two'"),
+        ({"train.grad_clip": "10"}, "train.grad_clip must be a number or None, not '10'"),
+        ({"train.amp": 1}, "train.amp must be True or False, not 1"),
+        ({"data.batch_size": 0}, "data.batch_size must be at least 1 (got 0)"),
+        ({"data.num_workers": -1}, "data.num_workers must be 0 (no worker processes) or more, not -1"),
+        ({"optimizer.lr": -1.0}, "optimizer: Invalid learning rate: -1.0"),
+    ],
+)
+def test_values_of_the_wrong_type_or_range_fail_before_training_naming_the_key(tmp_path, options, message):
+    with pytest.raises(ConfigError) as raised:
+        train(TINY_CONFIG, work_dir=tmp_path / "run", cfg_options=options)
+    assert str(raised.value) == message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_integers_are_numbers_and_none_is_taken_where_allowed():
+    from vismtl.config import call_with_config
+    from vismtl.engine.settings import TrainSettings
+
+    settings = call_with_config(TrainSettings, {"grad_clip": 1, "load_from": None, "max_iters": 2}, "train")
+    assert settings.grad_clip == 1 and settings.max_iters == 2
+
+
 def test_cfg_options_typo_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'max_iterz' in train \(did you mean 'max_iters'\?\)"):
         train(TINY_CONFIG, work_dir=tmp_path, cfg_options={"train.max_iterz": 3})

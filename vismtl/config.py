@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -128,8 +130,44 @@ def call_with_config(fn: Callable[..., Any], cfg: Mapping[str, Any] | None, wher
     (for example ``"model.decoder"``), the key and the valid keys.
     """
     kwargs = check_call(fn, cfg, where, extra)
+    check_types(fn, kwargs, where)
     kwargs.update(extra)
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:  # a value the callee refuses, e.g. torch.optim's "Invalid learning rate: -1"
+        raise ConfigError(f"{where}: {err}") from err
+
+
+# annotations checked by check_types, and how a message names them
+_SIMPLE_TYPES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", type(None): "None"}
+
+
+def check_types(fn: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> None:
+    """Refuse a value of another type than ``fn``'s annotation of its key says, where that
+    annotation is made of bool, int, float, str and None (``"two"`` for an int fails here with
+    the key named, not later inside the callee); other annotations are not checked."""
+    try:
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+    except Exception:  # noqa: BLE001 -- annotations that do not resolve: nothing to check against
+        return
+    for name, value in kwargs.items():
+        hint = hints.get(name)
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        allowed = typing.get_args(hint) if union else (hint,)
+        if not all(t in _SIMPLE_TYPES for t in allowed) or any(_is_a(value, t) for t in allowed):
+            continue
+        wanted = " or ".join(_SIMPLE_TYPES[t] for t in allowed)
+        raise ConfigError(f"{where}.{name} must be {wanted}, not {value!r}")
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)  # 1 is a number too
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
 def check_call(fn: Callable[..., Any], cfg: Mapping[str, Any] | None, where: str, extra: Iterable[str] = ()) -> dict:

@@ -71,6 +71,13 @@ class DataSettings:
     val_batch_size: int = 8
     num_workers: int = 2
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "val_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be at least 1 (got {getattr(self, name)})")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be 0 (no worker processes) or more, not {self.num_workers}")
+
 
 @dataclass(frozen=True)
 class EvalSettings:
