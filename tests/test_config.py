@@ -83,6 +83,19 @@ def test_values_of_the_wrong_type_or_range_fail_before_training_naming_the_key(t
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_output_folders_that_cannot_be_made_fail_before_the_run(tmp_path):
+    from vismtl.engine import test
+
+    (tmp_path / "taken").write_text("a file where the folders would go")
+    bad = tmp_path / "taken" / "sub"
+    with pytest.raises(ConfigError) as raised:
+        train(TINY_CONFIG, work_dir=bad)
+    assert str(raised.value) == f"cannot make the --work-dir folder {bad} (Not a directory): choose another --work-dir"
+    with pytest.raises(ConfigError) as raised:  # before the checkpoint (there is none) is read
+        test(TINY_CONFIG, tmp_path / "none.pth", work_dir=tmp_path / "run", show_dir=bad)
+    assert str(raised.value) == f"cannot make the --show-dir folder {bad} (Not a directory): choose another --show-dir"
+
+
 def test_integers_are_numbers_and_none_is_taken_where_allowed():
     from vismtl.config import call_with_config
     from vismtl.engine.settings import TrainSettings

@@ -1225,7 +1225,7 @@ def test_an_output_folder_that_cannot_be_made_is_said_before_the_model_is_loaded
     out_dir = tmp_path / "taken" / "out"
     status = infer_wsi.main([str(TINY), str(tmp_path / "none.pth"), str(slide), "--out-dir", str(out_dir)])
     assert status == 2
-    message = f"error: cannot make the output folder {out_dir} (Not a directory): choose another --out-dir"
+    message = f"error: cannot make the --out-dir folder {out_dir} (Not a directory): choose another --out-dir"
     assert capsys.readouterr().err.strip().splitlines() == [message]
 
 

@@ -13,6 +13,23 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
+from vismtl.config import ConfigError
+
+
+def output_folder(path: str | Path, option: str) -> Path:
+    """``path``, made if need be: a folder that cannot be made or written to is a
+    :class:`~vismtl.config.ConfigError` naming ``option`` (``"--out-dir"``), said before a run
+    starts rather than when its first file is written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or err
+        raise ConfigError(f"cannot make the {option} folder {path} ({why}): choose another {option}") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"the {option} folder {path} is not writable: choose another {option}")
+    return path
+
 
 def _umask() -> int:
     mask = os.umask(0)

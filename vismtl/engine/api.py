@@ -19,7 +19,7 @@ from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
 from vismtl.engine.settings import read_settings, resolve_work_dir
 from vismtl.engine.trainer import Trainer, resolve_resume
 from vismtl.engine.visualize import make_gate_panel, make_panel
-from vismtl.io import atomic_open, write_png, write_png_gray
+from vismtl.io import atomic_open, output_folder, write_png, write_png_gray
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 
@@ -57,7 +57,7 @@ def train(
     cfg, settings, tasks = _prepare(config, cfg_options, amp, seed)
     info = init_distributed(launcher)
     try:
-        work_dir = resolve_work_dir(cfg, config, work_dir)
+        work_dir = output_folder(resolve_work_dir(cfg, config, work_dir), "--work-dir")
         if info.is_main:
             with atomic_open(work_dir / "config.py", "w") as handle:
                 handle.write(cfg.pretty_text)
@@ -93,6 +93,10 @@ def test(
         raise ConfigError(f"config {config} has neither data.test nor data.val to evaluate on")
     info = init_distributed(launcher)
     try:
+        # each output folder checked before the evaluation, which may take hours
+        work_dir = output_folder(resolve_work_dir(cfg, config, work_dir), "--work-dir")
+        show_dir = show_dir and output_folder(show_dir, "--show-dir")
+        export_dir = export_dir and output_folder(export_dir, "--export-dir")
         dataset = build_dataset(dataset_cfg, tasks, "data.test" if settings.data.test else "data.val")
         model = build_model(cfg["model"], tasks)
         ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
@@ -110,7 +114,7 @@ def test(
         delta = compute_delta_m(results, tasks, settings.evaluation.baselines)
         if info.is_main:
             print(format_table(results, tasks, delta))
-            out = resolve_work_dir(cfg, config, work_dir) / "eval.json"
+            out = work_dir / "eval.json"
             write_eval_json(out, results, delta, checkpoint=str(checkpoint), config=str(config))
             print(f"wrote {out}")
         return results, delta

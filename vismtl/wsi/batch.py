@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import barrier, destroy, init_distributed, world_size
-from vismtl.io import write_json
+from vismtl.io import output_folder, write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
@@ -68,7 +67,7 @@ def infer_slides(
     """
     cfg, tasks, settings = configured(config, options, mpp)
     slides = expand_inputs(inputs)  # before the model is built: inputs without slides fail at once
-    out_dir = output_folder(out_dir)
+    out_dir = output_folder(out_dir, "--out-dir")  # before the model loads: not every slide failing
     # ranks meet only at one barrier (they share slides through files), so several may share a
     # GPU: one engine process may not keep a GPU busy (docs/benchmarks.md, "Engines sharing a GPU")
     info = init_distributed(launcher, share_gpus=True)
@@ -150,20 +149,6 @@ def configured(
     if settings.mask_dir and not Path(settings.mask_dir).is_dir():  # else every slide's mask silently automatic
         raise ConfigError(f"wsi.mask_dir (--mask-dir) {settings.mask_dir}: no such folder")
     return cfg, tasks, settings
-
-
-def output_folder(out_dir: str | Path) -> Path:
-    """``out_dir``, made if need be; one that cannot be made or written to is a user error, said
-    before the model is loaded rather than by every slide failing."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        why = err.strerror or err
-        raise ConfigError(f"cannot make the output folder {out_dir} ({why}): choose another --out-dir") from err
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"the output folder {out_dir} is not writable: choose another --out-dir")
-    return out_dir
 
 
 def loaded_model(cfg: Any, tasks: dict, checkpoint: str | Path) -> torch.nn.Module:
