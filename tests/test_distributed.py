@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import ROOT, TINY_CONFIG, subprocess_env
+from vismtl.config import ConfigError
 from vismtl.data import ScenesDataset
 from vismtl.data.builder import build_train_loader
 from vismtl.engine.checkpoint import load_checkpoint
@@ -159,7 +160,7 @@ def test_ranks_share_a_node_s_gpus_in_turn_only_where_asked(monkeypatch):
     assert started == {"device": torch.device("cuda", 0), "backend": "gloo"}
 
     started.clear()
-    with pytest.raises(RuntimeError, match=r"process 2 of this node, which has 2 GPU\(s\).*--nproc_per_node=2"):
+    with pytest.raises(ConfigError, match=r"process 2 of this node, which has 2 GPU\(s\).*--nproc_per_node=2"):
         distributed.init_distributed("pytorch")
     assert started == {}
 

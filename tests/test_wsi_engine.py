@@ -1229,6 +1229,23 @@ def test_an_output_folder_that_cannot_be_made_is_said_before_the_model_is_loaded
     assert capsys.readouterr().err.strip().splitlines() == [message]
 
 
+def test_the_pytorch_launcher_outside_torchrun_says_how_to_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import infer_wsi
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "argv", ["tools/infer_wsi.py"])
+    slide = tmp_path / "slide.png"
+    cv2.imwrite(str(slide), np.full((64, 64, 3), 200, np.uint8))
+    out = tmp_path / "out"
+    assert infer_wsi.main([str(TINY), "none.pth", str(slide), "--out-dir", str(out), "--launcher", "pytorch"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --launcher pytorch needs the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR "
+        "missing); start with: torchrun --nproc_per_node=N tools/infer_wsi.py ... --launcher pytorch"
+    ]
+
+
 def test_a_bad_wsi_setting_in_the_config_names_the_config(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import infer_wsi

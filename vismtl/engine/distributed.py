@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from vismtl.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,12 @@ def init_distributed(launcher: str = "none", share_gpus: bool = False) -> DistIn
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return DistInfo(0, 1, 0, device)
     if launcher != "pytorch":
-        raise ValueError(f"unknown launcher '{launcher}' (use 'none' or 'pytorch')")
+        raise ConfigError(f"unknown launcher '{launcher}' (use 'none' or 'pytorch')")
     missing = [k for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR") if k not in os.environ]
     if missing:
-        raise RuntimeError(
+        raise ConfigError(
             f"--launcher pytorch needs the environment torchrun sets ({', '.join(missing)} missing); "
-            "start with: torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch"
+            f"start with: torchrun --nproc_per_node=N {sys.argv[0]} ... --launcher pytorch"
         )
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
@@ -58,7 +61,7 @@ def _gpu_of(local_rank: int, count: int, shared: bool) -> int:
         return local_rank
     if shared:
         return local_rank % count
-    raise RuntimeError(
+    raise ConfigError(
         f"torchrun started process {local_rank} of this node, which has {count} GPU(s): "
         f"start one process per GPU (--nproc_per_node={count})"
     )
