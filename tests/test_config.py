@@ -74,6 +74,11 @@ def test_bad_keys_fail_before_training(tmp_path, body, pattern):
         ({"data.batch_size": 0}, "data.batch_size must be at least 1 (got 0)"),
         ({"data.num_workers": -1}, "data.num_workers must be 0 (no worker processes) or more, not -1"),
         ({"optimizer.lr": -1.0}, "optimizer: Invalid learning rate: -1.0"),
+        ({"seed": -1}, "seed (--seed) must lie in [0, 2**32), not -1"),
+        (
+            {"schedule.warmup_iters": -5},
+            "schedule.warmup_iters must be 0 or more and schedule.warmup_ratio in (0, 1], not -5 and 0.01",
+        ),
     ],
 )
 def test_values_of_the_wrong_type_or_range_fail_before_training_naming_the_key(tmp_path, options, message):

@@ -74,6 +74,11 @@ class LRFactor:
             )
         if type == "step" and step_iters <= 0:
             raise ConfigError("schedule.type 'step' needs schedule.step_iters > 0")
+        if warmup_iters < 0 or not 0 < warmup_ratio <= 1:
+            raise ConfigError(
+                f"schedule.warmup_iters must be 0 or more and schedule.warmup_ratio in (0, 1], not {warmup_iters} "
+                f"and {warmup_ratio}"
+            )
         self.max_iters, self.type, self.power, self.min_ratio = max_iters, type, power, min_ratio
         self.warmup_iters, self.warmup_ratio = warmup_iters, warmup_ratio
         self.step_iters, self.gamma = step_iters, gamma

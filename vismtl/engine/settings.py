@@ -99,6 +99,10 @@ class RunSettings:
     evaluation: EvalSettings
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**32:  # numpy's generators take no other seed
+            raise ConfigError(f"seed (--seed) must lie in [0, 2**32), not {self.seed}")
+
 
 def read_settings(cfg: Config) -> RunSettings:
     """Check the non-model sections of ``cfg``; unknown keys raise ConfigError."""
