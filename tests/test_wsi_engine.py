@@ -978,8 +978,34 @@ def test_a_resume_with_other_post_processing_or_precision_refuses_the_slide(tmp_
         with runner:
             entry = runner.run(SlideInput(slide, slide.stem), out, resume=True)
         assert entry["status"] == "failed", entry
-        assert f"cannot resume {out / 'labels'}: it was made with other settings or another model" in entry["error"]
+        assert (
+            f"cannot resume {out / 'labels'}: it was made with other settings, another model or another slide"
+            in (entry["error"])
+        )
         assert f"({change}); remove it or drop --resume" in entry["error"]
+
+
+def test_a_resume_refuses_another_slide_of_the_same_name_and_takes_the_same_slide_moved(tmp_path):
+    """Outputs are per slide name: --resume over another slide of that name (another folder, a
+    rescan) fails naming the slide, instead of skipping it with the first slide's objects or
+    continuing its chunks; the same slide from another folder is still skipped."""
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+    first = write_label_slide(tmp_path / "a" / "labels.tiff", ellipses(192, 288, 10, seed=6, borders=96))
+    other = write_label_slide(tmp_path / "b" / "labels.tiff", ellipses(192, 288, 10, seed=7, borders=96))
+    out = tmp_path / "out"
+    assert oracle_run(first, out)["status"] == "done"
+    made = (out / "labels" / "nuclei.geojson").read_text()
+    entry = oracle_run(other, out, resume=True)
+    assert entry["status"] == "failed", entry
+    assert "another slide (slide: '" in entry["error"] and "; remove it or drop --resume" in entry["error"]
+    assert (out / "labels" / "nuclei.geojson").read_text() == made  # nothing of the first slide's lost
+    moved = tmp_path / "c" / "labels.tiff"
+    shutil.copy(first, moved)
+    assert oracle_run(moved, out, resume=True)["status"] == "skipped"
+    run = out / "labels" / "run.json"  # outputs of a vismtl that did not identify slides: taken as this one's
+    run.write_text(json.dumps({k: v for k, v in json.loads(run.read_text()).items() if k != "slide"}))
+    assert oracle_run(other, out, resume=True)["status"] == "skipped"
 
 
 def test_a_resume_remakes_an_array_cut_short_and_sweeps_unfinished_writes(tmp_path):

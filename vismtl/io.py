@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -14,6 +15,15 @@ import cv2
 import numpy as np
 
 from vismtl.config import ConfigError
+
+
+def file_digest(path: str | Path, limit: int = 1 << 24) -> str:
+    """sha256 of the first ``limit`` bytes and the size: identifies a checkpoint or a slide cheaply."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        digest.update(handle.read(limit))
+    return f"{digest.hexdigest()[:16]}-{path.stat().st_size}"
 
 
 def output_folder(path: str | Path, option: str) -> Path:

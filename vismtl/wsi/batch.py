@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import barrier, destroy, init_distributed, world_size
-from vismtl.io import output_folder, write_json
+from vismtl.io import file_digest, output_folder, write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
@@ -37,15 +36,6 @@ from vismtl.wsi.report import write_slide_table
 from vismtl.wsi.settings import WSISettings
 
 log = logging.getLogger("vismtl")
-
-
-def file_digest(path: str | Path, limit: int = 1 << 24) -> str:
-    """sha256 of the first ``limit`` bytes and the size: identifies a checkpoint cheaply."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        digest.update(handle.read(limit))
-    return f"{digest.hexdigest()[:16]}-{path.stat().st_size}"
 
 
 def infer_slides(

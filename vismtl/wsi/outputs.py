@@ -125,7 +125,14 @@ class SlideOutputs:
 
     def _same_run(self) -> bool:
         run = self.folder / "run.json"
-        return run.is_file() and json.loads(run.read_text()) == json.loads(json.dumps(self.fingerprint))
+        return run.is_file() and self._made(json.loads(run.read_text())) == json.loads(json.dumps(self.fingerprint))
+
+    def _made(self, made: dict[str, Any]) -> dict[str, Any]:
+        """A ``run.json`` as this run's fingerprint reads it: one written before slides were
+        identified (vismtl < 2026-11-28) is taken to be of this slide, as it was then."""
+        if "slide" in made or "slide" not in self.fingerprint:
+            return made
+        return {**made, "slide": self.fingerprint["slide"]}
 
     def prepare(self, resume: bool) -> dict[tuple[int, int], dict[str, Any]]:
         """Start (or continue) the run; returns the chunks already finished."""
@@ -140,10 +147,10 @@ class SlideOutputs:
             self.sweep()
             return finished
         if resume and (self.folder / "run.json").is_file():
-            made = json.loads((self.folder / "run.json").read_text())
+            made = self._made(json.loads((self.folder / "run.json").read_text()))
             changes = "; ".join(_differences(made, json.loads(json.dumps(self.fingerprint))))
             raise RuntimeError(
-                f"cannot resume {self.folder}: it was made with other settings or another model "
+                f"cannot resume {self.folder}: it was made with other settings, another model or another slide "
                 f"({changes}); remove it or drop --resume"
             )
         self.clear()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vismtl.io import file_digest
 from vismtl.tasks import Task
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.outputs import SlideOutputs
@@ -82,6 +83,8 @@ def prepare_slide(
         "model": setup.model_id,
         "tasks": {name: task.settings() for name, task in tasks.items()},
         "mpp": seen.mpp,
+        # which slide: another one of the same name (another folder, a rescan) is not continued or skipped
+        "slide": file_digest(slide_input.path, limit=1 << 20),
     }
     outputs = SlideOutputs(folder, seen.layout, fingerprint)
     if resume and outputs.is_complete():
