@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -181,3 +182,29 @@ def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
     whole, accumulated = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "accumulated")
     for name, value in whole.items():
         torch.testing.assert_close(accumulated[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_image_level_classes_are_exported_as_a_table_and_maps_as_images(tmp_path):
+    """`tools/test.py --export-dir` with a tissue-class task failed (it had no export); its classes
+    now go to <task>.csv, one row per image, beside the dense tasks' PNGs."""
+    from vismtl.engine.api import PredictionExporter
+    from vismtl.tasks import build_tasks
+
+    tasks = build_tasks(
+        dict(
+            tissue=dict(kind="patch_class", num_classes=3, class_names=["stroma", "tumour, solid", "fat"]),
+            semseg=dict(kind="semseg", num_classes=4),
+        )
+    )
+    batches = [(["a", "b"], [2, 1]), (["c"], [0])]
+    for ranks, name in ((1, "tissue.csv"), (2, "tissue.rank1.csv")):
+        exporter = PredictionExporter(tmp_path / str(ranks), tasks, rank=ranks - 1, ranks=ranks)
+        for names, classes in batches:
+            semseg = torch.arange(len(names) * 16).reshape(len(names), 4, 4) % 4
+            exporter({"meta": {"name": names}}, {"tissue": torch.tensor(classes), "semseg": semseg})
+        exporter.close()
+        with open(tmp_path / str(ranks) / name, newline="") as handle:
+            rows = list(csv.reader(handle))
+        assert rows[0] == ["image", "class", "class_name"]
+        assert rows[1:] == [["a", "2", "fat"], ["b", "1", "tumour, solid"], ["c", "0", "stroma"]]
+        assert sorted(p.name for p in (tmp_path / str(ranks) / "semseg").iterdir()) == ["a.png", "b.png", "c.png"]

@@ -1004,8 +1004,13 @@ def test_a_resume_refuses_another_slide_of_the_same_name_and_takes_the_same_slid
     shutil.copy(first, moved)
     assert oracle_run(moved, out, resume=True)["status"] == "skipped"
     run = out / "labels" / "run.json"  # outputs of a vismtl that did not identify slides: taken as this one's
-    run.write_text(json.dumps({k: v for k, v in json.loads(run.read_text()).items() if k != "slide"}))
+    settings = run.read_text()
+    run.write_text(json.dumps({k: v for k, v in json.loads(settings).items() if k != "slide"}))
     assert oracle_run(other, out, resume=True)["status"] == "skipped"
+    run.write_text(settings[:-20])  # damaged: the slide fails naming the file, and what to do
+    entry = oracle_run(first, out, resume=True)
+    assert entry["status"] == "failed" and f"cannot read {run} (JSONDecodeError: " in entry["error"]
+    assert entry["error"].endswith("rerun the slide without --resume")
 
 
 def test_a_resume_remakes_an_array_cut_short_and_sweeps_unfinished_writes(tmp_path):

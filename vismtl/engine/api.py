@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,9 +109,11 @@ def test(
         if show_dir:
             callbacks.append(PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max, model))
         if export_dir:
-            callbacks.append(PredictionExporter(Path(export_dir), tasks))
+            callbacks.append(PredictionExporter(export_dir, tasks, info.rank, world_size()))
         amp = settings.train.amp
         results = evaluate(model, loader, tasks, info.device, amp, callbacks=callbacks, progress=info.is_main)
+        for callback in callbacks:
+            getattr(callback, "close", lambda: None)()
         delta = compute_delta_m(results, tasks, settings.evaluation.baselines)
         if info.is_main:
             print(format_table(results, tasks, delta))
@@ -123,18 +126,32 @@ def test(
 
 
 class PredictionExporter:
-    """Writes each prediction as ``folder/<task>/<image name>.png`` for the tasks that export."""
+    """Writes each prediction as ``folder/<task>/<image name>.png`` for the tasks that export an
+    image, and the image-level classes (tissue types) as ``folder/<task>.csv`` (image, class,
+    class name; ``<task>.rank<R>.csv`` per rank under torchrun) once :meth:`close` is called."""
 
-    def __init__(self, folder: Path, tasks) -> None:
+    def __init__(self, folder: Path, tasks, rank: int = 0, ranks: int = 1) -> None:
         self.folder, self.tasks = folder, tasks
+        self.suffix = f".rank{rank}.csv" if ranks > 1 else ".csv"
+        self.rows: dict[str, list[tuple]] = {name: [] for name, task in tasks.items() if not task.dense}
 
     def __call__(self, batch: dict[str, Any], predictions: dict[str, torch.Tensor]) -> None:
         for i, name in enumerate(batch["meta"]["name"]):
             for task_name, task in self.tasks.items():
+                if task_name in self.rows:
+                    label = int(predictions[task_name][i])
+                    names = getattr(task, "class_names", None) or ()
+                    self.rows[task_name].append((name, label, names[label] if label < len(names) else label))
+                    continue
                 image = task.export(predictions[task_name][i])
                 if image is not None:
                     writer = write_png if image.ndim == 3 else write_png_gray  # colour exports are RGB
                     writer(self.folder / task_name / f"{name}.png", image)
+
+    def close(self) -> None:
+        for task_name, rows in self.rows.items():
+            with atomic_open(self.folder / f"{task_name}{self.suffix}", "w") as handle:
+                csv.writer(handle, lineterminator="\n").writerows([("image", "class", "class_name"), *rows])
 
 
 class PanelWriter:

@@ -141,6 +141,11 @@ class Task:
     def new_metric(self) -> Metric:
         raise NotImplementedError
 
+    def export(self, prediction: torch.Tensor) -> np.ndarray | None:
+        """One sample's prediction -> the image ``tools/test.py --export-dir`` saves (uint8 or
+        uint16, gray or RGB), or None: a task without one (image-level classes go to a table)."""
+        return None
+
     def visualize(
         self, value: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor | None = None
     ) -> np.ndarray:

@@ -125,7 +125,7 @@ class SlideOutputs:
 
     def _same_run(self) -> bool:
         run = self.folder / "run.json"
-        return run.is_file() and self._made(json.loads(run.read_text())) == json.loads(json.dumps(self.fingerprint))
+        return run.is_file() and self._made(_read_run(run)) == json.loads(json.dumps(self.fingerprint))
 
     def _made(self, made: dict[str, Any]) -> dict[str, Any]:
         """A ``run.json`` as this run's fingerprint reads it: one written before slides were
@@ -147,7 +147,7 @@ class SlideOutputs:
             self.sweep()
             return finished
         if resume and (self.folder / "run.json").is_file():
-            made = self._made(json.loads((self.folder / "run.json").read_text()))
+            made = self._made(_read_run(self.folder / "run.json"))
             changes = "; ".join(_differences(made, json.loads(json.dumps(self.fingerprint))))
             raise RuntimeError(
                 f"cannot resume {self.folder}: it was made with other settings, another model or another slide "
@@ -309,6 +309,19 @@ def _open_array(path: Path) -> zarr.Array | None:
     except zarr.errors.ArrayNotFoundError:
         shutil.rmtree(path)
         return None
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    try:
+        made = json.loads(path.read_text())
+    except ValueError as err:
+        raise RuntimeError(
+            f"cannot read {path} ({type(err).__name__}: {err}): the file was changed or damaged after vismtl "
+            "wrote it; rerun the slide without --resume"
+        ) from err
+    if not isinstance(made, dict):
+        raise RuntimeError(f"cannot read {path}: not the settings vismtl writes; rerun the slide without --resume")
+    return made
 
 
 def _read_pieces(path: Path) -> list[ObjectPiece]:
