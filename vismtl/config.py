@@ -134,9 +134,10 @@ def call_with_config(fn: Callable[..., Any], cfg: Mapping[str, Any] | None, wher
     kwargs.update(extra)
     try:
         return fn(**kwargs)
-    except ConfigError:
-        raise
-    except ValueError as err:  # a value the callee refuses, e.g. torch.optim's "Invalid learning rate: -1"
+    except ValueError as err:
+        if type(err) is not ValueError:  # the callee's own kind (ConfigError, DatasetLayoutError): as it is
+            raise
+        # a plain ValueError: a value the callee refuses, e.g. torch.optim's "Invalid learning rate: -1"
         raise ConfigError(f"{where}: {err}") from err
 
 

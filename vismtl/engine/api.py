@@ -107,13 +107,14 @@ def test(
         )
         callbacks = []
         if show_dir:
-            callbacks.append(PanelWriter(Path(show_dir), tasks, settings.evaluation.show_max, model))
-        if export_dir:
-            callbacks.append(PredictionExporter(export_dir, tasks, info.rank, world_size()))
+            callbacks.append(PanelWriter(show_dir, tasks, settings.evaluation.show_max, model))
+        exporter = PredictionExporter(export_dir, tasks, info.rank, world_size()) if export_dir else None
+        if exporter is not None:
+            callbacks.append(exporter)
         amp = settings.train.amp
         results = evaluate(model, loader, tasks, info.device, amp, callbacks=callbacks, progress=info.is_main)
-        for callback in callbacks:
-            getattr(callback, "close", lambda: None)()
+        if exporter is not None:
+            exporter.close()  # the image-level classes' tables
         delta = compute_delta_m(results, tasks, settings.evaluation.baselines)
         if info.is_main:
             print(format_table(results, tasks, delta))
