@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +19,9 @@ import torch
 from conftest import ROOT, TINY_CONFIG, subprocess_env
 from vismtl.engine import test as run_test
 from vismtl.engine import train
-from vismtl.engine.checkpoint import CheckpointError, load_checkpoint
+from vismtl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from vismtl.engine.cli import run_command
+from vismtl.io import write_json
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +162,50 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, trained):
     assert "was made for another architecture" in message
     assert "missing" in message and "unexpected" in message
     assert "'name': 'test_resnet'" in message  # says what the checkpoint was made with
+
+
+class FillsUp(io.BytesIO):
+    """A file on a disk with ``room`` bytes left: a write past them is cut short, the next one fails."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data) -> int:
+        taken = min(len(data), self.room - self.tell())
+        if taken <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(memoryview(data)[:taken])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, where every write finds no space")
+def test_a_full_disk_is_one_line_naming_the_file_and_the_file_before_is_kept(tmp_path, monkeypatch, capsys):
+    """Writes that find the disk full: torch.save's own error for a checkpoint (an "enforce fail"
+    after a write cut short) and Python's for a JSON file (sent to /dev/full) both become the
+    OSError, naming the file; the temporary file is removed and the file before kept; a tool says
+    it in one line, exit status 1."""
+
+    def on_a_full_disk(fd, mode):
+        os.close(fd)
+        return FillsUp(100) if "b" in mode else open("/dev/full", mode)
+
+    checkpoint, metrics = tmp_path / "latest.pth", tmp_path / "eval.json"
+    checkpoint.write_bytes(b"the last checkpoint")
+    monkeypatch.setattr(os, "fdopen", on_a_full_disk)
+    with pytest.raises(OSError) as raised:
+        atomic_save({"w": torch.zeros(1000)}, checkpoint)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(checkpoint))
+    assert "enforce fail" in str(raised.value.__context__)  # what torch.save raised
+    with pytest.raises(OSError) as raised:
+        write_json(metrics, {"miou": 1.0})
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(metrics))
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pth"]
+    assert checkpoint.read_bytes() == b"the last checkpoint"
+    status = run_command(lambda: atomic_save({"w": torch.zeros(1000)}, checkpoint), interrupted="rerun with --resume")
+    assert status == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {os.strerror(errno.ENOSPC)} writing {checkpoint}: free some space there; rerun with --resume"
+    ]
 
 
 def test_resume_from_missing_path_is_an_error(tmp_path):

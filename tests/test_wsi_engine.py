@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import gc
 import json
@@ -956,6 +957,54 @@ def test_ctrl_c_ends_the_run_with_one_line_and_resume_goes_on(tmp_path, tiny_che
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     chunks = json.loads((out / "labels" / "summary.json").read_text())["chunks"]
     assert 0 < chunks["resumed"] < chunks["total"]
+
+
+def test_a_full_disk_stops_the_batch_in_one_line_and_resume_finishes_it(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """The third chunk written finds the disk full: not that slide's fault, and every later write
+    would fail too, so the batch stops there with one line naming the slide's folder and how to go
+    on (exit status 1), not a failed entry for each slide; with space again, --resume gives what
+    an uninterrupted run gives."""
+    from vismtl.wsi import outputs
+
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import infer_wsi
+
+    first = write_label_slide(tmp_path / "first.tiff", ellipses(1024, 1536, 80, seed=4, borders=96))
+    second = shutil.copyfile(first, tmp_path / "second.tiff")
+    run = [str(TINY), str(tiny_checkpoint), str(first), str(second), "--tissue", "all"]
+    assert infer_wsi.main([*run, "--out-dir", str(tmp_path / "whole")]) == 0
+    written, write_chunk_files = [], outputs.write_chunk_files
+
+    def until_the_disk_is_full(files, rasters, parts):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write_chunk_files(files, rasters, parts)
+        written.append(files.chunk)
+
+    monkeypatch.setattr(outputs, "write_chunk_files", until_the_disk_is_full)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert infer_wsi.main([*run, "--out-dir", str(out)]) == 1
+    stderr = capsys.readouterr().err
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: {os.strerror(errno.ENOSPC)} writing {out / 'first'}: free some space there; "
+        "the chunks written are kept; rerun the same command with --resume to go on"
+    )
+    assert "Traceback" not in stderr and "failed" not in stderr
+    assert not (out / "manifest.json").exists() and not (out / "second" / "journal.jsonl").exists()
+    monkeypatch.setattr(outputs, "write_chunk_files", write_chunk_files)
+    assert infer_wsi.main([*run, "--out-dir", str(out), "--resume"]) == 0
+    assert {name: e["status"] for name, e in manifest(out).items()} == {"first": "done", "second": "done"}
+    chunks = json.loads((out / "first" / "summary.json").read_text())["chunks"]
+    assert 2 <= chunks["resumed"] < chunks["total"]
+    for name in ("first", "second"):
+        for task in ("nuclei", "nuclei_type", "gland"):
+            resumed, whole = (
+                zarr.open_array(str(d / name / f"{task}.zarr"), mode="r")[:] for d in (out, tmp_path / "whole")
+            )
+            assert np.array_equal(resumed, whole), (name, task)
+        for geojson in ("nuclei.geojson", "gland.geojson"):
+            assert (out / name / geojson).read_text() == (tmp_path / "whole" / name / geojson).read_text()
 
 
 def test_a_resume_with_other_post_processing_or_precision_refuses_the_slide(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,23 @@ import cv2
 import numpy as np
 
 from vismtl.config import ConfigError
+
+# A write that failed for want of space or quota: every later write to that disk fails too, so a
+# run stops there (to be resumed) instead of failing each of its items in turn.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def out_of_space(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in NO_SPACE
+
+
+def naming(err: OSError, path: str | Path) -> OSError | None:
+    """``err`` naming ``path``, where it names no file (a failed write does not); None where it
+    names one. The same errno, hence the same subclass (``OSError(errno.EACCES, ...)`` is a
+    PermissionError)."""
+    if err.filename is not None or err.errno is None:
+        return None
+    return OSError(err.errno, err.strerror, str(path))
 
 
 def file_digest(path: str | Path, limit: int = 1 << 24) -> str:
@@ -63,6 +81,11 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; give them the usual mode
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if named := naming(err, path):
+            raise named from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

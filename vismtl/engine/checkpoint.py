@@ -28,8 +28,16 @@ class CheckpointError(RuntimeError):
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
-    with atomic_open(path, "wb") as handle:
-        torch.save(obj, handle)
+    try:
+        with atomic_open(path, "wb") as handle:
+            torch.save(obj, handle)
+    except RuntimeError as err:
+        # torch.save reports a failed write (a full disk) as an "enforce fail" of its own; the
+        # OSError behind it says what happened
+        written = err.__context__
+        if isinstance(written, OSError) and written.errno is not None:
+            raise OSError(written.errno, written.strerror, str(path)) from err
+        raise
 
 
 def atomic_link(source: Path, target: Path) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from vismtl.io import naming, out_of_space
 from vismtl.tasks import Task
 from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, as_images, batches_across_chunks
 from vismtl.wsi.conclusion import SlideEnd, conclude_slide
@@ -238,6 +239,10 @@ class SlideRunner:
         except NoTissueError as err:
             job.entry.update(status="no_tissue", error=str(err))
         except SLIDE_ERRORS as err:
+            if out_of_space(err):  # not this slide's fault, and every later one's writes would fail too
+                if named := naming(err, job.folder):
+                    raise named from err
+                raise
             message = failure(err)
             log.error("slide %s failed: %s", job.input.path, message)
             log.debug("%s", traceback.format_exc())
