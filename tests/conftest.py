@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +42,32 @@ def subprocess_env() -> dict[str, str]:
     """Environment for tools run as subprocesses: one thread, no progress-bar noise."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
+
+
+HOLD_FOLDER = """
+import sys
+from pathlib import Path
+from vismtl.io import hold_folder
+lock = hold_folder(Path(sys.argv[1]), "--out-dir")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def folder_held_by_another_run(folder: Path) -> Iterator[int]:
+    """``folder``'s run lock (vismtl.io.hold_folder) taken by another process, killed with SIGKILL
+    at the end; yields its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOLDER, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=subprocess_env(),
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY_CONFIG, subprocess_env
+from conftest import ROOT, TINY_CONFIG, folder_held_by_another_run, subprocess_env
+from vismtl.config import ConfigError
 from vismtl.engine import test as run_test
 from vismtl.engine import train
 from vismtl.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
@@ -206,6 +208,15 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_file_before_is_kept(tmp
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {os.strerror(errno.ENOSPC)} writing {checkpoint}: free some space there; rerun with --resume"
     ]
+
+
+def test_a_second_training_into_the_same_work_dir_is_refused(tmp_path):
+    """Its checkpoints and log would interleave with the first's; it fails before writing anything."""
+    with folder_held_by_another_run(tmp_path) as pid:
+        held = rf"another run is writing to {re.escape(str(tmp_path))} \(pid {pid} on .*\): wait for it to end"
+        with pytest.raises(ConfigError, match=held + ", or choose another --work-dir"):
+            train(TINY_CONFIG, work_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
 
 
 def test_resume_from_missing_path_is_an_error(tmp_path):

@@ -26,7 +26,7 @@ import pytest
 import torch
 import zarr
 
-from conftest import ROOT, SHARED_DATA, subprocess_env
+from conftest import ROOT, SHARED_DATA, folder_held_by_another_run, subprocess_env
 from vismtl.config import load_config
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
@@ -1005,6 +1005,30 @@ def test_a_full_disk_stops_the_batch_in_one_line_and_resume_finishes_it(tmp_path
             assert np.array_equal(resumed, whole), (name, task)
         for geojson in ("nuclei.geojson", "gland.geojson"):
             assert (out / name / geojson).read_text() == (tmp_path / "whole" / name / geojson).read_text()
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(
+    tmp_path, tiny_checkpoint, capsys, monkeypatch
+):
+    """Two runs writing to one folder at once interleave their chunks and journals, and each says
+    its slides are done while objects are missing from them (a run started twice over the Aperio
+    slide lost 23 % of its nuclei). The second is refused before anything is written, naming the
+    first; once that one has ended, even killed, a run goes ahead."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import infer_wsi
+
+    slide = write_label_slide(tmp_path / "labels.tiff", ellipses(256, 256, 4, seed=1))
+    out = tmp_path / "out"
+    out.mkdir()
+    run = [str(TINY), str(tiny_checkpoint), str(slide), "--tissue", "all", "--out-dir", str(out)]
+    with folder_held_by_another_run(out) as pid:
+        capsys.readouterr()
+        assert infer_wsi.main(run) == 2
+        line = f"error: another run is writing to {out} (pid {pid} on {socket.gethostname()}, since 20"
+        assert capsys.readouterr().err.strip().startswith(line)
+        assert not (out / "labels").exists()
+    assert infer_wsi.main(run) == 0
+    assert manifest(out)["labels"]["status"] == "done"
 
 
 def test_a_resume_with_other_post_processing_or_precision_refuses_the_slide(tmp_path):

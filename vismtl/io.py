@@ -7,7 +7,9 @@ import errno
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -57,6 +59,42 @@ def output_folder(path: str | Path, option: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"the {option} folder {path} is not writable: choose another {option}")
     return path
+
+
+def hold_folder(folder: Path, option: str) -> IO | None:
+    """Take ``folder``'s lock for a run that writes there; close the returned file to let it go.
+
+    Two runs writing to one folder at once (a command started twice, a scheduled run overlapping
+    the last) interleave their writes, and each reports its outputs complete while objects are
+    missing from them: the second fails at once instead (a ConfigError naming the run that holds
+    the lock and ``option``). The lock is a POSIX record lock on ``folder/.lock`` (``lockf``, also
+    over NFS): the system lets it go when the process ends however it ends (SIGKILL too), so none
+    is left to clear by hand, and, unlike ``flock``, the process's forked children (data loading,
+    slide reading) do not hold it, so a run resumed at once after a kill does not find its own
+    lock. The file stays (removing it would let two runs lock two different files of that name).
+    None where the system has no ``fcntl`` (Windows): no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(folder / ".lock", "a+")  # noqa: SIM115 -- held open for the run: the caller closes it
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EAGAIN):  # held by another process: either, by the system
+            handle.close()
+            raise
+        handle.seek(0)
+        holder = handle.read().strip() or "a process that has not said which"
+        handle.close()
+        raise ConfigError(
+            f"another run is writing to {folder} ({holder}): wait for it to end, or choose another {option}"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    return handle
 
 
 def _umask() -> int:

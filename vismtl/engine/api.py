@@ -20,7 +20,7 @@ from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
 from vismtl.engine.settings import read_settings, resolve_work_dir
 from vismtl.engine.trainer import Trainer, resolve_resume
 from vismtl.engine.visualize import make_gate_panel, make_panel
-from vismtl.io import atomic_open, output_folder, write_png, write_png_gray
+from vismtl.io import atomic_open, hold_folder, output_folder, write_png, write_png_gray
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 
@@ -57,9 +57,11 @@ def train(
     """
     cfg, settings, tasks = _prepare(config, cfg_options, amp, seed)
     info = init_distributed(launcher)
+    lock = None
     try:
         work_dir = output_folder(resolve_work_dir(cfg, config, work_dir), "--work-dir")
         if info.is_main:
+            lock = hold_folder(work_dir, "--work-dir")  # rank 0's, for every rank
             with atomic_open(work_dir / "config.py", "w") as handle:
                 handle.write(cfg.pretty_text)
         trainer = Trainer(cfg, settings, tasks, work_dir, info)
@@ -68,6 +70,8 @@ def train(
             trainer.resume_from(checkpoint)
         return trainer.train()
     finally:
+        if lock is not None:
+            lock.close()
         destroy()
 
 

@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import barrier, destroy, init_distributed, world_size
-from vismtl.io import file_digest, output_folder, write_json
+from vismtl.io import file_digest, hold_folder, output_folder, write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
@@ -61,7 +61,9 @@ def infer_slides(
     # ranks meet only at one barrier (they share slides through files), so several may share a
     # GPU: one engine process may not keep a GPU busy (docs/benchmarks.md, "Engines sharing a GPU")
     info = init_distributed(launcher, share_gpus=True)
+    lock = None
     try:
+        lock = hold_folder(out_dir, "--out-dir") if info.is_main else None  # rank 0's, for every rank
         model = loaded_model(cfg, tasks, checkpoint).to(info.device)
         ranks = world_size()
         claims = SlideClaims(out_dir / ".claims", info.rank)
@@ -100,6 +102,8 @@ def infer_slides(
             write_slide_table(out_dir, entries)
         return entries
     finally:
+        if lock is not None:
+            lock.close()
         destroy()
 
 
