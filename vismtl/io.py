@@ -67,8 +67,8 @@ def hold_folder(folder: Path, option: str) -> IO | None:
     Two runs writing to one folder at once (a command started twice, a scheduled run overlapping
     the last) interleave their writes, and each reports its outputs complete while objects are
     missing from them: the second fails at once instead (a ConfigError naming the run that holds
-    the lock and ``option``). The lock is a POSIX record lock on ``folder/.lock`` (``lockf``, also
-    over NFS): the system lets it go when the process ends however it ends (SIGKILL too), so none
+    the lock and ``option``). The lock is a POSIX record lock on ``folder/.lock`` (``lockf``): the
+    system lets it go when the process ends however it ends (SIGKILL too), so none
     is left to clear by hand, and, unlike ``flock``, the process's forked children (data loading,
     slide reading) do not hold it, so a run resumed at once after a kill does not find its own
     lock. The file stays (removing it would let two runs lock two different files of that name).
