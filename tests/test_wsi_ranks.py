@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
 
+import pytest
 from tqdm import tqdm
 
-from vismtl.wsi.ranks import RankProgress, merge_manifests, read_parts, wait_for_ranks, write_part
+from vismtl.config import ConfigError
+from vismtl.io import hold_folder
+from vismtl.wsi.ranks import RankProgress, check_shared, merge_manifests, read_parts, wait_for_ranks, write_part
 
 
 def entry(name: str, status: str = "done") -> dict:
@@ -52,3 +56,27 @@ def test_rank_0_s_bar_moves_with_every_rank_s_slides_between_its_own(tmp_path):
         write_part(tmp_path, 0, [entry("a")])
     assert bar.n == 3  # shown once more as it stops
     assert bar.postfix == "done=2, failed=1"
+
+
+def test_a_rank_that_does_not_see_rank_0_s_folder_says_so_instead_of_taking_every_slide_again(tmp_path):
+    """Ranks on a node whose --out-dir is its own disk would take every slide again and rank 0 would
+    wait for their parts for ever: each must see the lock rank 0 took, written late or not at all."""
+    shared, own_disk = tmp_path / "shared", tmp_path / "node2"
+    shared.mkdir()
+    own_disk.mkdir()
+    lock = hold_folder(shared, "--out-dir")
+    try:
+        text = (shared / ".lock").read_text()
+        check_shared(shared, text, rank=1, patience=0.0)  # a node that shares the folder
+        message = rf"rank 3 on {socket.gethostname()} does not see the files rank 0 writes in {own_disk}: --out-dir"
+        with pytest.raises(ConfigError, match=message):
+            check_shared(own_disk, text, rank=3, patience=0.3)
+        (own_disk / ".lock").write_text("pid 7 on node2, since 2026-11-01 10:00:00\n")  # an earlier run's
+        with pytest.raises(ConfigError, match="every node shares"):
+            check_shared(own_disk, text, rank=3, patience=0.3)
+        late = threading.Timer(0.3, lambda: (own_disk / ".lock").write_text(text))  # NFS showing it late
+        late.start()
+        check_shared(own_disk, text, rank=3, patience=5.0)
+        late.join()
+    finally:
+        lock.close()

@@ -61,6 +61,9 @@ def output_folder(path: str | Path, option: str) -> Path:
     return path
 
 
+LOCK_FILE = ".lock"  # in a folder a run writes to: who holds it (hold_folder)
+
+
 def hold_folder(folder: Path, option: str) -> IO | None:
     """Take ``folder``'s lock for a run that writes there; close the returned file to let it go.
 
@@ -78,7 +81,7 @@ def hold_folder(folder: Path, option: str) -> IO | None:
         import fcntl
     except ImportError:
         return None
-    handle = open(folder / ".lock", "a+")  # noqa: SIM115 -- held open for the run: the caller closes it
+    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 -- held open for the run: the caller closes it
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:

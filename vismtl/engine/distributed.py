@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -78,6 +79,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     out = tensor.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` (picklable) on every rank; every rank waits for it, as at a barrier."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

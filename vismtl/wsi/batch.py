@@ -24,14 +24,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
-from vismtl.engine.distributed import barrier, destroy, init_distributed, world_size
-from vismtl.io import file_digest, hold_folder, output_folder, write_json
+from vismtl.engine.distributed import broadcast_object, destroy, init_distributed, world_size
+from vismtl.io import LOCK_FILE, file_digest, hold_folder, output_folder, write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
 from vismtl.wsi.engine import SlideRunner
 from vismtl.wsi.inputs import expand_inputs
-from vismtl.wsi.ranks import RankProgress, clear_parts, merge_manifests, wait_for_ranks, write_part
+from vismtl.wsi.ranks import RankProgress, check_shared, clear_parts, merge_manifests, wait_for_ranks, write_part
 from vismtl.wsi.report import write_slide_table
 from vismtl.wsi.settings import WSISettings
 
@@ -58,7 +58,7 @@ def infer_slides(
     cfg, tasks, settings = configured(config, options, mpp)
     slides = expand_inputs(inputs)  # before the model is built: inputs without slides fail at once
     out_dir = output_folder(out_dir, "--out-dir")  # before the model loads: not every slide failing
-    # ranks meet only at one barrier (they share slides through files), so several may share a
+    # ranks meet only once, at the start (they share slides through files), so several may share a
     # GPU: one engine process may not keep a GPU busy (docs/benchmarks.md, "Engines sharing a GPU")
     info = init_distributed(launcher, share_gpus=True)
     lock = None
@@ -70,7 +70,11 @@ def infer_slides(
         if ranks > 1 and info.is_main:
             claims.prepare()
             clear_parts(out_dir)
-        barrier()  # no rank takes a slide before the claims and parts of an earlier run are gone
+        # every rank waits for rank 0 here (no rank takes a slide before the claims and parts of
+        # an earlier run are gone) and then must see the lock it holds: they share slides on files
+        held = broadcast_object((out_dir / LOCK_FILE).read_text() if lock is not None else None)
+        if held is not None and not info.is_main:
+            check_shared(out_dir, held, info.rank)
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
         if info.device.type == "cpu" and not settings.amp and native_bfloat16():

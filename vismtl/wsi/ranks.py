@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vismtl.io import write_json
+from vismtl.config import ConfigError
+from vismtl.io import LOCK_FILE, write_json
 
 log = logging.getLogger("vismtl")
 
@@ -54,6 +56,30 @@ def read_parts(out_dir: Path, ranks: int) -> dict[int, dict[str, Any]]:
 def rank_entries(out_dir: Path, ranks: int) -> list[dict[str, Any]]:
     """The manifest entries the ranks have written so far, rank by rank."""
     return [entry for part in read_parts(out_dir, ranks).values() for entry in part["slides"]]
+
+
+def check_shared(out_dir: Path, lock_text: str, rank: int, patience: float = 10.0) -> None:
+    """Whether rank ``rank`` sees the lock rank 0 took in ``out_dir`` (``lock_text``: what rank 0
+    wrote in it); a ConfigError if not.
+
+    Ranks share slides and manifest parts through ``out_dir``. Where a node does not see rank 0's
+    files (a folder on each node's own disk), its ranks would take every slide again and rank 0
+    would wait for their parts for ever. ``patience``: a network file system may show another
+    node's new file a few seconds late.
+    """
+    path, deadline = out_dir / LOCK_FILE, time.monotonic() + patience
+    while True:
+        try:
+            if path.read_text() == lock_text:
+                return
+        except OSError:  # not there (yet)
+            pass
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"rank {rank} on {socket.gethostname()} does not see the files rank 0 writes in {out_dir}: "
+                "--out-dir must be a folder that every node shares (a network file system), not one on each node's disk"
+            )
+        time.sleep(0.2)
 
 
 def wait_for_ranks(out_dir: Path, ranks: int, period: float = 1.0, note_every: float = 600.0) -> None:
@@ -112,4 +138,12 @@ class RankProgress:
             self.show()
 
 
-__all__ = ["RankProgress", "clear_parts", "merge_manifests", "rank_entries", "wait_for_ranks", "write_part"]
+__all__ = [
+    "RankProgress",
+    "check_shared",
+    "clear_parts",
+    "merge_manifests",
+    "rank_entries",
+    "wait_for_ranks",
+    "write_part",
+]
