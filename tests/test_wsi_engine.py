@@ -857,7 +857,7 @@ def test_regions_drawn_in_qupath_or_a_mask_image_choose_the_tiles(tmp_path):
     overrides the automatic mask; only tiles near the regions run, and both forms of the same mask
     give the same outputs. A file without regions fails the slide naming it."""
     from vismtl.io import write_png_gray
-    from vismtl.wsi.tissue import load_geojson_mask
+    from vismtl.wsi.tissue import load_geojson_mask, same_proportions
 
     slide = write_label_slide(tmp_path / "labels.tiff", ellipses(480, 640, 40, seed=7, borders=96))
     square = [[0, 0], [288, 0], [288, 240], [0, 240], [0, 0]]  # level-0 px (0.5 um/px: the output grid)
@@ -884,6 +884,22 @@ def test_regions_drawn_in_qupath_or_a_mask_image_choose_the_tiles(tmp_path):
     entry = oracle_run(slide, tmp_path / "out_bad", tissue="auto", mask_dir=str(drawn))
     assert entry["status"] == "failed"
     assert f"cannot read tissue mask {drawn / 'labels.geojson'}: no Polygon or MultiPolygon in it" in entry["error"]
+    # regions that miss the slide (another slide's, or in microns) and a mask image of other
+    # proportions (another slide's, or a crop) each fail naming the file, neither "no tissue" nor stretched
+    elsewhere = {"type": "Polygon", "coordinates": [[[x + 5000, y] for x, y in square]]}
+    (drawn / "labels.geojson").write_text(json.dumps(elsewhere))
+    entry = oracle_run(slide, tmp_path / "out_elsewhere", tissue="auto", mask_dir=str(drawn))
+    assert entry["status"] == "failed"
+    assert f"tissue mask {drawn / 'labels.geojson'}: its region lies outside the slide (640 x 480 px)" in entry["error"]
+    write_png_gray(painted / "labels.png", np.full((48, 128), 255, np.uint8))  # 8:3, the slide 4:3
+    entry = oracle_run(slide, tmp_path / "out_wide", tissue="auto", mask_dir=str(painted))
+    assert entry["status"] == "failed"
+    assert (
+        f"tissue mask {painted / 'labels.png'} is 128 x 48 px, 2.67 times as wide as high, the slide 1.33"
+        in entry["error"]
+    )
+    assert same_proportions((69, 93), (555, 742))  # a 2,967 x 2,220 slide's mask exported at 1/32, rounded
+    assert not same_proportions((69, 99), (555, 742))
 
 
 @pytest.mark.parametrize("workers", [0, 1])

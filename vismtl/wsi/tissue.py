@@ -131,6 +131,12 @@ def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     else:
         tissue = pixels != 0 if pixels.ndim == 2 else (pixels != 0).any(axis=-1)
     height, width = shape
+    if not same_proportions(tissue.shape, shape):  # another slide's mask, or a crop: not stretched over this one
+        raise SlideError(
+            f"tissue mask {path} is {tissue.shape[1]} x {tissue.shape[0]} px, {tissue.shape[1] / tissue.shape[0]:.3g} "
+            f"times as wide as high, the slide {width / height:.3g} times: a mask image covers the whole slide "
+            "(at any scale)"
+        )
     resized = cv2.resize(tissue.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
     return resized.astype(bool)
 
@@ -161,7 +167,7 @@ def load_geojson_mask(path: str | Path, shape: tuple[int, int], scale: float) ->
     if not polygons:
         hint = "QuPath: File > Export objects as GeoJSON, annotations"
         raise SlideError(f"cannot read tissue mask {path}: no Polygon or MultiPolygon in it ({hint})")
-    mask = np.zeros(shape, bool)
+    mask, placed = np.zeros(shape, bool), 0
     try:
         for rings in polygons:  # each region on its own (a hole cuts its own region only), then added
             points = [np.round(np.asarray(ring, np.float64)[:, :2] * scale).astype(np.int32) for ring in rings]
@@ -169,13 +175,29 @@ def load_geojson_mask(path: str | Path, shape: tuple[int, int], scale: float) ->
             x1, y1 = np.minimum(points[0].max(axis=0) + 1, (shape[1], shape[0]))
             if x1 <= x0 or y1 <= y0:  # outside the slide
                 continue
+            placed += 1
             region = np.zeros((y1 - y0, x1 - x0), np.uint8)
             for k, ring in enumerate(points):
                 cv2.fillPoly(region, [ring - (x0, y0)], 0 if k else 1)
             mask[y0:y1, x0:x1] |= region.astype(bool)
     except (ValueError, IndexError, TypeError, cv2.error) as err:
         raise SlideError(f"cannot read tissue mask {path}: a region is not a list of [x, y] rings ({err})") from err
+    if not placed:  # else "no tissue": coordinates in microns, or another slide's regions
+        width, height = round(shape[1] / scale), round(shape[0] / scale)
+        which = "its region lies" if len(polygons) == 1 else f"all {len(polygons)} of its regions lie"
+        raise SlideError(
+            f"tissue mask {path}: {which} outside the slide ({width} x {height} px); "
+            "its coordinates must be the slide's level-0 pixels, as QuPath exports them"
+        )
     return mask
+
+
+def same_proportions(shape: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether two images of ``shape`` and ``other`` (h, w) can show the same area: their proportions
+    agree to 1 %, or to what rounding each side to whole pixels allows."""
+    (h, w), (oh, ow) = shape, other
+    slack = 0.01 + 1 / min(h, w) + 1 / min(oh, ow)
+    return abs((h / w) / (oh / ow) - 1) <= slack
 
 
 def _read_tiff_or_none(path: Path) -> np.ndarray | None:
