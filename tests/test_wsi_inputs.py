@@ -25,12 +25,13 @@ def test_folders_lists_and_files_expand_in_order_with_unique_names(tmp_path):
     touch(folder / "case1" / "deep.svs")  # subfolders are not searched
     other = touch(tmp_path / "other" / "a.svs")  # same stem as a.TIFF
     listing = touch(tmp_path / "lists" / "batch.txt")
-    listing.write_text(f"# the second scanner\n\n../other/a.svs\n  {b}  \n{tmp_path / 'gone.svs'}\n")
+    third = touch(tmp_path / "third" / "c.svs")
+    listing.write_text(f"# the second scanner\n\n../other/a.svs\n  {b}  \n{tmp_path / 'gone.svs'}\n../third\n")
 
     slides = expand_inputs([folder, listing, scan])
 
-    assert [s.path for s in slides] == [a, b, scan, other.resolve(), tmp_path / "gone.svs"]
-    assert [s.name for s in slides] == ["a", "b", "scan", "a_2", "gone"]
+    assert [s.path for s in slides] == [a, b, scan, other.resolve(), tmp_path / "gone.svs", third.resolve()]
+    assert [s.name for s in slides] == ["a", "b", "scan", "a_2", "gone", "c"]  # a listed folder: its slides
     # duplicates (b.svs twice, scan.ndpi twice) are run once; a missing slide is kept, to fail in the manifest
 
 

@@ -70,26 +70,29 @@ def _from_list(listing: Path) -> list[Path]:
     return paths
 
 
+def _expanded(item: Path, lists: bool) -> list[Path]:
+    """The slides of one input: a folder's, a list's (``lists``; its lines may name folders), or itself."""
+    if item.is_dir():
+        found = _from_folder(item)
+    elif lists and item.suffix.lower() == ".txt" and item.is_file():
+        found = [path for listed in _from_list(item) for path in _expanded(listed, lists=False)]
+    else:
+        return [item]
+    if not found:
+        log.warning("%s holds no slides (%s files)", item, _KINDS)
+    return found
+
+
 def expand_inputs(inputs: Iterable[str | Path]) -> list[SlideInput]:
     """Slide paths from files, folders (their slide files, not their subfolders' ones) and ``.txt``
-    lists, duplicates removed.
+    lists (of files and folders), duplicates removed.
 
     Missing paths are kept, so that they are reported in the manifest as failed. Output
     names are the file stems, made unique with a suffix where two slides share a stem. A folder
     or list without slides is logged; inputs without any slide raise ``FileNotFoundError``.
     """
     inputs = [Path(item) for item in inputs]
-    paths: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            found = _from_folder(item)
-        elif item.suffix.lower() == ".txt" and item.is_file():
-            found = _from_list(item)
-        else:
-            found = [item]
-        if not found:
-            log.warning("%s holds no slides (%s files)", item, _KINDS)
-        paths += found
+    paths = [path for item in inputs for path in _expanded(item, lists=True)]
     if not paths:
         named = ", ".join(map(str, inputs)) or "none given"
         raise FileNotFoundError(
