@@ -47,8 +47,13 @@ def subprocess_env() -> dict[str, str]:
 HOLD_FOLDER = """
 import sys
 from pathlib import Path
+from vismtl.config import ConfigError
 from vismtl.io import hold_folder
-lock = hold_folder(Path(sys.argv[1]), "--out-dir")
+try:
+    lock = hold_folder(Path(sys.argv[1]), "--out-dir")
+except ConfigError as err:
+    print(err, flush=True)
+    sys.exit(1)
 print("held", flush=True)
 sys.stdin.read()
 """
@@ -71,3 +76,10 @@ def folder_held_by_another_run(folder: Path) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def lock_refused_to_another_process(folder: Path) -> str:
+    """What another process taking ``folder``'s run lock is told: the refusal's message ("" if it got it)."""
+    command = [sys.executable, "-c", HOLD_FOLDER, str(folder)]
+    tried = subprocess.run(command, input="", capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    return "" if tried.stdout == "held\n" else tried.stdout.strip()

@@ -26,7 +26,7 @@ import pytest
 import torch
 import zarr
 
-from conftest import ROOT, SHARED_DATA, folder_held_by_another_run, subprocess_env
+from conftest import ROOT, SHARED_DATA, folder_held_by_another_run, lock_refused_to_another_process, subprocess_env
 from vismtl.config import load_config
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
@@ -1030,6 +1030,8 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(
     its slides are done while objects are missing from them (a run started twice over the Aperio
     slide lost 23 % of its nuclei). The second is refused before anything is written, naming the
     first; once that one has ended, even killed, a run goes ahead."""
+    from vismtl.wsi import batch
+
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     import infer_wsi
 
@@ -1043,8 +1045,17 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(
         line = f"error: another run is writing to {out} (pid {pid} on {socket.gethostname()}, since 20"
         assert capsys.readouterr().err.strip().startswith(line)
         assert not (out / "labels").exists()
+    refused = []  # what another run is told while this one writes its last file
+    write_slide_table = batch.write_slide_table
+    monkeypatch.setattr(
+        batch,
+        "write_slide_table",
+        lambda *a: (refused.append(lock_refused_to_another_process(out)), write_slide_table(*a)),
+    )
     assert infer_wsi.main(run) == 0
     assert manifest(out)["labels"]["status"] == "done"
+    assert refused[0].startswith(f"another run is writing to {out} (pid {os.getpid()} on ")
+    assert lock_refused_to_another_process(out) == ""  # let go at the end
 
 
 def test_a_resume_with_other_post_processing_or_precision_refuses_the_slide(tmp_path):

@@ -66,7 +66,7 @@ def test_a_rank_that_does_not_see_rank_0_s_folder_says_so_instead_of_taking_ever
     own_disk.mkdir()
     lock = hold_folder(shared, "--out-dir")
     try:
-        text = (shared / ".lock").read_text()
+        text = lock.holder
         check_shared(shared, text, rank=1, patience=0.0)  # a node that shares the folder
         message = rf"rank 3 on {socket.gethostname()} does not see the files rank 0 writes in {own_disk}: --out-dir"
         with pytest.raises(ConfigError, match=message):
@@ -74,7 +74,7 @@ def test_a_rank_that_does_not_see_rank_0_s_folder_says_so_instead_of_taking_ever
         (own_disk / ".lock").write_text("pid 7 on node2, since 2026-11-01 10:00:00\n")  # an earlier run's
         with pytest.raises(ConfigError, match="every node shares"):
             check_shared(own_disk, text, rank=3, patience=0.3)
-        late = threading.Timer(0.3, lambda: (own_disk / ".lock").write_text(text))  # NFS showing it late
+        late = threading.Timer(0.3, lambda: (own_disk / ".lock").write_text(text + "\n"))  # NFS showing it late
         late.start()
         check_shared(own_disk, text, rank=3, patience=5.0)
         late.join()

@@ -11,6 +11,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,24 +65,36 @@ def output_folder(path: str | Path, option: str) -> Path:
 LOCK_FILE = ".lock"  # in a folder a run writes to: who holds it (hold_folder)
 
 
-def hold_folder(folder: Path, option: str) -> IO | None:
-    """Take ``folder``'s lock for a run that writes there; close the returned file to let it go.
+@dataclass(frozen=True)
+class FolderLock:
+    """A folder held by this process (:func:`hold_folder`) until :meth:`close`."""
+
+    handle: IO  # the lock's file, open: closing any file of it in this process would let the lock go
+    holder: str  # what it says of this run ("pid 4242 on node7, since 2026-11-28 09:14:03")
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def hold_folder(folder: Path, option: str) -> FolderLock | None:
+    """Take ``folder``'s lock for a run that writes there.
 
     Two runs writing to one folder at once (a command started twice, a scheduled run overlapping
     the last) interleave their writes, and each reports its outputs complete while objects are
     missing from them: the second fails at once instead (a ConfigError naming the run that holds
     the lock and ``option``). The lock is a POSIX record lock on ``folder/.lock`` (``lockf``): the
-    system lets it go when the process ends however it ends (SIGKILL too), so none
-    is left to clear by hand, and, unlike ``flock``, the process's forked children (data loading,
-    slide reading) do not hold it, so a run resumed at once after a kill does not find its own
-    lock. The file stays (removing it would let two runs lock two different files of that name).
-    None where the system has no ``fcntl`` (Windows): no lock.
+    system lets it go when the process ends however it ends (SIGKILL too), so none is left to
+    clear by hand, and, unlike ``flock``, the process's forked children (data loading, slide
+    reading) do not hold it, so a run resumed at once after a kill does not find its own lock.
+    The process must not open and close the file meanwhile: that lets the lock go (read
+    :attr:`FolderLock.holder` instead). The file stays (removing it would let two runs lock two
+    different files of that name). None where the system has no ``fcntl`` (Windows): no lock.
     """
     try:
         import fcntl
     except ImportError:
         return None
-    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 -- held open for the run: the caller closes it
+    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 -- held open for the run: FolderLock.close closes it
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -94,10 +107,11 @@ def hold_folder(folder: Path, option: str) -> IO | None:
         raise ConfigError(
             f"another run is writing to {folder} ({holder}): wait for it to end, or choose another {option}"
         ) from None
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
     handle.truncate(0)
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.write(holder + "\n")
     handle.flush()
-    return handle
+    return FolderLock(handle, holder)
 
 
 def _umask() -> int:

@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import broadcast_object, destroy, init_distributed, world_size
-from vismtl.io import LOCK_FILE, file_digest, hold_folder, output_folder, write_json
+from vismtl.io import file_digest, hold_folder, output_folder, write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
@@ -72,7 +72,7 @@ def infer_slides(
             clear_parts(out_dir)
         # every rank waits for rank 0 here (no rank takes a slide before the claims and parts of
         # an earlier run are gone) and then must see the lock it holds: they share slides on files
-        held = broadcast_object((out_dir / LOCK_FILE).read_text() if lock is not None else None)
+        held = broadcast_object(lock.holder if lock is not None else None)
         if held is not None and not info.is_main:
             check_shared(out_dir, held, info.rank)
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides

@@ -58,9 +58,9 @@ def rank_entries(out_dir: Path, ranks: int) -> list[dict[str, Any]]:
     return [entry for part in read_parts(out_dir, ranks).values() for entry in part["slides"]]
 
 
-def check_shared(out_dir: Path, lock_text: str, rank: int, patience: float = 10.0) -> None:
-    """Whether rank ``rank`` sees the lock rank 0 took in ``out_dir`` (``lock_text``: what rank 0
-    wrote in it); a ConfigError if not.
+def check_shared(out_dir: Path, holder: str, rank: int, patience: float = 10.0) -> None:
+    """Raise a ConfigError unless rank ``rank`` sees the lock rank 0 took in ``out_dir`` (``holder``:
+    what rank 0 wrote in it, :attr:`vismtl.io.FolderLock.holder`).
 
     Ranks share slides and manifest parts through ``out_dir``. Where a node does not see rank 0's
     files (a folder on each node's own disk), its ranks would take every slide again and rank 0
@@ -70,7 +70,7 @@ def check_shared(out_dir: Path, lock_text: str, rank: int, patience: float = 10.
     path, deadline = out_dir / LOCK_FILE, time.monotonic() + patience
     while True:
         try:
-            if path.read_text() == lock_text:
+            if path.read_text().strip() == holder:
                 return
         except OSError:  # not there (yet)
             pass
