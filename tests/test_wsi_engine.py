@@ -184,7 +184,26 @@ def test_plain_tiffs_and_missing_mpp(tmp_path, tiny_checkpoint):
     without = infer(TINY, tiny_checkpoint, SLIDES / "boxes.tiff", "--out-dir", tmp_path / "no_mpp")
     assert without.returncode == 1
     error = manifest(tmp_path / "no_mpp")["boxes"]["error"]
-    assert "boxes.tiff has no microns-per-pixel metadata; pass --mpp" in error
+    assert "boxes.tiff has no microns-per-pixel metadata (none, or outside 0.01-50.0 um/px" in error  # 72 dpi
+    assert error.endswith("; pass --mpp")
+
+
+def test_a_slide_far_coarser_than_the_model_fails_instead_of_being_upsampled(tmp_path):
+    """A low-resolution export (or --mpp 25 meant as 0.25) would be run upsampled, in the square of
+    the factor more tiles of blur: it fails saying so, unless wsi.max_upsampling allows it."""
+    slide = write_label_slide(tmp_path / "export.tiff", np.zeros((24, 36), np.int32), mpp=20.0)
+    entry = oracle_run(slide, tmp_path / "out")
+    assert entry["status"] == "failed"
+    assert (
+        f"slide {slide} is 20 um/px (its metadata says), 40x coarser than the 0.5 um/px the model runs"
+        in entry["error"]
+    )
+    assert "in 1,600 times the tiles" in entry["error"] and entry["error"].endswith(
+        "--max-upsampling 40 runs it all the same"
+    )
+    assert not (tmp_path / "out" / "export").exists()
+    assert oracle_run(slide, tmp_path / "allowed", max_upsampling=40)["status"] == "done"
+    assert zarr.open_array(str(tmp_path / "allowed" / "export" / "nuclei.zarr"), mode="r").shape[:2] == (960, 1440)
 
 
 def oracle_runner(model=None, device="cpu", **settings) -> SlideRunner:

@@ -70,6 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(regions drawn in QuPath)",
     )
     parser.add_argument("--tissue", choices=["auto", "all"], help="'all': run every tile, not only tissue")
+    parser.add_argument(
+        "--max-upsampling",
+        type=float,
+        help="run slides scanned up to this many times coarser than the model's mpp (default 2; coarser ones fail)",
+    )
     parser.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast")
     parser.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile the model (a slow first batch)"

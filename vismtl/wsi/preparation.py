@@ -10,6 +10,7 @@ process gets pickled. :func:`survey_slide` and :func:`plan_tiles` also serve ``-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from vismtl.tasks import Task
 from vismtl.wsi.inputs import SlideInput
 from vismtl.wsi.outputs import SlideOutputs
 from vismtl.wsi.plan import SlidePlan, plan_slide
-from vismtl.wsi.reader import Slide
+from vismtl.wsi.reader import Slide, SlideError
 from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import raster_spec
 from vismtl.wsi.tiling import TileLayout, TissueIndex
@@ -111,6 +112,14 @@ def survey_slide(setup: SlideSetup, slide_input: SlideInput, mpp: float | None, 
         if slide_mpp is None:
             slide.require_mpp()  # raises, naming the slide and suggesting --mpp
         scale = slide_mpp / settings.mpp  # output pixels per level-0 pixel
+        if scale > settings.max_upsampling:
+            said = "--mpp says" if slide.mpp is None else "its metadata says"
+            raise SlideError(
+                f"slide {slide_input.path} is {slide_mpp:.4g} um/px ({said}), {scale:.3g}x coarser than the "
+                f"{settings.mpp:.4g} um/px the model runs at: the model would see it upsampled {scale:.3g}x, blurred, "
+                f"in {scale**2:,.0f} times the tiles (a low-resolution export? --mpp 25 meant as 0.25?); "
+                f"--max-upsampling {math.ceil(scale)} runs it all the same"
+            )
         layout = TileLayout(
             height=max(1, round(slide.height * scale)),
             width=max(1, round(slide.width * scale)),

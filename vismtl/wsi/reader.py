@@ -332,7 +332,11 @@ class Slide:
 
     def require_mpp(self) -> float:
         if self.mpp is None:
-            raise SlideError(f"slide {self.path} has no microns-per-pixel metadata; pass --mpp")
+            lowest, highest = PLAUSIBLE_MPP
+            raise SlideError(
+                f"slide {self.path} has no microns-per-pixel metadata (none, or outside {lowest}-{highest} um/px: "
+                "a writer's default, not a scanner's); pass --mpp"
+            )
         return self.mpp
 
     def stored_side(self, wanted: int) -> int:

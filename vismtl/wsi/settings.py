@@ -97,6 +97,10 @@ class WSISettings:
             (every tile, e.g. for images that are not H&E).
         min_tissue_um2: a slide whose mask covers less is reported as ``no_tissue`` (blank glass,
             a few specks of dust).
+        max_upsampling: a slide scanned coarser than ``mpp`` by more than this factor fails
+            instead of being run upsampled: a model sees blur there, and the tiles grow with the
+            square of the factor (``--mpp 25`` for 0.25, or a low-resolution export, made a
+            1,000 px image 10,000 tiles).
     """
 
     mpp: float = 0.5
@@ -122,6 +126,7 @@ class WSISettings:
     mask_dir: str | None = None
     tissue: str = "auto"
     min_tissue_um2: float = 10_000.0
+    max_upsampling: float = 2.0
 
     def __post_init__(self) -> None:
         if self.tissue not in ("auto", "all"):
@@ -154,6 +159,8 @@ class WSISettings:
             raise ConfigError("wsi.cuda_graph and wsi.compile: choose one (each replaces the model's forward)")
         if not 0 <= self.margin <= self.chunk:
             raise ConfigError(f"wsi.margin must lie in [0, wsi.chunk = {self.chunk}], not {self.margin}")
+        if not self.max_upsampling >= 1:
+            raise ConfigError(f"wsi.max_upsampling must be 1 (no upsampling) or more, not {self.max_upsampling}")
         if self.writers is not None and self.writers < 1:
             raise ConfigError(f"wsi.writers must be at least 1, not {self.writers}")
 
