@@ -80,3 +80,18 @@ def test_a_rank_that_does_not_see_rank_0_s_folder_says_so_instead_of_taking_ever
         late.join()
     finally:
         lock.close()
+
+
+def test_a_folder_on_a_file_system_without_locks_is_written_with_a_warning(tmp_path, monkeypatch, caplog):
+    """NFS without its lock daemon answers ENOLCK: the run goes on, unlocked, saying so."""
+    import errno
+    import fcntl
+    import logging
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    with caplog.at_level(logging.WARNING, logger="vismtl"):
+        assert hold_folder(tmp_path, "--out-dir") is None
+    assert f"cannot lock {tmp_path} ([Errno {errno.ENOLCK}] No locks available)" in caplog.text

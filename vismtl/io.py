@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -19,6 +20,8 @@ import cv2
 import numpy as np
 
 from vismtl.config import ConfigError
+
+log = logging.getLogger("vismtl")
 
 # A write that failed for want of space or quota: every later write to that disk fails too, so a
 # run stops there (to be resumed) instead of failing each of its items in turn.
@@ -63,6 +66,7 @@ def output_folder(path: str | Path, option: str) -> Path:
 
 
 LOCK_FILE = ".lock"  # in a folder a run writes to: who holds it (hold_folder)
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without locks (NFS without lockd)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def hold_folder(folder: Path, option: str) -> FolderLock | None:
     reading) do not hold it, so a run resumed at once after a kill does not find its own lock.
     The process must not open and close the file meanwhile: that lets the lock go (read
     :attr:`FolderLock.holder` instead). The file stays (removing it would let two runs lock two
-    different files of that name). None where the system has no ``fcntl`` (Windows): no lock.
+    different files of that name). None, with a warning, on a file system without locks; None
+    where the system has no ``fcntl`` (Windows).
     """
     try:
         import fcntl
@@ -98,6 +103,10 @@ def hold_folder(folder: Path, option: str) -> FolderLock | None:
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
+        if err.errno in NO_LOCKS:
+            handle.close()
+            log.warning("cannot lock %s (%s): make sure no other run writes to this folder meanwhile", folder, err)
+            return None
         if err.errno not in (errno.EACCES, errno.EAGAIN):  # held by another process: either, by the system
             handle.close()
             raise
