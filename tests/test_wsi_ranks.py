@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import socket
 import threading
 import time
@@ -84,9 +86,7 @@ def test_a_rank_that_does_not_see_rank_0_s_folder_says_so_instead_of_taking_ever
 
 def test_a_folder_on_a_file_system_without_locks_is_written_with_a_warning(tmp_path, monkeypatch, caplog):
     """NFS without its lock daemon answers ENOLCK: the run goes on, unlocked, saying so."""
-    import errno
-    import fcntl
-    import logging
+    fcntl = pytest.importorskip("fcntl")
 
     def no_locks(*args):
         raise OSError(errno.ENOLCK, "No locks available")
