@@ -338,9 +338,11 @@ def test_load_mask(tmp_path):
     mask[:, 20:] = 255
     path = tmp_path / "mask.png"
     cv2.imwrite(str(path), mask)
-    loaded = load_mask(path, (10, 80))
-    assert loaded.shape == (10, 80) and loaded.dtype == bool
-    assert loaded[:, 40:].all() and not loaded[:, :40].any()
+    loaded = load_mask(path, (10, 20))  # the slide's thumbnail, at another scale
+    assert loaded.shape == (10, 20) and loaded.dtype == bool
+    assert loaded[:, 10:].all() and not loaded[:, :10].any()
+    with pytest.raises(SlideError, match="mask.png is 40 x 20 px, 2 times as wide as high, the slide 8 times"):
+        load_mask(path, (10, 80))  # not stretched over a slide of other proportions
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"junk")
     with pytest.raises(SlideError, match="tissue mask .*bad.png"):
