@@ -963,8 +963,12 @@ def test_a_damaged_tile_is_left_white_and_reported_the_rest_of_the_slide_is_comp
     assert resumed["status"] == "done" and resumed["tiles"] == entry["tiles"] and resumed["unreadable_tiles"] == 9
 
 
-def test_ctrl_c_ends_the_run_with_one_line_and_resume_goes_on(tmp_path, tiny_checkpoint):
-    """SIGINT once the first chunk is journaled: exit status 130, one line saying how to go on (no
+@pytest.mark.parametrize(
+    "sent, status, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]
+)
+def test_ctrl_c_ends_the_run_with_one_line_and_resume_goes_on(tmp_path, tiny_checkpoint, sent, status, said):
+    """Ctrl-C (SIGINT), or SIGTERM (a scheduler's time limit: Python's default ends at once, silently),
+    once the first chunk is journaled: exit status 130 or 143, one line saying how to go on (no
     traceback), every process gone; the same command with --resume finishes from the chunks written."""
     slide = write_label_slide(tmp_path / "labels.tiff", ellipses(1024, 1536, 80, seed=4, borders=96))
     out = tmp_path / "out"
@@ -980,11 +984,11 @@ def test_ctrl_c_ends_the_run_with_one_line_and_resume_goes_on(tmp_path, tiny_che
     while not (journal.is_file() and journal.read_text()) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert process.poll() is None, "the run ended before it could be interrupted"
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
+    assert process.returncode == status, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == (
-        "interrupted: the chunks written are kept; rerun the same command with --resume to go on"
+        f"{said}: the chunks written are kept; rerun the same command with --resume to go on"
     )
     assert "Traceback" not in stderr
     assert not (out / "labels" / "summary.json").exists()  # the slide was not finished

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from vismtl.config import ConfigError
 from vismtl.data.layout import DatasetLayoutError
@@ -16,19 +19,48 @@ from vismtl.io import out_of_space
 USER_ERRORS = (ConfigError, CheckpointError, DatasetLayoutError, FileNotFoundError)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, ``kill``), ending a tool as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread meanwhile, so that a tool ends as on
+    Ctrl-C: the work handed to its writers is finished (a slide's chunks in flight, which a
+    resume then need not compute again) and it says how to go on. By default SIGTERM ends
+    Python at once, silently; schedulers send it some time before SIGKILL (SLURM: 30 s)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(command: Callable[[], object], interrupted: str = "") -> int:
     """Run ``command`` with INFO logging on rank 0 (warnings elsewhere); exit status 0, 2 on a user
-    error, 1 on a full disk, 130 on Ctrl-C (one line, not a traceback; after the last two,
-    ``interrupted`` says how to go on)."""
+    error, 1 on a full disk, 130 on Ctrl-C and 143 on SIGTERM (one line, not a traceback; after
+    the last three, ``interrupted`` says how to go on)."""
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
+    then = f": {interrupted}" if interrupted else ""
     try:
-        command()
+        with terminated_as_interrupted():
+            command()
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"\nterminated (SIGTERM){then}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("\ninterrupted" + (f": {interrupted}" if interrupted else ""), file=sys.stderr)
+        print(f"\ninterrupted{then}", file=sys.stderr)
         return 130
     except OSError as err:
         if not out_of_space(err):
