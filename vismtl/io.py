@@ -1,4 +1,5 @@
-"""Crash-safe file writes: everything goes to a temporary file that is renamed into place."""
+"""Crash-safe file writes (to a temporary file renamed into place), write errors that name their
+file, and the lock of a folder a run writes to."""
 
 from __future__ import annotations
 
