@@ -219,6 +219,22 @@ def test_a_second_training_into_the_same_work_dir_is_refused(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]
 
 
+def test_a_diverging_training_stops_in_one_line_and_keeps_the_last_finite_checkpoint(tmp_path, capsys):
+    """lr 1e30: the weights stop being finite within a few steps, between two logged losses.
+    Saved over latest.pth, they would be what every resume starts from."""
+    options = {"optimizer.lr": 1e30, "train.checkpoint_interval": 1, "train.log_interval": 6}
+    assert run_command(lambda: train(TINY_CONFIG, work_dir=tmp_path, cfg_options=options)) == 1
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    failed = re.fullmatch(
+        r"error: weights are not finite after iteration (\d) \(not saved\); lower optimizer.lr or set train.grad_clip",
+        said,
+    )
+    assert failed, said
+    latest = load_checkpoint(tmp_path / "checkpoints" / "latest.pth")
+    assert latest["iteration"] == int(failed.group(1)) - 1
+    assert all(torch.isfinite(weight).all() for weight in latest["model"].values() if weight.is_floating_point())
+
+
 def test_resume_from_missing_path_is_an_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"--resume: checkpoint not found: .*nope\.pth"):
         train(TINY_CONFIG, work_dir=tmp_path, resume=str(tmp_path / "nope.pth"))

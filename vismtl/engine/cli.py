@@ -45,7 +45,7 @@ def terminated_as_interrupted() -> Iterator[None]:
 
 def run_command(command: Callable[[], object], interrupted: str = "") -> int:
     """Run ``command`` with INFO logging on rank 0 (warnings elsewhere); exit status 0, 2 on a user
-    error, 1 on a full disk, 130 on Ctrl-C and 143 on SIGTERM (one line, not a traceback; after
+    error, 1 on a full disk or a diverged training, 130 on Ctrl-C and 143 on SIGTERM (one line, not a traceback; after
     the last three, ``interrupted`` says how to go on)."""
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
@@ -56,6 +56,9 @@ def run_command(command: Callable[[], object], interrupted: str = "") -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # training diverged: the message says what to change
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Terminated:
         print(f"\nterminated (SIGTERM){then}", file=sys.stderr)
         return 128 + signal.SIGTERM

@@ -203,6 +203,16 @@ class Trainer:
         loader = build_eval_loader(self.val_set, data.val_batch_size, data.num_workers, self.info.rank, world_size())
         return evaluate(self.state.model, loader, self.tasks, self.info.device, self.amp, progress=self.info.is_main)
 
+    @staticmethod
+    def _check_finite_weights(model: nn.Module, iteration: int) -> None:
+        """FloatingPointError unless every weight is finite: a diverged step (its loss still finite)
+        must not be saved over ``latest.pth``, which a resume would start from."""
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise FloatingPointError(
+                f"weights are not finite after iteration {iteration} (not saved); lower optimizer.lr or set "
+                "train.grad_clip"
+            )
+
     def _log_eval(self, results: dict[str, dict[str, float]]) -> float | None:
         delta = compute_delta_m(results, self.tasks, self.settings.evaluation.baselines)
         self.logger.log({"iter": self.state.iteration, "val": results, "delta_m": delta}, prefix="val")
@@ -230,66 +240,66 @@ class Trainer:
         )
         batches = iter(loader)
         names = list(self.tasks)
-        bar = tqdm(
+        with tqdm(
             total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True
-        )
-        self._train_mode()
-        tic = time.perf_counter()
-        while state.iteration < s.max_iters:
-            data_time = 0.0
-            state.optimizer.zero_grad(set_to_none=True)
-            for micro in range(s.accumulate):
-                start = time.perf_counter()
-                batch = _to_device(next(batches), info.device)
-                data_time += time.perf_counter() - start
-                last = micro == s.accumulate - 1
-                sync = contextlib.nullcontext() if last or world_size() == 1 else model.no_sync()
-                with sync:
-                    with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                        outputs = model(batch["image"], grad_tasks=self._labelled_tasks(batch))
-                    result = multitask_loss(outputs, batch, self.tasks)
-                    (result.total / s.accumulate).backward()
-            grad_norm = None
-            if s.grad_clip:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(state.model.parameters(), s.grad_clip))
-            state.optimizer.step()
-            state.scheduler.step()
-            state.iteration += 1
-            bar.update(1)
+        ) as bar:  # closed before an error's message, not after it
+            self._train_mode()
+            tic = time.perf_counter()
+            while state.iteration < s.max_iters:
+                data_time = 0.0
+                state.optimizer.zero_grad(set_to_none=True)
+                for micro in range(s.accumulate):
+                    start = time.perf_counter()
+                    batch = _to_device(next(batches), info.device)
+                    data_time += time.perf_counter() - start
+                    last = micro == s.accumulate - 1
+                    sync = contextlib.nullcontext() if last or world_size() == 1 else model.no_sync()
+                    with sync:
+                        with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                            outputs = model(batch["image"], grad_tasks=self._labelled_tasks(batch))
+                        result = multitask_loss(outputs, batch, self.tasks)
+                        (result.total / s.accumulate).backward()
+                grad_norm = None
+                if s.grad_clip:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(state.model.parameters(), s.grad_clip))
+                state.optimizer.step()
+                state.scheduler.step()
+                state.iteration += 1
+                bar.update(1)
 
-            if state.iteration % s.log_interval == 0 or state.iteration == s.max_iters:
-                losses = result.per_task(names)
-                total = sum(self.tasks[n].loss_weight * v for n, v in losses.items())
-                if not torch.isfinite(torch.tensor(total)):
-                    raise FloatingPointError(
-                        f"loss is {total} at iteration {state.iteration} ({losses}); "
-                        "lower optimizer.lr or set train.grad_clip"
-                    )
-                elapsed = time.perf_counter() - tic
-                record = {
-                    "iter": state.iteration,
-                    "loss": total,
-                    **{f"loss_{n}": v for n, v in losses.items()},
-                    "lr": state.optimizer.param_groups[0]["lr"],
-                    "grad_norm": grad_norm,
-                    "data_time": data_time,
-                    "time": elapsed / s.log_interval,
-                }
-                self.logger.log(record)
-                bar.set_postfix(loss=f"{total:.3f}", lr=f"{record['lr']:.2e}")
-                tic = time.perf_counter()
+                if state.iteration % s.log_interval == 0 or state.iteration == s.max_iters:
+                    losses = result.per_task(names)
+                    total = sum(self.tasks[n].loss_weight * v for n, v in losses.items())
+                    if not torch.isfinite(torch.tensor(total)):
+                        raise FloatingPointError(
+                            f"loss is {total} at iteration {state.iteration} ({losses}); "
+                            "lower optimizer.lr or set train.grad_clip"
+                        )
+                    elapsed = time.perf_counter() - tic
+                    record = {
+                        "iter": state.iteration,
+                        "loss": total,
+                        **{f"loss_{n}": v for n, v in losses.items()},
+                        "lr": state.optimizer.param_groups[0]["lr"],
+                        "grad_norm": grad_norm,
+                        "data_time": data_time,
+                        "time": elapsed / s.log_interval,
+                    }
+                    self.logger.log(record)
+                    bar.set_postfix(loss=f"{total:.3f}", lr=f"{record['lr']:.2e}")
+                    tic = time.perf_counter()
 
-            if (
-                self.val_set is not None
-                and s.val_interval
-                and state.iteration % s.val_interval == 0
-                and state.iteration < s.max_iters
-            ):
-                self._log_eval(self.evaluate())
-                self._train_mode()
-            if state.iteration % s.checkpoint_interval == 0 or state.iteration == s.max_iters:
-                self.save()
-        bar.close()
+                if (
+                    self.val_set is not None
+                    and s.val_interval
+                    and state.iteration % s.val_interval == 0
+                    and state.iteration < s.max_iters
+                ):
+                    self._log_eval(self.evaluate())
+                    self._train_mode()
+                if state.iteration % s.checkpoint_interval == 0 or state.iteration == s.max_iters:
+                    self._check_finite_weights(state.model, state.iteration)  # the checkpoint before is kept
+                    self.save()
 
         results = None
         if self.val_set is not None:
