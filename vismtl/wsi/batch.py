@@ -77,8 +77,12 @@ def infer_slides(
             check_shared(out_dir, held, info.rank)
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
-        if info.device.type == "cpu" and not settings.amp and native_bfloat16():
-            log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
+        if info.device.type == "cpu" and settings.amp != native_bfloat16():
+            if settings.amp:
+                # oneDNN emulates them: 0.61x float32's rate with AVX-512, 0.24x with AVX2 (docs/benchmarks.md)
+                log.warning("this CPU has no bfloat16 instructions: --amp runs the model 2-4x slower here; drop it")
+            else:
+                log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's, over every rank's slides
         bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
         progress = RankProgress(bar, out_dir, ranks) if ranks > 1 and not quiet else contextlib.nullcontext()
