@@ -6,6 +6,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -233,6 +234,16 @@ def test_a_diverging_training_stops_in_one_line_and_keeps_the_last_finite_checkp
     latest = load_checkpoint(tmp_path / "checkpoints" / "latest.pth")
     assert latest["iteration"] == int(failed.group(1)) - 1
     assert all(torch.isfinite(weight).all() for weight in latest["model"].values() if weight.is_floating_point())
+
+
+def test_amp_on_a_cpu_without_bfloat16_instructions_is_warned_of(tmp_path, monkeypatch, caplog):
+    """oneDNN emulates them there: the histology model ran at 0.24-0.61x float32's rate."""
+    from vismtl.engine import precision
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="vismtl"):
+        train(TINY_CONFIG, work_dir=tmp_path, amp=True, cfg_options={"train.max_iters": 1})
+    assert "this CPU has no bfloat16 instructions: --amp runs the model 2-4x slower here" in caplog.text
 
 
 def test_resume_from_missing_path_is_an_error(tmp_path):

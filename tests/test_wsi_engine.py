@@ -745,22 +745,29 @@ def test_nuclei_decided_on_the_gpu_give_the_same_outputs(tmp_path):
 @pytest.mark.parametrize("native, amp, said", [(False, True, "2-4x slower here"), (True, False, "twice as fast")])
 def test_the_tool_says_whether_amp_pays_on_this_cpu(tmp_path, tiny_checkpoint, monkeypatch, caplog, native, amp, said):
     """Emulated bfloat16 (no BF16 instructions) ran the histology model at 0.24-0.61x float32's rate."""
+    from vismtl.engine import precision
     from vismtl.wsi import batch
 
     monkeypatch.setattr(batch, "native_bfloat16", lambda: native)
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
     slide = write_label_slide(tmp_path / "labels.tiff", np.zeros((128, 128), np.int32))
     with caplog.at_level(logging.INFO, logger="vismtl"):
         batch.infer_slides(TINY, tiny_checkpoint, [slide], tmp_path / "out", options={"amp": amp, "tissue": "all"})
     assert said in caplog.text
 
 
-def test_native_bfloat16_is_false_where_pytorch_cannot_tell(monkeypatch):
-    from vismtl.wsi.batch import native_bfloat16
+def test_native_bfloat16_is_unknown_where_pytorch_cannot_tell(monkeypatch):
+    import platform
 
+    from vismtl.engine.precision import native_bfloat16
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    assert native_bfloat16()
+    assert native_bfloat16() is True
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
-    assert not native_bfloat16()
+    assert native_bfloat16() is None  # neither the hint nor the warning
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")  # ARM's bfloat16 is not AVX-512's
+    assert native_bfloat16() is None
 
 
 def test_an_error_in_the_stitching_thread_fails_the_slide_and_stops_the_thread(tmp_path, monkeypatch):

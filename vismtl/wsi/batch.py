@@ -25,6 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import broadcast_object, destroy, init_distributed, world_size
+from vismtl.engine.precision import native_bfloat16, warn_if_amp_is_emulated
 from vismtl.io import file_digest, hold_folder, output_folder, write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
@@ -77,12 +78,9 @@ def infer_slides(
             check_shared(out_dir, held, info.rank)
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
-        if info.device.type == "cpu" and settings.amp != native_bfloat16():
-            if settings.amp:
-                # oneDNN emulates them: 0.61x float32's rate with AVX-512, 0.24x with AVX2 (docs/benchmarks.md)
-                log.warning("this CPU has no bfloat16 instructions: --amp runs the model 2-4x slower here; drop it")
-            else:
-                log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
+        warn_if_amp_is_emulated(info.device, settings.amp)
+        if info.device.type == "cpu" and not settings.amp and native_bfloat16():
+            log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's, over every rank's slides
         bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
         progress = RankProgress(bar, out_dir, ranks) if ranks > 1 and not quiet else contextlib.nullcontext()
@@ -157,16 +155,6 @@ def loaded_model(cfg: Any, tasks: dict, checkpoint: str | Path) -> torch.nn.Modu
     model = build_model(cfg["model"], tasks)
     ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint), checkpoint)
     return model
-
-
-def native_bfloat16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), which oneDNN's convolutions
-    use; with AVX-512 alone it emulates them, slower than float32."""
-    cpu = torch.cpu
-    try:  # private helpers (PyTorch >= 2.3); absent: no hint
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
 
 
 __all__ = ["infer_slides", "survey_slides"]
