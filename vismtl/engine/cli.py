@@ -44,9 +44,9 @@ def terminated_as_interrupted() -> Iterator[None]:
 
 
 def run_command(command: Callable[[], object], interrupted: str = "") -> int:
-    """Run ``command`` with INFO logging on rank 0 (warnings elsewhere); exit status 0, 2 on a user
-    error, 1 on a full disk or a diverged training, 130 on Ctrl-C and 143 on SIGTERM (one line, not a traceback; after
-    the last three, ``interrupted`` says how to go on)."""
+    """Run ``command`` with INFO logging on rank 0 (warnings elsewhere). Exit status 0; 2 on a user
+    error; 1 on a full disk or a diverged training; 130 on Ctrl-C and 143 on SIGTERM. Each is one
+    line, not a traceback; after a full disk, Ctrl-C or SIGTERM, ``interrupted`` says how to go on."""
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
     then = f": {interrupted}" if interrupted else ""

@@ -78,7 +78,8 @@ def infer_slides(
             check_shared(out_dir, held, info.rank)
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
-        warn_if_amp_is_emulated(info.device, settings.amp)
+        if info.is_main:  # once, not once per rank
+            warn_if_amp_is_emulated(info.device, settings.amp)
         if info.device.type == "cpu" and not settings.amp and native_bfloat16():
             log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
         quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's, over every rank's slides
