@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,22 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     iteration: int = 0
+
+
+@contextlib.contextmanager
+def _workers_stopped_on_error(batches: Any) -> Iterator[None]:
+    """Stop the loader's worker processes when the loop ends on an error (Ctrl-C, SIGTERM), before
+    the error's message. Left to the iterator's cleanup at exit, workers that the same SIGTERM
+    ended (a scheduler signals the whole process group) made it print a traceback after that
+    message ("DataLoader worker ... is killed by signal: Terminated")."""
+    try:
+        yield
+    except BaseException:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # a multi-process iterator's
+        if shutdown is not None:
+            with contextlib.suppress(Exception):
+                shutdown()
+        raise
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -240,9 +256,10 @@ class Trainer:
         )
         batches = iter(loader)
         names = list(self.tasks)
-        with tqdm(
+        bar = tqdm(
             total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True
-        ) as bar:  # closed before an error's message, not after it
+        )
+        with bar, _workers_stopped_on_error(batches):  # both before an error's message, not after it
             self._train_mode()
             tic = time.perf_counter()
             while state.iteration < s.max_iters:
