@@ -748,7 +748,6 @@ def test_the_tool_says_whether_amp_pays_on_this_cpu(tmp_path, tiny_checkpoint, m
     from vismtl.engine import precision
     from vismtl.wsi import batch
 
-    monkeypatch.setattr(batch, "native_bfloat16", lambda: native)
     monkeypatch.setattr(precision, "native_bfloat16", lambda: native)
     slide = write_label_slide(tmp_path / "labels.tiff", np.zeros((128, 128), np.int32))
     with caplog.at_level(logging.INFO, logger="vismtl"):

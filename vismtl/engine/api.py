@@ -16,7 +16,7 @@ from vismtl.data import build_dataset, build_eval_loader
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import destroy, init_distributed, world_size
 from vismtl.engine.evaluator import evaluate
-from vismtl.engine.precision import warn_if_amp_is_emulated
+from vismtl.engine.precision import advise_amp
 from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
 from vismtl.engine.settings import read_settings, resolve_work_dir
 from vismtl.engine.trainer import Trainer, resolve_resume
@@ -63,7 +63,7 @@ def train(
         work_dir = output_folder(resolve_work_dir(cfg, config, work_dir), "--work-dir")
         if info.is_main:
             lock = hold_folder(work_dir, "--work-dir")  # rank 0's, for every rank
-            warn_if_amp_is_emulated(info.device, settings.train.amp)
+            advise_amp(info.device, settings.train.amp)
             with atomic_open(work_dir / "config.py", "w") as handle:
                 handle.write(cfg.pretty_text)
         trainer = Trainer(cfg, settings, tasks, work_dir, info)

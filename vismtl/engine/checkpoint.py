@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vismtl.io import atomic_open
+from vismtl.io import atomic_open, naming
 
 
 class CheckpointError(RuntimeError):
@@ -34,9 +34,8 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except RuntimeError as err:
         # torch.save reports a failed write (a full disk) as an "enforce fail" of its own; the
         # OSError behind it says what happened
-        written = err.__context__
-        if isinstance(written, OSError) and written.errno is not None:
-            raise OSError(written.errno, written.strerror, str(path)) from err
+        if isinstance(err.__context__, OSError) and (named := naming(err.__context__, path)):
+            raise named from err
         raise
 
 

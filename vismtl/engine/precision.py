@@ -22,9 +22,15 @@ def native_bfloat16() -> bool | None:
         return None
 
 
-def warn_if_amp_is_emulated(device: torch.device, amp: bool) -> None:
-    """Warn where ``amp`` would run on a CPU without bfloat16 instructions: oneDNN emulates them,
-    and the histology quickstart ran at 0.61x float32's rate with AVX-512 alone, 0.24x with AVX2
-    (``benchmarks/histology_model_rate.py`` under ``ONEDNN_MAX_CPU_ISA``, docs/benchmarks.md)."""
-    if amp and device.type == "cpu" and native_bfloat16() is False:
+def advise_amp(device: torch.device, amp: bool, suggest: bool = False) -> None:
+    """On the CPU, warn where ``amp`` is asked for without bfloat16 instructions: oneDNN emulates
+    them, and the histology quickstart ran at 0.61x float32's rate with AVX-512 alone, 0.24x with
+    AVX2 (``benchmarks/histology_model_rate.py`` under ``ONEDNN_MAX_CPU_ISA``, docs/benchmarks.md);
+    with ``suggest``, say where it is not asked for and would pay (the slide engine's ~2x)."""
+    if device.type != "cpu":
+        return
+    native = native_bfloat16()
+    if amp and native is False:
         log.warning("this CPU has no bfloat16 instructions: --amp runs the model 2-4x slower here; drop it")
+    elif suggest and not amp and native:
+        log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")

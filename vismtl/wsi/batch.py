@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
 from vismtl.engine import checkpoint as ckpt
 from vismtl.engine.distributed import broadcast_object, destroy, init_distributed, world_size
-from vismtl.engine.precision import native_bfloat16, warn_if_amp_is_emulated
+from vismtl.engine.precision import advise_amp
 from vismtl.io import file_digest, hold_folder, output_folder, write_json
 from vismtl.models import build_model
 from vismtl.tasks import build_tasks
@@ -79,9 +79,7 @@ def infer_slides(
         taken = claims.take(largest_first(slides)) if ranks > 1 else slides
         entries: list[dict[str, Any]] = []
         if info.is_main:  # once, not once per rank
-            warn_if_amp_is_emulated(info.device, settings.amp)
-        if info.device.type == "cpu" and not settings.amp and native_bfloat16():
-            log.info("this CPU computes bfloat16 natively: --amp runs the model about twice as fast")
+            advise_amp(info.device, settings.amp, suggest=True)
         quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's, over every rank's slides
         bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
         progress = RankProgress(bar, out_dir, ranks) if ranks > 1 and not quiet else contextlib.nullcontext()
