@@ -88,6 +88,7 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
         "1",  # reading processes here; the other tests read in a thread (the CPU default)
     )
     assert result.returncode == 1, result.stderr[-2000:]
+    assert "\r" not in result.stderr  # progress as lines in a log, not rewritten in place
     entries = manifest(out)
     tally = result.stdout.strip().splitlines()[-1]  # the last line counts them and points to the manifest
     assert tally.startswith("7 slides: ") and tally.endswith(f"; see {out / 'manifest.json'} and {out / 'slides.csv'}")

@@ -13,8 +13,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vismtl.data.layout import DatasetLayoutError, read_id_list
 from vismtl.data.pascal_context import (
     CACHE_DIR,
@@ -25,6 +23,7 @@ from vismtl.data.pascal_context import (
     normals_mask_from_label_map,
 )
 from vismtl.io import write_png_gray
+from vismtl.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def prepare_pascal_context(
     todo = [i for i in ids if not all(p.is_file() for p in _outputs(cache, i))]
     failed: dict[str, str] = {}
     jobs = [(root, cache, image_id) for image_id in todo]
-    bar = tqdm(total=len(todo), desc="deriving labels", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), desc="deriving labels", disable=not progress, dynamic_ncols=True)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = pool.map(_derive_safe, jobs, chunksize=8)

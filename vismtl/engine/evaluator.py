@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from vismtl.progress import progress_bar
 from vismtl.tasks import Task
 
 BatchCallback = Callable[[dict[str, Any], dict[str, torch.Tensor]], None]
@@ -37,7 +37,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = {name: task.new_metric() for name, task in tasks.items()}
-    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
         image = batch["image"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(image)

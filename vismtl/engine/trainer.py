@@ -35,6 +35,7 @@ from vismtl.engine.report import compute_delta_m, format_table, write_eval_json
 from vismtl.engine.settings import RunSettings
 from vismtl.engine.sync_bn import convert_sync_batchnorm
 from vismtl.models import build_model
+from vismtl.progress import progress_bar
 from vismtl.tasks import Task
 
 log = logging.getLogger("vismtl")
@@ -256,7 +257,7 @@ class Trainer:
         )
         batches = iter(loader)
         names = list(self.tasks)
-        bar = tqdm(
+        bar = progress_bar(
             total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True
         )
         with bar, _workers_stopped_on_error(batches):  # both before an error's message, not after it

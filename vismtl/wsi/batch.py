@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vismtl.config import ConfigError, call_with_config, load_config, to_plain
@@ -28,6 +27,7 @@ from vismtl.engine.distributed import broadcast_object, destroy, init_distribute
 from vismtl.engine.precision import advise_amp
 from vismtl.io import file_digest, hold_folder, output_folder, write_json
 from vismtl.models import build_model
+from vismtl.progress import progress_bar
 from vismtl.tasks import build_tasks
 from vismtl.wsi.claims import SlideClaims, largest_first
 from vismtl.wsi.engine import SlideRunner
@@ -81,7 +81,7 @@ def infer_slides(
         if info.is_main:  # once, not once per rank
             advise_amp(info.device, settings.amp, suggest=True)
         quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's, over every rank's slides
-        bar = tqdm(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
+        bar = progress_bar(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
         progress = RankProgress(bar, out_dir, ranks) if ranks > 1 and not quiet else contextlib.nullcontext()
         with bar, logging_redirect_tqdm(), progress:  # log lines above the progress bars, not through them
             with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
@@ -126,7 +126,7 @@ def survey_slides(
     slides = expand_inputs(inputs)
     model = loaded_model(cfg, tasks, checkpoint)  # a checkpoint of another model fails here, not hours later
     with SlideRunner(model, tasks, settings, torch.device("cpu")) as runner:
-        bar = tqdm(slides, desc="slides", unit="slide", disable=len(slides) < 2, dynamic_ncols=True)
+        bar = progress_bar(slides, desc="slides", unit="slide", disable=len(slides) < 2, dynamic_ncols=True)
         with bar, logging_redirect_tqdm():
             return [runner.survey(slide, mpp) for slide in bar]
 

@@ -30,9 +30,9 @@ from queue import SimpleQueue
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from vismtl.io import naming, out_of_space
+from vismtl.progress import progress_bar
 from vismtl.tasks import Task
 from vismtl.wsi.batching import ChunkTiles, ModelClock, Prefetched, as_images, batches_across_chunks
 from vismtl.wsi.conclusion import SlideEnd, conclude_slide
@@ -400,7 +400,7 @@ class SlideRunner:
                 stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers, self._spare)
                 if settings.stitch_thread:
                     stitcher = StitchThread(stitcher, self.device)
-                bar = tqdm(
+                bar = progress_bar(
                     total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True
                 )
                 try:
