@@ -28,7 +28,8 @@ def test_in_a_log_nested_bars_are_plain_lines_at_their_start_and_end(monkeypatch
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
     assert [line.split(":")[0] for line in lines] == ["slides", "a", "a", "b", "b", "slides"]
-    assert [re.search(r" (\d+/\d+) ", line)[1] for line in lines] == ["0/2", "0/500", "500/500", "0/500", "500/500", "2/2"]
+    counts = [re.search(r" (\d+/\d+) ", line)[1] for line in lines]
+    assert counts == ["0/2", "0/500", "500/500", "0/500", "500/500", "2/2"]
     assert all(line == line.strip() and "|##########|" in line for line in lines[2::2] + lines[-1:])
 
 

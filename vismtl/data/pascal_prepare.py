@@ -8,6 +8,7 @@ files, and a rerun skips the ids whose three files exist (resumable).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -74,18 +75,12 @@ def prepare_pascal_context(
     failed: dict[str, str] = {}
     jobs = [(root, cache, image_id) for image_id in todo]
     bar = progress_bar(total=len(todo), desc="deriving labels", disable=not progress, dynamic_ncols=True)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = pool.map(_derive_safe, jobs, chunksize=8)
-            for image_id, error in results:
-                if error:
-                    failed[image_id] = error
-                bar.update(1)
-    else:
-        for job in jobs:
-            image_id, error = _derive_safe(job)
+    with bar, contextlib.ExitStack() as stack:  # the bar closes after the pool, before any error's message
+        results = map(_derive_safe, jobs)
+        if workers > 1:
+            results = stack.enter_context(ProcessPoolExecutor(workers)).map(_derive_safe, jobs, chunksize=8)
+        for image_id, error in results:
             if error:
                 failed[image_id] = error
             bar.update(1)
-    bar.close()
     return PrepareReport(done=len(todo) - len(failed), skipped=len(ids) - len(todo), failed=failed)
