@@ -37,21 +37,23 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = {name: task.new_metric() for name, task in tasks.items()}
-    for batch in progress_bar(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
-        image = batch["image"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs = model(image)
-        predictions = {name: task.postprocess(outputs[name].float()) for name, task in tasks.items()}
-        predictions = {name: task.refine(predictions[name], predictions) for name, task in tasks.items()}
-        for t, name in enumerate(tasks):
-            # Post-processing may leave a prediction on the CPU (instance maps): follow it.
-            where = predictions[name].device
-            labelled = batch["task_mask"][:, t].to(where)
-            if labelled.any():
-                target = batch[name].to(where, non_blocking=True)
-                metrics[name].update(predictions[name][labelled], target[labelled])
-        for callback in callbacks:
-            callback(batch, predictions)
+    bar = progress_bar(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
+    with bar:  # closed before an error's message, not after it
+        for batch in bar:
+            image = batch["image"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                outputs = model(image)
+            predictions = {name: task.postprocess(outputs[name].float()) for name, task in tasks.items()}
+            predictions = {name: task.refine(predictions[name], predictions) for name, task in tasks.items()}
+            for t, name in enumerate(tasks):
+                # Post-processing may leave a prediction on the CPU (instance maps): follow it.
+                where = predictions[name].device
+                labelled = batch["task_mask"][:, t].to(where)
+                if labelled.any():
+                    target = batch[name].to(where, non_blocking=True)
+                    metrics[name].update(predictions[name][labelled], target[labelled])
+            for callback in callbacks:
+                callback(batch, predictions)
     model.train(was_training)
     results = {}
     for name, metric in metrics.items():
