@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import errno
 import io
@@ -176,6 +177,25 @@ def test_corrupt_checkpoint_is_named(tmp_path, trained):
         run_test(TINY_CONFIG, corrupt, work_dir=tmp_path)
     with pytest.raises(CheckpointError, match=r"checkpoint not found: .*absent\.pth"):
         run_test(TINY_CONFIG, tmp_path / "absent.pth", work_dir=tmp_path)
+
+
+def test_a_checkpoint_with_python_objects_says_how_to_keep_its_weights(tmp_path, trained):
+    """Many training scripts save their arguments beside the weights; weights_only=True refuses
+    them, and torch's own message leads with weights_only=False. Ours names the object and gives
+    a command that saves the weights alone, which then load."""
+    work_dir, _ = trained
+    weights = load_checkpoint(work_dir / "checkpoints" / "latest.pth")["model"]
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": weights, "args": argparse.Namespace(lr=0.1)}, foreign)
+    with pytest.raises(CheckpointError) as raised:
+        run_test(TINY_CONFIG, foreign, work_dir=tmp_path)
+    said = str(raised.value)
+    objects = "it holds Python objects besides weights (argparse.Namespace)"
+    assert said.startswith(f"cannot read checkpoint {foreign}: {objects}")
+    assert "weights_only=False" not in said.split("python -c")[0]  # advice only inside the command for trusted files
+    command = said.split('python -c "')[1].rstrip('"')
+    subprocess.run([sys.executable, "-c", command], cwd=tmp_path, check=True)
+    assert run_test(TINY_CONFIG, tmp_path / "weights.pth", work_dir=tmp_path / "run")
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path, trained):

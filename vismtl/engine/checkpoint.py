@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,13 +85,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is corrupt, truncated or not a PyTorch checkpoint "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from err
+        raise CheckpointError(_unreadable(path, err)) from err
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of states")
     return dict(checkpoint)
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` failed, in a line: torch's own message advises ``weights_only=False``
+    first, also for a file that is no checkpoint at all."""
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if unsafe:
+        return (
+            f"cannot read checkpoint {path}: it holds Python objects besides weights ({unsafe[1]}), which vismtl "
+            "does not load (unpickling them can run any code); if you trust the file, save its weights alone: "
+            f"python -c \"import torch; c = torch.load({str(path)!r}, weights_only=False); "
+            "torch.save(c.get('model', c.get('state_dict', c)), 'weights.pth')\""
+        )
+    said = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:200]  # its first sentence
+    return (
+        f"cannot read checkpoint {path}: the file is corrupt, truncated or not a PyTorch checkpoint "
+        f"({type(err).__name__}: {said})"
+    )
 
 
 def model_state_from(checkpoint: Mapping[str, Any], path: str | Path) -> Mapping[str, torch.Tensor]:
