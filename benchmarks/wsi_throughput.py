@@ -269,7 +269,7 @@ def bench_plan(slide_path: Path, settings: WSISettings, margin: int = 0) -> Slid
     with Slide.open(slide_path) as slide:
         thumbnail, thumb_scale = slide.thumbnail(int(slide.width * 0.5 / settings.mask_mpp))
         layout = TileLayout(
-            slide.height, slide.width, settings.tile, settings.step, settings.context, settings.chunk, margin
+            slide.height, slide.width, settings.tile, settings.step, settings.context, settings.chunk_side, margin
         )
     return plan_slide(layout, TissueIndex(tissue_mask(thumbnail), thumb_scale), {}, 0.5)
 

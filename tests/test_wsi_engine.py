@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import functools
 import gc
@@ -1373,7 +1374,14 @@ def test_prefetched_keeps_order_reraises_and_stops_its_thread():
         (["--tile-cache-mb", "-1"], "wsi.tile_cache_mb must be 0 (no tiles kept) or more, not -1.0"),
         (["--mask-dir", "/no/such/masks"], "wsi.mask_dir (--mask-dir) /no/such/masks: no such folder"),
         (["--batch-size", "0"], "wsi.batch_size must be at least 1, not 0"),  # it ran for ever
-        (["--chunk", "100"], "wsi.chunk must be a positive multiple of the step (128 px), not 100"),
+        (
+            ["--chunk", "100"],
+            "wsi.chunk must be a positive multiple of the step (128 px: wsi.stride, else wsi.tile), not 100; "
+            "without it, the multiple nearest 1024 px",
+        ),
+        (["--tile", "0"], "wsi.tile must be a positive number of pixels, not 0"),
+        (["--context", "-1"], "wsi.context must be 0 or more pixels, not -1"),
+        (["--target-mpp", "0"], "wsi.mpp must be a positive number of microns per pixel, not 0.0"),
         (["--stride", "300"], "wsi.stride must lie in [1, wsi.tile = 128], not 300"),
         (["--mpp", "-1"], "--mpp must be a positive number of microns per pixel, not -1.0"),
         (["--dry-run", "--mpp", "0"], "--mpp must be a positive number of microns per pixel, not 0.0"),
@@ -1585,3 +1593,22 @@ def test_a_stitch_thread_setting_that_is_not_a_boolean_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"^wsi.stitch_thread must be True or False, not 'yes'$"):
         WSISettings(stitch_thread="yes")
+
+
+@pytest.mark.parametrize(
+    "given, side",
+    [
+        ({}, 1024),
+        ({"tile": 164}, 984),  # HoVer-Net's output tile: 6 steps
+        ({"tile": 448}, 896),
+        ({"tile": 256, "stride": 200}, 1000),
+        ({"tile": 2000}, 2000),  # at least one step
+        ({"tile": 164, "chunk": 328}, 328),
+    ],
+)
+def test_the_chunk_is_a_multiple_of_the_step_near_1024_unless_given(given, side):
+    """--tile 164 alone used to fail (1024 is no multiple of 164); a resume compares the side used."""
+    settings = WSISettings(**given)
+    assert settings.chunk_side == side and settings.fingerprint()["chunk"] == side
+    if "chunk" not in given:  # still the default after another tile is set (the tool's options)
+        assert dataclasses.replace(settings, tile=250, stride=None).chunk_side == 1000

@@ -42,7 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, help="output pixels kept per tile")
     parser.add_argument("--stride", type=int, help="step between tiles (default: the tile size)")
     parser.add_argument("--context", type=int, help="context pixels on each side of a tile")
-    parser.add_argument("--chunk", type=int, help="side of the output chunks")
+    parser.add_argument(
+        "--chunk", type=int, help="side of the output chunks (default: the multiple of the step nearest 1024)"
+    )
     parser.add_argument("--margin", type=int, help="pixels around a chunk for instances cut by its border")
     parser.add_argument("--batch-size", type=int, help="tiles per model call")
     parser.add_argument(

@@ -99,7 +99,7 @@ def _unreadable(path: Path, err: Exception) -> str:
         return (
             f"cannot read checkpoint {path}: it holds Python objects besides weights ({unsafe[1]}), which vismtl "
             "does not load (unpickling them can run any code); if you trust the file, save its weights alone: "
-            f"python -c \"import torch; c = torch.load({str(path)!r}, weights_only=False); "
+            f'python -c "import torch; c = torch.load({str(path)!r}, weights_only=False); '
             "torch.save(c.get('model', c.get('state_dict', c)), 'weights.pth')\""
         )
     said = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:200]  # its first sentence

@@ -126,7 +126,7 @@ def survey_slide(setup: SlideSetup, slide_input: SlideInput, mpp: float | None, 
             tile=settings.tile,
             stride=settings.step,
             context=settings.context,
-            chunk=settings.chunk,
+            chunk=settings.chunk_side,
             margin=setup.margin,
         )
         # The tissue mask needs ~mask_mpp microns per pixel (about 1.25x), not a fixed size.

@@ -8,6 +8,8 @@ from typing import Any
 
 from vismtl.config import ConfigError
 
+DEFAULT_CHUNK = 1024  # px: chunks of 256 px tiles; the unit of writing and resuming
+
 
 @dataclass(frozen=True)
 class WSISettings:
@@ -19,7 +21,8 @@ class WSISettings:
         stride: step between tiles on the output grid (default ``tile``: no overlap; smaller
             values blend overlapping tiles with ``blend``).
         context: pixels the model sees on each side of the kept tile (discarded afterwards).
-        chunk: side of the output chunks: the unit of writing, of the zarr arrays and of resuming.
+        chunk: side of the output chunks: the unit of writing, of the zarr arrays and of resuming;
+            a multiple of the step. Default: the multiple nearest 1024 px (1024 for 256 px tiles).
         margin: extra pixels computed around each chunk, the context that makes the decisions
             inside its core those of the whole slide (the watershed's and growth's reach, with room
             to spare). Objects crossing the chunk's border come out whole at any size: the chunks
@@ -107,7 +110,7 @@ class WSISettings:
     tile: int = 256
     stride: int | None = None
     context: int = 32
-    chunk: int = 1024
+    chunk: int | None = None
     margin: int = 64
     blend: str = "ones"
     batch_size: int = 16
@@ -133,12 +136,19 @@ class WSISettings:
             raise ConfigError(f"wsi.tissue must be 'auto' or 'all', not '{self.tissue}'")
         if self.blend not in ("ones", "hann"):
             raise ConfigError(f"wsi.blend must be 'ones' or 'hann', not '{self.blend}'")
-        if self.tile <= 0 or self.context < 0 or not self.mpp > 0:
-            raise ConfigError("wsi.tile and wsi.mpp must be positive and wsi.context non-negative")
+        if not self.tile > 0:
+            raise ConfigError(f"wsi.tile must be a positive number of pixels, not {self.tile}")
+        if not self.mpp > 0:
+            raise ConfigError(f"wsi.mpp must be a positive number of microns per pixel, not {self.mpp}")
+        if self.context < 0:
+            raise ConfigError(f"wsi.context must be 0 or more pixels, not {self.context}")
         if self.stride is not None and not 0 < self.stride <= self.tile:
             raise ConfigError(f"wsi.stride must lie in [1, wsi.tile = {self.tile}], not {self.stride}")
-        if self.chunk < 1 or self.chunk % self.step:
-            raise ConfigError(f"wsi.chunk must be a positive multiple of the step ({self.step} px), not {self.chunk}")
+        if self.chunk is not None and (self.chunk < 1 or self.chunk % self.step):
+            raise ConfigError(
+                f"wsi.chunk must be a positive multiple of the step ({self.step} px: wsi.stride, else wsi.tile), "
+                f"not {self.chunk}; without it, the multiple nearest {DEFAULT_CHUNK} px"
+            )
         if self.batch_size < 1:  # else no batch ever fills and the slide never ends
             raise ConfigError(f"wsi.batch_size must be at least 1, not {self.batch_size}")
         if self.threads is not None and self.threads < 1:
@@ -157,8 +167,8 @@ class WSISettings:
             raise ConfigError(f"wsi.decide_on_gpu must be True or False, not {self.decide_on_gpu!r}")
         if self.cuda_graph and self.compile:
             raise ConfigError("wsi.cuda_graph and wsi.compile: choose one (each replaces the model's forward)")
-        if not 0 <= self.margin <= self.chunk:
-            raise ConfigError(f"wsi.margin must lie in [0, wsi.chunk = {self.chunk}], not {self.margin}")
+        if not 0 <= self.margin <= self.chunk_side:
+            raise ConfigError(f"wsi.margin must lie in [0, the chunk's side = {self.chunk_side}], not {self.margin}")
         if not self.max_upsampling >= 1:
             raise ConfigError(f"wsi.max_upsampling must be 1 (no upsampling) or more, not {self.max_upsampling}")
         if self.writers is not None and self.writers < 1:
@@ -167,6 +177,11 @@ class WSISettings:
     @property
     def step(self) -> int:
         return self.stride or self.tile
+
+    @property
+    def chunk_side(self) -> int:
+        """``chunk``, or the multiple of the step nearest ``DEFAULT_CHUNK`` (at least one step)."""
+        return self.chunk or max(1, round(DEFAULT_CHUNK / self.step)) * self.step
 
     def reading_workers(self, device: str) -> int:
         """``workers``, or its default for a model on ``device`` ("cpu", "cuda", ...)."""
@@ -199,7 +214,7 @@ class WSISettings:
         """What a finished or partial output depends on (a resume must match it): the grid, the
         precision and which tiles run (not how they are run: compile, CUDA graph, processes)."""
         keys = ("mpp", "tile", "stride", "context", "chunk", "margin", "blend", "amp", "tissue", "mask_dir", "mask_mpp")
-        return {k: v for k, v in asdict(self).items() if k in keys}
+        return {k: v for k, v in asdict(self).items() if k in keys} | {"chunk": self.chunk_side}
 
 
 def _cores() -> int:
