@@ -113,6 +113,11 @@ def test_real_refinenet_frame_decodes(shared_data):
     assert set(np.unique(labels)) <= set(range(40)) | {255}
 
 
+def test_a_missing_root_is_named_with_how_to_place_it(tmp_path):
+    with pytest.raises(DatasetLayoutError, match=rf"^NYUD-v2 not found: {tmp_path}/none is not a folder; link"):
+        NYUDDataset(TASKS, root=str(tmp_path / "none"), split="val")
+
+
 def test_the_13_class_copy_is_named(tmp_path):
     (tmp_path / "val" / "image").mkdir(parents=True)
     with pytest.raises(DatasetLayoutError, match="looks like the 288x384, 13-class NYUD-v2 copy"):

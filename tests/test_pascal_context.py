@@ -187,6 +187,18 @@ def test_wrong_folder_names_the_missing_list(tmp_path):
         PascalContextDataset(TASKS, root=str(tmp_path), split="train")
 
 
+def test_a_dataset_folder_that_does_not_exist_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """The configs' data/PASCAL_MT is relative: a run from another folder, or without the link."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetLayoutError) as raised:
+        PascalContextDataset(TASKS, root="data/PASCAL_MT", split="train")
+    assert str(raised.value) == (
+        f"PASCAL-Context not found: data/PASCAL_MT is not a folder (from {tmp_path}); link the dataset there "
+        "(ln -s /path/to/it data/PASCAL_MT; layouts in data/README.md) or set the config's data.train.root and "
+        "data.val.root"
+    )
+
+
 def test_real_pascal_part_files(shared_data):
     """The PASCAL-Part .mat files of ../shared/data: persons give parts, no person gives all-ignore."""
     folder = shared_data / "pascal_parts"

@@ -12,6 +12,16 @@ class DatasetLayoutError(ValueError):
     """A dataset folder or file is not what the dataset expects; the message says what is wrong."""
 
 
+def require_folder(root: Path, dataset: str) -> None:
+    """A dataset's root must exist; else one message saying where it was looked for and how to place it."""
+    if not root.is_dir():
+        where = "" if root.is_absolute() else f" (from {Path.cwd()})"
+        raise DatasetLayoutError(
+            f"{dataset} not found: {root} is not a folder{where}; link the dataset there (ln -s /path/to/it "
+            f"{root}; layouts in data/README.md) or set the config's data.train.root and data.val.root"
+        )
+
+
 def read_id_list(path: Path, what: str = "id list") -> list[str]:
     """Non-empty lines of a text file of sample ids."""
     if not path.is_file():

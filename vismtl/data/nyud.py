@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vismtl.data.base import MultiTaskDataset
-from vismtl.data.layout import DatasetLayoutError, read_id_list, read_image_rgb, read_npy, read_png
+from vismtl.data.layout import DatasetLayoutError, read_id_list, read_image_rgb, read_npy, read_png, require_folder
 from vismtl.tasks import IGNORE_INDEX, Task
 
 NUM_CLASSES = 40
@@ -95,6 +95,7 @@ class NYUDDataset(MultiTaskDataset):
     ) -> None:
         super().__init__(tasks, transforms, seed)
         self.root = Path(root)
+        require_folder(self.root, "NYUD-v2")
         if (self.root / split / "image").is_dir() and not (self.root / "gt_sets").is_dir():
             raise DatasetLayoutError(
                 f"{self.root} looks like the 288x384, 13-class NYUD-v2 copy ({split}/image/...): a different "

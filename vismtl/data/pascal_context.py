@@ -28,7 +28,7 @@ import scipy.io
 from skimage.morphology import thin
 
 from vismtl.data.base import MultiTaskDataset
-from vismtl.data.layout import DatasetLayoutError, read_id_list, read_image_rgb, read_png
+from vismtl.data.layout import DatasetLayoutError, read_id_list, read_image_rgb, read_png, require_folder
 from vismtl.tasks import IGNORE_INDEX, Task
 
 VOC_CLASSES = (
@@ -166,6 +166,7 @@ class PascalContextDataset(MultiTaskDataset):
     ) -> None:
         super().__init__(tasks, transforms, seed)
         self.root = Path(root)
+        require_folder(self.root, "PASCAL-Context")
         self.cache = Path(cache) if cache else self.root / CACHE_DIR
         ids_path = Path(ids_file) if ids_file else self.root / "ImageSets" / "Context" / f"{split}.txt"
         self.ids = read_id_list(ids_path, what=f"PASCAL-Context {split} list")
