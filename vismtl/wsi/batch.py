@@ -88,7 +88,8 @@ def infer_slides(
                 # the next slide is prepared and the last one concluded while a slide's tiles run
                 for entry in runner.run_many(taken, out_dir, resume, mpp):
                     entries.append(entry)
-                    log.info("%s: %s", entry["name"], entry["status"])
+                    ran = f" ({entry['tiles']} tiles in {entry['seconds']:.1f} s)" if entry.get("tiles") else ""
+                    log.info("%s: %s%s", entry["name"], entry["status"], ran)  # a log's line per slide
                     if ranks > 1:
                         entry["rank"] = info.rank
                         write_part(out_dir, info.rank, entries)
