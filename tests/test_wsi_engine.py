@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -90,6 +91,7 @@ def test_real_slides_and_bad_inputs(tmp_path, tiny_checkpoint):
     )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "\r" not in result.stderr  # progress as lines in a log, not rewritten in place
+    assert re.search(r"^INFO cmu-1-small-region: done \(\d+ tiles in \d+\.\d s\)$", result.stderr, re.MULTILINE)
     entries = manifest(out)
     tally = result.stdout.strip().splitlines()[-1]  # the last line counts them and points to the manifest
     assert tally.startswith("7 slides: ") and tally.endswith(f"; see {out / 'manifest.json'} and {out / 'slides.csv'}")
