@@ -43,15 +43,14 @@ def on_terminal(stream: TextIO) -> bool:
 
 
 def progress_bar(iterable: Iterable | None = None, **options: Any) -> tqdm:
-    """``tqdm(iterable, **options)`` on stderr, as lines in a log where stderr is not a terminal
-    (then ``leave``, ``mininterval`` and the bar's width are the log's)."""
+    """``tqdm(iterable, **options)`` on stderr, as wide as the terminal; as lines in a log where
+    stderr is not a terminal (then ``leave``, ``mininterval`` and the bar's look are the log's)."""
     stream = sys.stderr
-    if not options.get("disable") and not on_terminal(stream):
-        # maxinterval too: tqdm's monitor thread would otherwise show a slow bar every 10 s
-        interval = dict(mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S)
-        options = {**options, **interval, "file": _LogLines(stream), "ascii": True, "leave": True}
-        options["dynamic_ncols"] = False
-    return tqdm(iterable, **options)
+    if options.get("disable") or on_terminal(stream):
+        return tqdm(iterable, **{"dynamic_ncols": True, **options})  # as wide as the terminal, resized or not
+    # maxinterval too: tqdm's monitor thread would otherwise show a slow bar every 10 s
+    interval = dict(mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S)
+    return tqdm(iterable, **{**options, **interval, "file": _LogLines(stream), "ascii": True, "leave": True})
 
 
 __all__ = ["LOG_INTERVAL_S", "on_terminal", "progress_bar"]

@@ -74,7 +74,7 @@ def prepare_pascal_context(
     todo = [i for i in ids if not all(p.is_file() for p in _outputs(cache, i))]
     failed: dict[str, str] = {}
     jobs = [(root, cache, image_id) for image_id in todo]
-    bar = progress_bar(total=len(todo), desc="deriving labels", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), desc="deriving labels", disable=not progress)
     with bar, contextlib.ExitStack() as stack:  # the bar closes after the pool, before any error's message
         results = map(_derive_safe, jobs)
         if workers > 1:

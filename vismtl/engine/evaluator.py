@@ -37,7 +37,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     metrics = {name: task.new_metric() for name, task in tasks.items()}
-    bar = progress_bar(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(loader, desc="eval", disable=not progress, leave=False)
     with bar:  # closed before an error's message, not after it
         for batch in bar:
             image = batch["image"].to(device, non_blocking=True)

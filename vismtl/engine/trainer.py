@@ -257,9 +257,7 @@ class Trainer:
         )
         batches = iter(loader)
         names = list(self.tasks)
-        bar = progress_bar(
-            total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main, dynamic_ncols=True
-        )
+        bar = progress_bar(total=s.max_iters, initial=state.iteration, desc="train", disable=not info.is_main)
         with bar, _workers_stopped_on_error(batches):  # both before an error's message, not after it
             self._train_mode()
             tic = time.perf_counter()

@@ -81,7 +81,7 @@ def infer_slides(
         if info.is_main:  # once, not once per rank
             advise_amp(info.device, settings.amp, suggest=True)
         quiet = len(slides) < 2 or not info.is_main  # one bar per batch: rank 0's, over every rank's slides
-        bar = progress_bar(total=len(slides), desc="slides", unit="slide", disable=quiet, dynamic_ncols=True)
+        bar = progress_bar(total=len(slides), desc="slides", unit="slide", disable=quiet)
         progress = RankProgress(bar, out_dir, ranks) if ranks > 1 and not quiet else contextlib.nullcontext()
         with bar, logging_redirect_tqdm(), progress:  # log lines above the progress bars, not through them
             with SlideRunner(model, tasks, settings, info.device, model_id=file_digest(checkpoint)) as runner:
@@ -127,7 +127,7 @@ def survey_slides(
     slides = expand_inputs(inputs)
     model = loaded_model(cfg, tasks, checkpoint)  # a checkpoint of another model fails here, not hours later
     with SlideRunner(model, tasks, settings, torch.device("cpu")) as runner:
-        bar = progress_bar(slides, desc="slides", unit="slide", disable=len(slides) < 2, dynamic_ncols=True)
+        bar = progress_bar(slides, desc="slides", unit="slide", disable=len(slides) < 2)
         with bar, logging_redirect_tqdm():
             return [runner.survey(slide, mpp) for slide in bar]
 

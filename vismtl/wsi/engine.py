@@ -400,9 +400,7 @@ class SlideRunner:
                 stitcher = ChunkStitcher(self.tasks, settings, self.device, plan, write, writer, writers, self._spare)
                 if settings.stitch_thread:
                     stitcher = StitchThread(stitcher, self.device)
-                bar = progress_bar(
-                    total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False, dynamic_ncols=True
-                )
+                bar = progress_bar(total=len(plan.positions), desc=slide_input.name, unit="tile", leave=False)
                 try:
                     batches = batches_across_chunks(loader, settings.batch_size, seconds, self.device)
                     for pieces, images in batches:
