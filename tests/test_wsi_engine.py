@@ -166,6 +166,20 @@ def test_a_dry_run_checks_the_slides_and_counts_the_tiles_a_run_computes(tmp_pat
     assert refused.returncode == 2 and str(wrong) in refused.stderr.strip().splitlines()[-1]
 
 
+def test_output_piped_to_a_reader_that_stops_early_ends_quietly(tmp_path, tiny_checkpoint):
+    """``infer_wsi.py --dry-run ... | head -1``: a closed pipe ends the tool as SIGPIPE ends other
+    tools (status 141), not with a BrokenPipeError traceback."""
+    slide = write_label_slide(tmp_path / "s.tiff", ellipses(300, 400, 10, seed=0))
+    command = [sys.executable, str(ROOT / "tools" / "infer_wsi.py"), str(TINY), str(tiny_checkpoint), str(slide)]
+    process = subprocess.Popen(
+        [*command, "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+    )
+    process.stdout.close()  # the reader is gone before the tool prints
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 141, stderr[-2000:]
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
 def test_plain_tiffs_and_missing_mpp(tmp_path, tiny_checkpoint):
     """Toy tiled TIFFs and the DICOM pair run with --mpp and --tissue all (they hold coloured boxes, not
     tissue); without --mpp a slide fails naming the fix."""

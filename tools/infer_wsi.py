@@ -167,4 +167,6 @@ def report(entries: list[dict], note, tail: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vismtl.engine.cli import run_tool  # here, not above: see main
+
+    sys.exit(run_tool(main))

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from vismtl.data.pascal_prepare import prepare_pascal_context
-from vismtl.engine.cli import run_command
+from vismtl.engine.cli import run_command, run_tool
 
 
 def main(argv=None) -> int:
@@ -35,4 +35,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -11,7 +11,7 @@ import sys
 
 from vismtl.config import DictAction
 from vismtl.engine import train
-from vismtl.engine.cli import run_command
+from vismtl.engine.cli import run_command, run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,4 +42,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

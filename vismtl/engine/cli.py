@@ -43,6 +43,19 @@ def terminated_as_interrupted() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def run_tool(main: Callable[[], int]) -> int:
+    """A tool's ``main()``, its exit status. Output piped to a reader that stopped early (``| head``)
+    ends the tool quietly with status 141, as SIGPIPE ends other Unix tools, not with a traceback."""
+    try:
+        status = main()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at nothing first (the signal module's advice)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
 def run_command(command: Callable[[], object], interrupted: str = "") -> int:
     """Run ``command`` with INFO logging on rank 0 (warnings elsewhere). Exit status 0; 2 on a user
     error; 1 on a full disk or a diverged training; 130 on Ctrl-C and 143 on SIGTERM. Each is one
