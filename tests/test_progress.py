@@ -46,6 +46,9 @@ def test_in_a_log_a_bar_writes_again_after_the_interval(monkeypatch):
         now[0] += LOG_INTERVAL_S
         bar.update(1)
         assert log.getvalue().splitlines()[-1].startswith("train:  30%")
+        bar.set_postfix(loss=1.5)  # shown at once (the training's logged steps) ...
+    assert log.getvalue().splitlines()[-1].endswith(", loss=1.5]")
+    assert log.getvalue().splitlines()[-2] != log.getvalue().splitlines()[-1]  # ... and not again as it closes
 
 
 def test_on_a_terminal_it_is_tqdm_s_own_bar(monkeypatch):

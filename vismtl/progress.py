@@ -20,15 +20,17 @@ _CURSOR_UP = "\x1b[A"  # how tqdm moves between nested bars
 
 class _LogLines:
     """A file for tqdm that writes each status it shows as one line of its own (a bar clearing
-    itself, which writes only spaces, writes nothing)."""
+    itself, which writes only spaces, writes nothing; nor does a status shown again as it ends)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> None:
         line = text.replace(_CURSOR_UP, "").strip()
-        if line:
+        if line and line != self.last:
             self.stream.write(line + "\n")
+            self.last = line
 
     def flush(self) -> None:
         self.stream.flush()
