@@ -36,7 +36,7 @@ class _LogLines:
         self.stream.flush()
 
 
-def on_terminal(stream: TextIO) -> bool:
+def _on_terminal(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty and isatty())
@@ -48,11 +48,11 @@ def progress_bar(iterable: Iterable | None = None, **options: Any) -> tqdm:
     """``tqdm(iterable, **options)`` on stderr, as wide as the terminal; as lines in a log where
     stderr is not a terminal (then ``leave``, ``mininterval`` and the bar's look are the log's)."""
     stream = sys.stderr
-    if options.get("disable") or on_terminal(stream):
+    if options.get("disable") or _on_terminal(stream):
         return tqdm(iterable, **{"dynamic_ncols": True, **options})  # as wide as the terminal, resized or not
     # maxinterval too: tqdm's monitor thread would otherwise show a slow bar every 10 s
     interval = dict(mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S)
     return tqdm(iterable, **{**options, **interval, "file": _LogLines(stream), "ascii": True, "leave": True})
 
 
-__all__ = ["LOG_INTERVAL_S", "on_terminal", "progress_bar"]
+__all__ = ["LOG_INTERVAL_S", "progress_bar"]
