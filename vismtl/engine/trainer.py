@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -224,7 +225,7 @@ class Trainer:
     def _check_finite_weights(model: nn.Module, iteration: int) -> None:
         """FloatingPointError unless every weight is finite: a diverged step (its loss still finite)
         must not be saved over ``latest.pth``, which a resume would start from."""
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):  # one sync
             raise FloatingPointError(
                 f"weights are not finite after iteration {iteration} (not saved); lower optimizer.lr or set "
                 "train.grad_clip"
@@ -286,7 +287,7 @@ class Trainer:
                 if state.iteration % s.log_interval == 0 or state.iteration == s.max_iters:
                     losses = result.per_task(names)
                     total = sum(self.tasks[n].loss_weight * v for n, v in losses.items())
-                    if not torch.isfinite(torch.tensor(total)):
+                    if not math.isfinite(total):
                         raise FloatingPointError(
                             f"loss is {total} at iteration {state.iteration} ({losses}); "
                             "lower optimizer.lr or set train.grad_clip"
