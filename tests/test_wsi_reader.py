@@ -275,6 +275,38 @@ def test_stripped_tiff_fallback_reads_regions(tmp_path):
         assert slide.read(0, 0, 80, 60, 0.5).shape == (60, 80, 3)
 
 
+@pytest.mark.parametrize("tiled", [False, True])
+def test_pixels_that_are_not_square_are_said_to_be_with_the_error_they_cause(tmp_path, caplog, tiled):
+    """A slide whose pixels' sides differ (its TIFF's X and Y resolutions: OpenSlide's mpp-x and mpp-y
+    for a tiled one) runs at their mean, with a warning naming the slide and the stretch; a
+    calibration's last digits (0.1 %) are no harm and say nothing."""
+    from vismtl.wsi import WSISettings
+    from vismtl.wsi.inputs import SlideInput
+    from vismtl.wsi.preparation import SlideSetup, survey_slide
+
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    setup = SlideSetup(WSISettings(), margin=0, model_id="m")
+    cases = (("square", 40000, False), ("calibrated", 39960, False), ("stretched", 38000, True))
+    for name, y_resolution, warned in cases:
+        path = tmp_path / f"{name}.tif"
+        options = dict(tile=(64, 64)) if tiled else dict(rowsperstrip=8)
+        tifffile.imwrite(path, image, resolution=(40000, y_resolution), resolutionunit="CENTIMETER", **options)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="vismtl"), Slide.open(path) as slide:
+            assert slide.backend == ("openslide+tifffile" if tiled else "image")
+            assert slide.mpp_xy == pytest.approx((0.25, 1e4 / y_resolution))
+            assert slide.mpp == pytest.approx((0.25 + 1e4 / y_resolution) / 2)
+            surveyed = survey_slide(setup, SlideInput(path, name), None)
+        assert surveyed.mpp == slide.mpp
+        messages = [r.getMessage() for r in caplog.records]
+        assert bool(messages) == warned, messages
+        if warned:  # 0.25 and 0.2632 um: 5.1 % apart, 2.6 % each way from their mean
+            assert messages == [
+                f"{path}: its pixels are not square (0.25 um wide, 0.2632 um high); it is run at 0.2566 um/px, "
+                "their mean, so its outputs are 2.6 % too long along one axis and as much too short along the other"
+            ]
+
+
 def test_undecodable_plain_image_fails_at_open(tmp_path):
     path = tmp_path / "garbage.png"
     path.write_bytes(b"not an image at all")

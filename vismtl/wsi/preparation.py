@@ -10,6 +10,7 @@ process gets pickled. :func:`survey_slide` and :func:`plan_tiles` also serve ``-
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ from vismtl.wsi.settings import WSISettings
 from vismtl.wsi.stitch import raster_spec
 from vismtl.wsi.tiling import TileLayout, TissueIndex
 from vismtl.wsi.tissue import load_geojson_mask, load_mask, tissue_mask
+
+log = logging.getLogger("vismtl")
+
+# Pixels whose sides differ by more than this fraction are said to be not square: scanners'
+# calibrations differ in the third or fourth digit (0.2527 against 0.2528 um), which is no harm.
+NON_SQUARE = 0.01
 
 
 class NoTissueError(RuntimeError):
@@ -111,6 +118,15 @@ def survey_slide(setup: SlideSetup, slide_input: SlideInput, mpp: float | None, 
         slide_mpp = slide.mpp if slide.mpp is not None else mpp
         if slide_mpp is None:
             slide.require_mpp()  # raises, naming the slide and suggesting --mpp
+        if slide.mpp is not None and abs(slide.stretch()) > NON_SQUARE:
+            log.warning(
+                "%s: its pixels are not square (%.4g um wide, %.4g um high); it is run at %.4g um/px, their mean, "
+                "so its outputs are %.1f %% too long along one axis and as much too short along the other",
+                slide_input.path,
+                *slide.mpp_xy,
+                slide.mpp,
+                50 * abs(slide.stretch()),
+            )
         scale = slide_mpp / settings.mpp  # output pixels per level-0 pixel
         if scale > settings.max_upsampling:
             said = "--mpp says" if slide.mpp is None else "its metadata says"

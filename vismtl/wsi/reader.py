@@ -96,7 +96,8 @@ class _OpenSlideSource:
         self.level_dimensions = [(int(w), int(h)) for w, h in self.handle.level_dimensions]
         self.level_downsamples = [float(d) for d in self.handle.level_downsamples]
         props = self.handle.properties
-        self.mpp = _mean_mpp(*(_parse_float(props.get(k)) for k in ("openslide.mpp-x", "openslide.mpp-y")))
+        self.mpp_xy = tuple(_parse_float(props.get(k)) for k in ("openslide.mpp-x", "openslide.mpp-y"))
+        self.mpp = _mean_mpp(*self.mpp_xy)
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         # OpenSlide wants the top-left corner in level-0 coordinates.
@@ -113,8 +114,9 @@ class _ArraySource:
 
     backend = "image"
 
-    def __init__(self, levels: list, channel_first: bool, mpp: float | None = None, closers: tuple = ()) -> None:
-        self.levels, self.channel_first, self.mpp, self.closers = levels, channel_first, mpp, closers
+    def __init__(self, levels: list, channel_first: bool, mpp_xy: tuple = (None, None), closers: tuple = ()) -> None:
+        self.levels, self.channel_first, self.closers = levels, channel_first, closers
+        self.mpp_xy, self.mpp = mpp_xy, _mean_mpp(*mpp_xy)
         axes = (1, 2) if channel_first else (0, 1)
         self.level_dimensions = [(int(a.shape[axes[1]]), int(a.shape[axes[0]])) for a in levels]
         w0, h0 = self.level_dimensions[0]
@@ -150,14 +152,14 @@ def _check_layout(shape: tuple, dtype: np.dtype) -> bool:
     raise ValueError(f"unsupported image layout {tuple(shape)} (need a single 2-D gray/RGB/RGBA plane)")
 
 
-def _tiff_mpp(page) -> float | None:
-    """µm/px from a TIFF page's resolution tags (inch or centimetre units only)."""
+def _tiff_mpp(page) -> tuple[float | None, float | None]:
+    """µm/px along x and y from a TIFF page's resolution tags (inch or centimetre units only)."""
     unit, xres, yres = (page.tags.get(name) for name in ("ResolutionUnit", "XResolution", "YResolution"))
     microns = {2: 25400.0, 3: 10000.0}.get(int(unit.value) if unit is not None else 2)
     if microns is None or xres is None or yres is None:
-        return None
+        return None, None
     per_unit = [num / den if den else 0.0 for num, den in (xres.value, yres.value)]
-    return _mean_mpp(*(microns / v if v > 0 else None for v in per_unit))
+    return tuple(microns / v if v > 0 else None for v in per_unit)
 
 
 def _open_tiff(path: Path) -> _ArraySource:
@@ -224,7 +226,7 @@ def _open_tiled_tiff(path: Path) -> _ArraySource | None:
         if all(len(level.pages) == 1 for level in tif.series[0].levels) and all(
             page.is_tiled and page.planarconfig == 1 and len(page.shape) == 3 for page in pages
         ):
-            return _ArraySource([_TiledLevel(page, tif.filehandle) for page in pages], False, None, (tif.close,))
+            return _ArraySource([_TiledLevel(page, tif.filehandle) for page in pages], False, closers=(tif.close,))
     except Exception:
         pass
     tif.close()
@@ -282,7 +284,8 @@ def _tiff_pixels(path: Path, slide: _OpenSlideSource) -> _ArraySource | None:
     except Exception:
         pixels.close()
         return None
-    pixels.mpp, pixels.backend = slide.mpp, "openslide+tifffile"  # OpenSlide's metadata, faster pixels
+    pixels.mpp, pixels.mpp_xy = slide.mpp, slide.mpp_xy  # OpenSlide's metadata, faster pixels
+    pixels.backend = "openslide+tifffile"
     slide.close()
     return pixels
 
@@ -317,6 +320,14 @@ class Slide:
         self.level_downsamples: list[float] = list(source.level_downsamples)
         self.width, self.height = self.level_dimensions[0]
         self.mpp = mpp
+        self.mpp_xy: tuple[float | None, float | None] = source.mpp_xy  # as the metadata says
+
+    def stretch(self) -> float:
+        """By how much the metadata's pixel height differs from its width, as a fraction of their
+        mean (0 where they are equal or not both known): vismtl runs a slide at the mean, so its
+        outputs are too long by half this along one axis and too short by as much along the other."""
+        mpp_x, mpp_y = (_plausible_mpp(v) for v in self.mpp_xy)
+        return 0.0 if mpp_x is None or mpp_y is None else 2 * (mpp_y - mpp_x) / (mpp_x + mpp_y)
 
     @classmethod
     def open(cls, path: str | Path, mpp: float | None = None, fast_tiff: bool = True) -> Slide:
