@@ -818,9 +818,10 @@ def test_a_partial_run_with_instances_in_the_former_format_is_not_continued(tmp_
         outputs.prepare(resume=True)
 
 
-def test_a_partial_run_whose_chunks_kept_no_pieces_is_not_continued(tmp_path):
+def test_a_partial_run_whose_chunks_kept_another_format_is_not_continued(tmp_path):
     """Before pieces (2026-11-27) a chunk emitted whole the objects crossing its border that it owned:
-    continued now, such an object would come out twice. A fresh run marks its format."""
+    continued now, such an object would come out twice; until 2026-11-28 a piece held its chunk's
+    type, not its pixels' type votes. A fresh run marks its format."""
     from vismtl.wsi.outputs import PARTS_FORMAT, SlideOutputs
     from vismtl.wsi.tiling import TileLayout
 
@@ -828,6 +829,9 @@ def test_a_partial_run_whose_chunks_kept_no_pieces_is_not_continued(tmp_path):
     assert outputs.prepare(resume=False) == {}
     outputs.journal.record({"chunk": [0, 0]})
     assert outputs.prepare(resume=True).keys() == {(0, 0)}  # marked: continued
+    (tmp_path / "slide" / PARTS_FORMAT).write_text("pieces")  # the pieces of 2026-11-27
+    with pytest.raises(RuntimeError, match="older vismtl; remove the folder or drop --resume"):
+        outputs.prepare(resume=True)
     (tmp_path / "slide" / PARTS_FORMAT).unlink()
     with pytest.raises(RuntimeError, match="older vismtl; remove the folder or drop --resume"):
         outputs.prepare(resume=True)

@@ -20,6 +20,7 @@ from vismtl.wsi.geojson import (
     feature,
     feature_text,
     features_text,
+    measurements,
     validate_feature_collection,
     write_geojson,
 )
@@ -76,15 +77,17 @@ def _run(
     mpp: float | None = 0.25,
     chunk: int = CHUNK,
     batch: int = 4096,
+    types: np.ndarray | None = None,
 ) -> list[Instance]:
     """Per-chunk post-processing stand-in: relabel each cut-out so ids differ from chunk to chunk;
-    then the objects crossing chunk borders put together from their pieces, as at a slide's end."""
+    then the objects crossing chunk borders put together from their pieces, as at a slide's end.
+    ``types``: each pixel's type (default: each object's pixels all of its id's class, mod 3)."""
     rng = np.random.default_rng(1)
     out, pieces = [], []
     for box, core, origin in _chunks(slide.shape, chunk, margin):
         local = relabel(slide[box], background=0)
         shuffled = np.concatenate([[0], rng.permutation(local.max()) + 7])[local]
-        painted = np.where(shuffled > 0, slide[box] % 3, 0)  # each object's class, as a type task paints it
+        painted = np.where(shuffled > 0, slide[box] % 3, 0) if types is None else types[box]
         result = extract_chunk(shuffled, core, origin, scale, mpp, "nuclei", painted, CLASSES)
         if margin >= 40:
             assert not any(p.cut for p in result.pieces), "the margin is larger than every object: nothing may be cut"
@@ -179,6 +182,7 @@ def test_objects_larger_than_the_margin_are_reported_and_put_together():
         assembled = assemble([p for r in results for p in r.pieces], CHUNK, 1.0, None, "nuclei")
         (whole,) = assembled.instances
         assert whole.area_px == slide.sum() and assembled.cut == max(cut)  # one object, seen in part or not
+        assert whole.class_share is None and "Class pixel share" not in measurements(whole)  # untyped
 
 
 def _large_objects(seed: int = 3) -> np.ndarray:
@@ -218,6 +222,41 @@ def test_objects_larger_than_the_margin_come_out_as_the_whole_slide_gives_them(s
         )
         assert found.centroid == pytest.approx(reference.centroid, abs=1e-9)
     assert sorted(i.area_px for i in chunked) == sorted(np.bincount(slide.ravel())[1:].tolist())
+
+
+def _mixed_types(slide: np.ndarray, seed: int = 4) -> np.ndarray:
+    """Each object pixel of type 1 or 2, type 2 with a chance of the object's own in [0.4, 0.6]:
+    majorities that counting some pixels twice (a margin's) or none would flip."""
+    rng = np.random.default_rng(seed)
+    chance = rng.uniform(0.4, 0.6, slide.max() + 1)
+    return np.where(slide > 0, 1 + (rng.random(slide.shape) < chance[slide]), 0)
+
+
+def test_an_object_takes_the_type_most_of_its_pixels_have_and_measures_their_share():
+    """Types decided per pixel, nearly half and half in each object: every object, within one chunk or
+    put together from pieces of up to 9 (chunks of 128 px, margins of 8), has the type most of its
+    pixels have over the whole object (ties to the smaller) and "Class pixel share", the fraction
+    of its pixels of that type, in its Feature."""
+    slide = _large_objects()
+    types = _mixed_types(slide)
+    counts = np.zeros((slide.max() + 1, 3), np.int64)
+    np.add.at(counts, (slide.ravel(), types.ravel()), 1)
+    rows, cols = np.nonzero(slide)
+    labels = slide[rows, cols]
+    areas = np.bincount(labels)
+    sums = np.stack([np.bincount(labels, cols + 0.5), np.bincount(labels, rows + 0.5)], axis=1)
+    centres = sums / areas[:, None].clip(1)
+    label_of = {(int(areas[k]), *np.round(centres[k], 3).tolist()): k for k in range(1, slide.max() + 1)}
+    found = _run(slide, margin=8, chunk=128, batch=5, types=types)
+    assert len(found) == slide.max() and 0 < sum(counts[1:, 1] == counts[1:, 2])  # ties among them
+    for instance in found:
+        k = label_of[(int(instance.area_px), *instance.centroid)]
+        expected = 2 if counts[k, 2] > counts[k, 1] else 1
+        assert (instance.class_id, instance.class_name) == (expected, CLASSES[expected])
+        assert instance.class_share == counts[k, expected] / areas[k]
+        assert measurements(instance)["Class pixel share"] == round(counts[k, expected] / areas[k], 4)
+    shares = [i.class_share for i in found]
+    assert min(shares) >= 0.5 and max(shares) < 1  # counted, not 1 for all
 
 
 def test_a_piece_holds_its_objects_pixels_in_the_core_and_links_outside_it():
@@ -289,8 +328,7 @@ def test_features_text_is_feature_text_of_each_object(slide, scale, mpp):
     :func:`feature_text` writes for each object, integer and fractional vertices, with and without
     mpp; a chunk's tallies are those of its objects; a non-finite number raises naming the object."""
     rng = np.random.default_rng(2)
-    painted = np.where(slide > 0, slide % 3, 0)
-    found = extract_chunk(slide, (30, 30, 670, 870), (5, 9), scale, mpp, "nuclei", painted, CLASSES)
+    found = extract_chunk(slide, (30, 30, 670, 870), (5, 9), scale, mpp, "nuclei", _mixed_types(slide), CLASSES)
     objects = found.objects.take(rng.permutation(len(found.objects)))  # rows need not follow the rings
     assert len(objects) > 20
     texts = features_text(objects).split(",\n")
@@ -298,6 +336,7 @@ def test_features_text_is_feature_text_of_each_object(slide, scale, mpp):
     for text, k in zip(texts, range(len(objects))):  # lengths to 0.001 pixel, 0.0001 µm: "9.0", not "8.999999999999998"
         measured = json.loads(text)["properties"]["measurements"]
         assert measured["Perimeter px"] == round(float(objects.perimeters[k]), 3)
+        assert measured["Class pixel share"] == round(float(objects.class_shares[k]), 4) < 1
         assert len(repr(measured["Perimeter px"]).split(".")[1]) <= 3
         if mpp is not None:
             assert measured["Perimeter µm"] == pytest.approx(objects.perimeters[k] * mpp, abs=5e-5)

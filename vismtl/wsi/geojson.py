@@ -7,7 +7,7 @@ Layout (what QuPath >= 0.4 reads in ``PathObjectTypeAdapters``)::
      "properties": {"objectType": "detection",          # "annotation" for glands and lumina
                     "classification": {"name": "Neoplastic", "color": [r, g, b]},
                     "isLocked": false,
-                    "measurements": {"Area µm^2": 41.2, ...},   # name -> number
+                    "measurements": {"Area µm^2": 41.2, ...},   # name -> number (see measurements)
                     "metadata": {"task": "nuclei", "class_id": "1"}}}
 
 Measurements use the dict form of QuPath >= 0.4 (0.3 and older expect a list of
@@ -88,8 +88,10 @@ def _positions(polygon) -> list:
 
 
 def measurements(instance: Instance) -> dict[str, float]:
-    """Area (output pixels, µm²), perimeter and centroid (level-0 pixels, µm) and the class id;
-    lengths to 0.001 pixel and 0.0001 µm (:data:`DECIMALS`: "9.0", not "8.999999999999998")."""
+    """Area (output pixels, µm²), perimeter and centroid (level-0 pixels, µm), the class id and, for
+    a typed object, the fraction of its pixels decided as its class ("Class pixel share", HoVer-Net's
+    ``type_prob``: low where the model hesitated between types); lengths to 0.001 pixel and 0.0001
+    µm (:data:`DECIMALS`: "9.0", not "8.999999999999998")."""
     perimeter = instance.perimeter_px
     values = {
         "Area output px": float(instance.area_px),
@@ -98,6 +100,8 @@ def measurements(instance: Instance) -> dict[str, float]:
         "Centroid Y px": float(instance.centroid[1]),
         "Class id": float(instance.class_id),
     }
+    if instance.class_share is not None:
+        values["Class pixel share"] = _rounded(instance.class_share, DECIMALS["Class pixel share"])
     if instance.area_um2 is not None:
         values["Area µm^2"] = _rounded(instance.area_um2, DECIMALS["Area µm^2"])
     if instance.mpp is not None:
@@ -177,6 +181,9 @@ def features_text(objects: ObjectTable) -> str:
     perimeters = np.round(objects.perimeters, DECIMALS["Perimeter px"])
     columns = [objects.areas, perimeters, objects.centroids[:, 0], objects.centroids[:, 1], objects.class_ids]
     keys = list(_MEASUREMENT_KEYS)
+    if objects.class_shares is not None:
+        columns.append(np.round(objects.class_shares, DECIMALS["Class pixel share"]))
+        keys.append("Class pixel share")
     if objects.um2_per_px is not None:
         columns.append(np.round(objects.areas * objects.um2_per_px, DECIMALS["Area µm^2"]))
         keys.append("Area µm^2")
@@ -227,9 +234,10 @@ _FEATURE = (
     '"properties":{"objectType":%s,"classification":{%s},"isLocked":false,"measurements":{%s},'
     '"metadata":{"task":%s,"class_id":"%d"}}}'
 )
-_MEASUREMENT_KEYS = ("Area output px", "Perimeter px", "Centroid X px", "Centroid Y px", "Class id")  # then the µm ones
+# then the class pixel share and the µm ones
+_MEASUREMENT_KEYS = ("Area output px", "Perimeter px", "Centroid X px", "Centroid Y px", "Class id")
 # Decimals of the measurements that are not whole numbers (the centroids: 0.001 pixel, as the vertices)
-DECIMALS = {"Perimeter px": 3, "Area µm^2": 4, "Perimeter µm": 4}
+DECIMALS = {"Perimeter px": 3, "Area µm^2": 4, "Perimeter µm": 4, "Class pixel share": 4}
 
 
 def merge_parts(path: str | Path, texts: Iterable[str]) -> int:

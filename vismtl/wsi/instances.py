@@ -61,6 +61,7 @@ class Instance:
     task: str  # e.g. "nuclei"
     id: str = ""  # UUID5 of (task, ownership pixel in the output grid): stable across runs and tilings
     mpp: float | None = None  # microns per level-0 pixel, for measurements in µm
+    class_share: float | None = None  # the fraction of its pixels decided as its class (None: untyped)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class ObjectTable:
     ids: list[str]
     mpp: float | None = None  # microns per level-0 pixel
     um2_per_px: float | None = None  # square microns per output pixel
+    class_shares: np.ndarray | None = None  # float64 [K] (see Instance.class_share); None: untyped
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,6 +110,7 @@ class ObjectTable:
                     task=self.task,
                     id=self.ids[k],
                     mpp=self.mpp,
+                    class_share=None if self.class_shares is None else float(self.class_shares[k]),
                 )
             )
         return rows
@@ -126,6 +129,7 @@ class ObjectTable:
             class_ids=self.class_ids[order],
             class_names=names,
             ids=ids,
+            class_shares=None if self.class_shares is None else self.class_shares[order],
         )
 
     @classmethod
@@ -145,6 +149,7 @@ class ObjectTable:
             class_ids=np.concatenate([t.class_ids for t in tables]),
             class_names=[name for t in tables for name in t.class_names],
             ids=[i for t in tables for i in t.ids],
+            class_shares=None if tables[0].class_shares is None else np.concatenate([t.class_shares for t in tables]),
         )
 
 
@@ -171,6 +176,7 @@ def extract_chunk(
     task: str,
     type_map: np.ndarray | None = None,
     class_names: Sequence[str] = (),
+    votes: np.ndarray | None = None,
 ) -> ChunkInstances:
     """The objects within ``core``, the pieces of those crossing its border (see the module
     docstring) and the count of those seen only in part.
@@ -179,9 +185,11 @@ def extract_chunk(
     ``core``: ``(y0, x0, y1, x1)`` of the chunk's own region in ``labels``; ``origin``: ``(x, y)``
     of ``labels[0, 0]`` in output-grid pixels (integers, for stable ids), or int ``[L, 2]``, one
     per label ``1..L``, for labels laid out side by side (:func:`assemble`); ``scale``: level-0 pixels
-    per output pixel; ``mpp``: microns per level-0 pixel; ``type_map``: int ``[H, W]`` with every
-    object's pixels painted with its class id (a type task's refined map), read at the object's
-    first pixel; ``class_names[class_id]`` names a class (default: the task name for 0,
+    per output pixel; ``mpp``: microns per level-0 pixel; ``type_map``: int ``[H, W]``, each
+    pixel's type (a type task's decisions), or ``votes``: int ``[L + 1, T]``, row ``l`` the types
+    of label ``l``'s pixels counted (labels ``1..L``, as :func:`assemble` lays them out). An object
+    takes the type most of its pixels have, as the type task's refine paints it
+    (:func:`voted_types`); ``class_names[class_id]`` names a class (default: the task name for 0,
     ``"{task} {id}"`` else).
 
     Outlines, areas, centroids and first pixels of all objects come from whole-array operations
@@ -211,13 +219,16 @@ def extract_chunk(
     crossing = np.flatnonzero((outside > 0) & (outside < area))
     touching = _labels_on_margin_sides(labels, core)
     cut = np.array([int(ids[k]) in touching for k in crossing.tolist()], bool)
-    crossing_types = np.zeros(crossing.size, np.int64) if type_map is None else type_map[tuple(first[crossing].T)]
+    if votes is not None:
+        counted = np.asarray(votes, np.int64)[ids]
+    else:
+        counted = _core_votes(type_map, found, core, pixels, ids.size, len(class_names))
     piece_of = np.full(ids.size, -1, np.int64)
     piece_of[crossing] = np.arange(crossing.size)
     where, of = pixels[0], piece_of[pixels[1]]
     rows, cols = np.divmod(where[of >= 0], box.shape[1])
     inside = (rows + top, cols + left, of[of >= 0])
-    pieces = chunk_pieces(labels, core, origin, ids[crossing], crossing_types, cut, inside)
+    pieces = chunk_pieces(labels, core, origin, ids[crossing], counted[crossing], cut, inside)
     origins = np.asarray(origin, np.float64)  # (x, y) of labels[0, 0], per label where given so
     per_label = origins.ndim == 2
     origins = origins[ids - 1] if per_label else np.broadcast_to(origins, (ids.size, 2))
@@ -232,8 +243,7 @@ def extract_chunk(
     walked = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(vertices, axis=0)).sum(axis=1))])
     perimeters = ((walked[offsets[1:] - 1] - walked[offsets[:-1]]) * scale)[owned]
     grid = np.rint(origins[owned, ::-1] + first[owned]).astype(np.int64)  # (y, x)
-    class_ids = np.zeros(owned.size, np.int64) if type_map is None else type_map[first[owned, 0], first[owned, 1]]
-    class_ids = class_ids.astype(np.int64)
+    class_ids, shares = voted_types(counted[owned])
     table = ObjectTable(
         task,
         rings,
@@ -246,8 +256,49 @@ def extract_chunk(
         _object_ids(task, grid),
         mpp,
         None if mpp is None else (scale * mpp) ** 2,
+        shares,
     )
     return ChunkInstances(table, pieces)
+
+
+def voted_types(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per object (a row of ``votes``, its pixels' types counted): the type most of its pixels
+    have, type 0 (untyped) only where no other was decided and the smallest on ties (the rule of
+    :func:`vismtl.tasks.instance_targets.majority_type_map`), and the fraction of its pixels that
+    have it (HoVer-Net's ``type_prob``). ``votes`` without columns: untyped, no fractions."""
+    if votes.shape[1] == 0:
+        return np.zeros(len(votes), np.int64), None
+    typed = votes.copy()
+    typed[:, 0] = 0
+    best = typed.argmax(axis=1)
+    best[typed.max(axis=1) == 0] = 0
+    pixels = votes.sum(axis=1)
+    return best.astype(np.int64), np.take_along_axis(votes, best[:, None], axis=1)[:, 0] / np.maximum(pixels, 1)
+
+
+def _core_votes(
+    type_map: np.ndarray | None,
+    box: tuple[slice, slice],
+    core: Core,
+    pixels: tuple[np.ndarray, np.ndarray],
+    count: int,
+    types: int,
+) -> np.ndarray:
+    """int64 ``[count, T]``: per label, the types of its pixels in ``core`` counted (``pixels``: those
+    of the labels in ``box``, :func:`~vismtl.wsi.outlines.label_pixels`); ``T`` columns, at least
+    ``types``; none without a type map. A piece of an object counts its core's pixels only, so the
+    pieces' votes add up to the whole object's."""
+    if type_map is None:
+        return np.zeros((count, 0), np.int64)
+    where, label = pixels
+    (top, bottom), (left, right) = (box[0].start, box[0].stop), (box[1].start, box[1].stop)
+    y0, x0, y1, x1 = core
+    in_core = np.zeros((bottom - top, right - left), bool)
+    in_core[max(y0 - top, 0) : max(y1 - top, 0), max(x0 - left, 0) : max(x1 - left, 0)] = True
+    kept = in_core.ravel()[where]
+    decided = np.asarray(type_map)[box].ravel()[where[kept]].astype(np.int64)
+    columns = max(types, int(decided.max(initial=0)) + 1)
+    return np.bincount(label[kept] * columns + decided, minlength=count * columns).reshape(count, columns)
 
 
 def assemble(
@@ -269,18 +320,18 @@ def assemble(
     small = [k for k, (mask, *_) in enumerate(objects) if max(mask.shape) <= 256]
     order, tables = [], []
     for members in [[k] for k in alone] + [small[i : i + batch] for i in range(0, len(small), batch)]:
-        labels, origins, types = _side_by_side([objects[k] for k in members])
-        made = extract_chunk(labels, (0, 0, *labels.shape), origins, scale, mpp, task, types, class_names)
+        labels, origins, votes = _side_by_side([objects[k] for k in members])
+        made = extract_chunk(labels, (0, 0, *labels.shape), origins, scale, mpp, task, None, class_names, votes)
         order += members  # one object per label, in the labels' order
         tables.append(made.objects)
     found = ObjectTable.concat(tables).take(np.argsort(order)) if tables else ObjectTable.empty(task)
     return ChunkInstances(found, cut=sum(any(pieces[k].cut for k in group) for group in groups))
 
 
-def _side_by_side(objects: Sequence[tuple[np.ndarray, int, int, int]], width: int = 2048):
-    """``(mask, top, left, class_id)`` objects laid out in rows, 1 px apart, as labels ``1..K`` of one
+def _side_by_side(objects: Sequence[tuple[np.ndarray, int, int, np.ndarray]], width: int = 2048):
+    """``(mask, top, left, votes)`` objects laid out in rows, 1 px apart, as labels ``1..K`` of one
     array (outlined and measured at once: a call per object costs ~0.4 ms): ``(labels, origins
-    int [K, 2] (x, y) of the array's [0, 0] for each object, types)``."""
+    int [K, 2] (x, y) of the array's [0, 0] for each object, votes int [K + 1, T] by label)``."""
     width = max(width, max(mask.shape[1] for mask, *_ in objects) + 1)
     places, x, y, row_height = [], 0, 0, 0
     for mask, *_ in objects:
@@ -289,14 +340,14 @@ def _side_by_side(objects: Sequence[tuple[np.ndarray, int, int, int]], width: in
         places.append((y, x))
         x, row_height = x + mask.shape[1] + 1, max(row_height, mask.shape[0])
     labels = np.zeros((y + row_height, width), np.int32)
-    types = np.zeros_like(labels)
+    votes = np.zeros((len(objects) + 1, max(v.size for *_, v in objects)), np.int64)
     origins = np.empty((len(objects), 2), np.int64)
-    for k, ((mask, top, left, class_id), (row, col)) in enumerate(zip(objects, places)):
+    for k, ((mask, top, left, counted), (row, col)) in enumerate(zip(objects, places)):
         window = (slice(row, row + mask.shape[0]), slice(col, col + mask.shape[1]))
         labels[window][mask] = k + 1
-        types[window][mask] = class_id
+        votes[k + 1, : counted.size] = counted
         origins[k] = (left - col, top - row)
-    return labels, origins, types
+    return labels, origins, votes
 
 
 def polygon_from_mask(mask: np.ndarray) -> list[tuple[float, float]]:

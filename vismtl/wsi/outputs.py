@@ -43,7 +43,8 @@ from vismtl.wsi.tiling import TileLayout
 OWN_FILES = ("run.json", "journal.jsonl", "summary.json", "tissue_mask.png", "thumbnail.png", "unreadable.jsonl")
 PART_SUFFIX = ".features"  # a chunk's GeoJSON Features (vismtl.wsi.geojson.ChunkPart)
 PIECES_SUFFIX = ".pieces"  # the pieces of its objects that cross its border (vismtl.wsi.pieces)
-PARTS_FORMAT = ".parts/format"  # "pieces": a partial run whose chunks keep pieces (since 2026-11-27)
+PARTS_FORMAT = ".parts/format"  # what a partial run's chunks keep: a run of another format is not continued
+PIECES_FORMAT = "pieces with type votes"  # since 2026-11-28 ("pieces", their chunk's type: since 2026-11-27)
 FORMER_PART_SUFFIX = ".json"  # instance records, before 2026-11-27: a partial run with them is not continued
 
 
@@ -139,7 +140,7 @@ class SlideOutputs:
         if resume and self._same_run():
             finished = self.journal.entries()
             former = any((self.folder / ".parts").glob(f"*/*{FORMER_PART_SUFFIX}"))
-            if former or (finished and not (self.folder / PARTS_FORMAT).is_file()):
+            if former or (finished and _read_text(self.folder / PARTS_FORMAT) != PIECES_FORMAT):
                 raise RuntimeError(
                     f"cannot resume {self.folder}: its partial instances were written by an older vismtl; "
                     "remove the folder or drop --resume"
@@ -156,7 +157,7 @@ class SlideOutputs:
         self.clear()
         (self.folder / PARTS_FORMAT).parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.folder / PARTS_FORMAT, "w") as handle:
-            handle.write("pieces")
+            handle.write(PIECES_FORMAT)
         write_json(self.folder / "run.json", self.fingerprint)
         return {}
 
@@ -308,6 +309,14 @@ def _open_array(path: Path) -> zarr.Array | None:
         return zarr.open_array(str(path), mode="r+")
     except zarr.errors.ArrayNotFoundError:
         shutil.rmtree(path)
+        return None
+
+
+def _read_text(path: Path) -> str | None:
+    """A small file's text; None where it is missing."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
         return None
 
 

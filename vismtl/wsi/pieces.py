@@ -32,7 +32,7 @@ class ObjectPiece:
     top: int  # output-grid row of mask[0, 0]
     left: int  # output-grid column of mask[0, 0]
     mask: np.ndarray  # bool [h, w]: the object's pixels in the core, within their bounding box
-    class_id: int  # its type in the chunk that kept it (0 = untyped)
+    votes: np.ndarray  # int64 [T]: its pixels' type decisions, counted per type ([0] untyped)
     links: np.ndarray  # int64 [L, 2]: (row, col) output-grid pixels of the same object outside the core
     cut: bool = False  # the object reached a side of the chunk's array that carries margin: seen in part
 
@@ -46,13 +46,14 @@ def chunk_pieces(
     core: Core,
     origin: tuple[int, int],
     crossing: np.ndarray,
-    class_ids: np.ndarray,
+    votes: np.ndarray,
     cut: np.ndarray,
     inside: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> list[ObjectPiece]:
     """The pieces of the labels ``crossing`` (ascending; pixels inside and outside ``core``) of a
     chunk's int label array ``labels`` ``[H, W]`` whose ``[0, 0]`` lies at ``origin`` ``(x, y)`` of the
-    output grid; ``class_ids[k]`` is ``crossing[k]``'s type, ``cut[k]`` whether it was seen in part.
+    output grid; ``votes[k]`` counts the types of ``crossing[k]``'s pixels in the core, ``cut[k]``
+    says whether it was seen in part.
     The links: per crossing label, its first pixel (raster order) in each of the up to 8 strips of
     margin around the core. ``inside``: ``(rows, cols, k)`` of the crossing labels' pixels in the
     array, in raster order (``k``: the position in ``crossing``), which the caller has measured."""
@@ -91,7 +92,7 @@ def chunk_pieces(
         mask = np.zeros((int(piece_rows.max()) - top + 1, int(piece_cols.max()) - left + 1), bool)
         mask[piece_rows - top, piece_cols - left] = True
         position = (top + y0 + y_origin, left + x0 + x_origin)
-        pieces.append(ObjectPiece(*position, mask, int(class_ids[k]), np.array(links[k], np.int64), bool(cut[k])))
+        pieces.append(ObjectPiece(*position, mask, votes[k], np.array(links[k], np.int64), bool(cut[k])))
     return pieces
 
 
@@ -104,7 +105,7 @@ def pieces_text(pieces: Iterable[ObjectPiece]) -> str:
             "left": piece.left,
             "shape": list(piece.mask.shape),
             "mask": base64.b64encode(np.packbits(piece.mask, axis=None)).decode(),
-            "class_id": piece.class_id,
+            "votes": piece.votes.tolist(),
             "links": piece.links.reshape(-1, 2).tolist(),
             "cut": piece.cut,
         }
@@ -123,7 +124,8 @@ def read_pieces(text: str) -> list[ObjectPiece]:
         bits = np.frombuffer(base64.b64decode(record["mask"]), np.uint8)
         mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
         links = np.array(record["links"], np.int64).reshape(-1, 2)
-        pieces.append(ObjectPiece(record["top"], record["left"], mask, record["class_id"], links, record["cut"]))
+        votes = np.array(record["votes"], np.int64)
+        pieces.append(ObjectPiece(record["top"], record["left"], mask, votes, links, record["cut"]))
     return pieces
 
 
@@ -156,18 +158,16 @@ def group_pieces(pieces: Sequence[ObjectPiece], chunk: int) -> list[list[int]]:
     return list(groups.values())
 
 
-def piece_masks(pieces: Sequence[ObjectPiece], group: Sequence[int]) -> tuple[np.ndarray, int, int, int]:
-    """A group's pixels: ``(mask, top, left, class_id)``, the mask over the group's bounding box and
-    the type that holds most of its pixels (ties to the smallest id; each chunk typed its piece by
-    the part of the object it saw)."""
+def piece_masks(pieces: Sequence[ObjectPiece], group: Sequence[int]) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """A group's pixels: ``(mask, top, left, votes)``, the mask over the group's bounding box and
+    the type votes of all its pixels (each piece counted those in its chunk's core: each pixel once)."""
     members = [pieces[k] for k in group]
     top, left = min(p.top for p in members), min(p.left for p in members)
     bottom = max(p.top + p.mask.shape[0] for p in members)
     right = max(p.left + p.mask.shape[1] for p in members)
     mask = np.zeros((bottom - top, right - left), bool)
-    votes: dict[int, int] = {}
+    votes = np.zeros(max(p.votes.size for p in members), np.int64)  # chunks may have seen fewer types
     for p in members:
         mask[p.top - top : p.top - top + p.mask.shape[0], p.left - left : p.left - left + p.mask.shape[1]] |= p.mask
-        votes[p.class_id] = votes.get(p.class_id, 0) + int(p.mask.sum())
-    class_id = min(votes, key=lambda c: (-votes[c], c))
-    return mask, top, left, class_id
+        votes[: p.votes.size] += p.votes
+    return mask, top, left, votes

@@ -239,7 +239,8 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     y0, x0, y1, x1 = job.region
     decided = decide_instances(maps, tasks, (y1 - y0, x1 - x0))
     decided.update(maps.decided)
-    decided = {n: tasks[n].refine(value, decided) for n, value in decided.items()}
+    per_pixel = decided  # the type tasks' per pixel, which the objects' types are voted from
+    decided = {n: tasks[n].refine(value, per_pixel) for n, value in decided.items()}
     # every export is per pixel: the core's alone is computed
     rasters = {n: value.numpy() for n, value in maps.rasters.items()}
     rasters.update({n: tasks[n].export(decided[n][(..., *job.crop)][0]) for n in maps.decided})
@@ -248,7 +249,7 @@ def finish_maps(maps: ChunkMaps, tasks: Mapping[str, Task], job: ChunkJob) -> tu
     parts = {}
     for name in maps.rasters:  # the instance tasks
         labels = decided[name][0].numpy()
-        type_map, class_names = _instance_types(name, tasks, decided)
+        type_map, class_names = _instance_types(name, tasks, per_pixel)
         found = extract_chunk(labels, local_core, (x0, y0), job.scale, job.mpp, name, type_map, class_names)
         parts[name] = chunk_part(found)
     return rasters, parts
@@ -288,11 +289,9 @@ def finalize_chunk(
 
 
 def _instance_types(name: str, tasks: Mapping[str, Task], decided) -> tuple[np.ndarray | None, tuple]:
-    """The type map of the type task that votes over this instance task, if any, and its class names.
-
-    That task's refine has already painted every object with its majority type, so any pixel
-    of an object gives it (:func:`extract_chunk` reads its first pixel): no second vote.
-    """
+    """The per-pixel types of the type task that votes over this instance task, if any, and its
+    class names: :func:`extract_chunk` counts each object's (its type and the fraction of its
+    pixels that have it), as the type task's refine does for its raster."""
     type_name = type_task_of(name, tasks)
     if type_name is None or type_name not in decided:
         return None, ()
