@@ -20,6 +20,8 @@ its blended maps are kept. Then, timed on those maps:
 - the glands' and lumina's seeds grown into objects by the definitions (scipy's transform on the
   whole image, holes filled object by object: ``tests/seed_growth_reference.py``) against
   ``grow_seeds`` (in windows around the seeds, ``vismtl/tasks/seed_growth.py``);
+- the nuclei the chunks keep (``extract_chunk``: outlines, measurements, pieces, ids), untyped and
+  typed by the votes of their pixels' types (each one's type and class pixel share);
 - the GeoJSON text of the nuclei the chunks keep: an :class:`Instance` and ``feature_text`` per
   object (as until 6e42ffa) against ``features_text`` (all from the columns at once);
 - the copy of the chunks' maps into shared memory for the finishing processes (``pack``): into new
@@ -68,7 +70,15 @@ from vismtl.wsi.finishing import ChunkFinisher, pack, packed_nbytes  # noqa: E40
 from vismtl.wsi.geojson import feature_text, features_text  # noqa: E402
 from vismtl.wsi.instances import extract_chunk  # noqa: E402
 from vismtl.wsi.outlines import label_outlines  # noqa: E402
-from vismtl.wsi.stitch import ChunkCanvas, ChunkJob, ChunkMaps, chunk_maps, decide_instances, finish_maps  # noqa: E402
+from vismtl.wsi.stitch import (  # noqa: E402
+    ChunkCanvas,
+    ChunkJob,
+    ChunkMaps,
+    chunk_maps,
+    decide_instances,
+    finish_maps,
+    type_task_of,
+)
 from wsi_throughput import bench_plan, make_slide  # noqa: E402
 
 
@@ -155,12 +165,18 @@ def full_chunk(job: ChunkJob, tasks) -> ChunkMaps:
     return chunk_maps(activated, tasks, job)
 
 
-def nuclei_found(maps: ChunkMaps, job: ChunkJob, tasks) -> object:
-    """The nuclei a chunk keeps (:func:`extract_chunk` of its decided labels, untyped)."""
+def nuclei_labels(maps: ChunkMaps, job: ChunkJob, tasks) -> np.ndarray:
+    """A chunk's decided nuclei over its region."""
     y0, x0, y1, x1 = job.region
-    labels = decide_instances(maps, tasks, (y1 - y0, x1 - x0))["nuclei"][0].numpy()
-    rows, cols = job.crop
-    return extract_chunk(labels, (rows.start, cols.start, rows.stop, cols.stop), (x0, y0), job.scale, job.mpp, "nuclei")
+    return decide_instances(maps, tasks, (y1 - y0, x1 - x0))["nuclei"][0].numpy()
+
+
+def nuclei_kept(labels: np.ndarray, job: ChunkJob, types: np.ndarray | None = None, names=()) -> object:
+    """The nuclei a chunk keeps (:func:`extract_chunk` of its decided labels; typed by the votes of
+    their pixels' ``types`` where given, classes ``names``)."""
+    (rows, cols), (y0, x0) = job.crop, job.region[:2]
+    core = (rows.start, cols.start, rows.stop, cols.stop)
+    return extract_chunk(labels, core, (x0, y0), job.scale, job.mpp, "nuclei", types, names)
 
 
 def map_bytes(chunks) -> int:
@@ -283,7 +299,16 @@ def main() -> None:
         seconds = measure(lambda g=grow: [g(s, t.band, t.min_size) for s, t in seeds], args.repeats)
         rows.append(Row(f"glands and lumina grown from their seeds, {name}", seconds, tiles, "seeds"))
     # the nuclei's Features: an Instance and its text each, or all from the columns at once
-    found = [nuclei_found(maps, job, tasks) for maps, job, _ in chunks]
+    # the nuclei a chunk keeps, untyped and typed by the votes of their pixels (the type task's decisions)
+    typing = type_task_of("nuclei", tasks)
+    kept = [(nuclei_labels(maps, job, tasks), job, maps.decided[typing][0].numpy()) for maps, job, _ in chunks]
+    for name, typed in (("untyped", False), ("typed by their pixels' votes", True)):
+        names = tasks[typing].class_names if typed else ()
+        seconds = measure(
+            lambda t=typed, c=names: [nuclei_kept(n, j, types if t else None, c) for n, j, types in kept], args.repeats
+        )
+        rows.append(Row(f"nuclei kept (extract_chunk), {name}", seconds, objects, "kept"))
+    found = [nuclei_kept(labels, job) for labels, job, _ in kept]
     features = sum(len(f.objects) for f in found)  # the nuclei the chunks keep
     assert [features_text(f.objects) for f in found] == [",\n".join(map(feature_text, f.instances)) for f in found]
     rows.append(
