@@ -32,7 +32,7 @@ class ObjectPiece:
     top: int  # output-grid row of mask[0, 0]
     left: int  # output-grid column of mask[0, 0]
     mask: np.ndarray  # bool [h, w]: the object's pixels in the core, within their bounding box
-    votes: np.ndarray  # int64 [T]: its pixels' type decisions, counted per type ([0] untyped)
+    votes: np.ndarray  # int64 [T]: how many of its pixels each type decision took (T = 0: untyped)
     links: np.ndarray  # int64 [L, 2]: (row, col) output-grid pixels of the same object outside the core
     cut: bool = False  # the object reached a side of the chunk's array that carries margin: seen in part
 
