@@ -397,11 +397,20 @@ def majority_type(inst: np.ndarray, type_map: np.ndarray, num_classes: int | Non
         raise ValueError(f"types must lie in [0, {n_types})")
     ids, compact = unique_ids(inst)
     counts = np.bincount(compact.ravel().astype(np.int64) * n_types + types.ravel(), minlength=ids.size * n_types)
-    counts = counts.reshape(ids.size, n_types)
-    counts[:, 0] = 0  # background type never wins
-    best = counts.argmax(axis=1)  # argmax returns the first maximum: the smallest type id on ties
-    best[counts.max(axis=1) == 0] = 0
+    best = majority_of(counts.reshape(ids.size, n_types))
     return {int(i): int(t) for i, t in zip(ids, best) if i != 0}
+
+
+def majority_of(counts: np.ndarray) -> np.ndarray:
+    """int64 ``[K]``: per row of ``counts`` (the types of an instance's pixels counted, ``[K, T]``), the
+    most frequent nonzero type, the smallest on ties, 0 where the row counts none (type 0, the
+    background, never wins: as HoVer-Net types its nuclei)."""
+    if counts.shape[1] < 2:
+        return np.zeros(len(counts), np.int64)
+    typed = counts[:, 1:]
+    best = typed.argmax(axis=1) + 1  # argmax returns the first maximum: the smallest type id on ties
+    best[typed.max(axis=1) == 0] = 0
+    return best.astype(np.int64)
 
 
 def majority_type_map(inst: np.ndarray, type_map: np.ndarray, num_classes: int) -> np.ndarray:
@@ -423,10 +432,7 @@ def majority_type_map(inst: np.ndarray, type_map: np.ndarray, num_classes: int) 
     if voted.size and (voted.min() < 0 or voted.max() >= num_classes):
         raise ValueError(f"types must lie in [0, {num_classes})")
     counts = np.bincount(ids * num_classes + voted, minlength=(int(inst.max(initial=0)) + 1) * num_classes)
-    counts = counts.reshape(-1, num_classes)
-    counts[:, 0] = 0  # background type never wins
-    best = counts.argmax(axis=1).astype(np.int32)  # the first maximum: the smallest type id on ties
-    best[counts.max(axis=1) == 0] = 0
+    best = majority_of(counts.reshape(-1, num_classes))
     painted = np.zeros(inst.size, types.dtype if np.issubdtype(types.dtype, np.integer) else np.int32)
     painted[inside] = best[ids]
     return painted.reshape(inst.shape)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vismtl.tasks.instance_targets import majority_of
 from vismtl.wsi.outlines import label_outlines, label_pixels, label_stats
 from vismtl.wsi.pieces import ObjectPiece, chunk_pieces, group_pieces, piece_masks
 from vismtl.wsi.tiling import nonzero_box
@@ -262,18 +263,13 @@ def extract_chunk(
 
 
 def voted_types(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per object (a row of ``votes``, its pixels' types counted): the type most of its pixels
-    have, type 0 (untyped) only where no other was decided and the smallest on ties (the rule of
-    :func:`vismtl.tasks.instance_targets.majority_type_map`), and the fraction of its pixels that
-    have it (HoVer-Net's ``type_prob``). ``votes`` without columns: untyped, no fractions."""
+    """Per object (a row of ``votes``, its pixels' types counted): its type, by the rule of the type
+    task's refine (:func:`~vismtl.tasks.instance_targets.majority_of`), and the fraction of its
+    pixels that have it (HoVer-Net's ``type_prob``). ``votes`` without columns: untyped, no fractions."""
+    best = majority_of(votes)
     if votes.shape[1] == 0:
-        return np.zeros(len(votes), np.int64), None
-    typed = votes.copy()
-    typed[:, 0] = 0
-    best = typed.argmax(axis=1)
-    best[typed.max(axis=1) == 0] = 0
-    pixels = votes.sum(axis=1)
-    return best.astype(np.int64), np.take_along_axis(votes, best[:, None], axis=1)[:, 0] / np.maximum(pixels, 1)
+        return best, None
+    return best, np.take_along_axis(votes, best[:, None], axis=1)[:, 0] / np.maximum(votes.sum(axis=1), 1)
 
 
 def _core_votes(

@@ -140,7 +140,8 @@ class SlideOutputs:
         if resume and self._same_run():
             finished = self.journal.entries()
             former = any((self.folder / ".parts").glob(f"*/*{FORMER_PART_SUFFIX}"))
-            if former or (finished and _read_text(self.folder / PARTS_FORMAT) != PIECES_FORMAT):
+            marker = self.folder / PARTS_FORMAT
+            if former or (finished and not (marker.is_file() and marker.read_text() == PIECES_FORMAT)):
                 raise RuntimeError(
                     f"cannot resume {self.folder}: its partial instances were written by an older vismtl; "
                     "remove the folder or drop --resume"
@@ -309,14 +310,6 @@ def _open_array(path: Path) -> zarr.Array | None:
         return zarr.open_array(str(path), mode="r+")
     except zarr.errors.ArrayNotFoundError:
         shutil.rmtree(path)
-        return None
-
-
-def _read_text(path: Path) -> str | None:
-    """A small file's text; None where it is missing."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
         return None
 
 

@@ -118,14 +118,15 @@ def survey_slide(setup: SlideSetup, slide_input: SlideInput, mpp: float | None, 
         slide_mpp = slide.mpp if slide.mpp is not None else mpp
         if slide_mpp is None:
             slide.require_mpp()  # raises, naming the slide and suggesting --mpp
-        if slide.mpp is not None and abs(slide.stretch()) > NON_SQUARE:
+        stretch = slide.stretch()
+        if abs(stretch) > NON_SQUARE:
             log.warning(
                 "%s: its pixels are not square (%.4g um wide, %.4g um high); it is run at %.4g um/px, their mean, "
                 "so its outputs are %.1f %% too long along one axis and as much too short along the other",
                 slide_input.path,
                 *slide.mpp_xy,
                 slide.mpp,
-                50 * abs(slide.stretch()),
+                50 * abs(stretch),
             )
         scale = slide_mpp / settings.mpp  # output pixels per level-0 pixel
         if scale > settings.max_upsampling:

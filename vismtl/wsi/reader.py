@@ -97,7 +97,10 @@ class _OpenSlideSource:
         self.level_downsamples = [float(d) for d in self.handle.level_downsamples]
         props = self.handle.properties
         self.mpp_xy = tuple(_parse_float(props.get(k)) for k in ("openslide.mpp-x", "openslide.mpp-y"))
-        self.mpp = _mean_mpp(*self.mpp_xy)
+
+    @property
+    def mpp(self) -> float | None:
+        return _mean_mpp(*self.mpp_xy)
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         # OpenSlide wants the top-left corner in level-0 coordinates.
@@ -115,13 +118,16 @@ class _ArraySource:
     backend = "image"
 
     def __init__(self, levels: list, channel_first: bool, mpp_xy: tuple = (None, None), closers: tuple = ()) -> None:
-        self.levels, self.channel_first, self.closers = levels, channel_first, closers
-        self.mpp_xy, self.mpp = mpp_xy, _mean_mpp(*mpp_xy)
+        self.levels, self.channel_first, self.mpp_xy, self.closers = levels, channel_first, mpp_xy, closers
         axes = (1, 2) if channel_first else (0, 1)
         self.level_dimensions = [(int(a.shape[axes[1]]), int(a.shape[axes[0]])) for a in levels]
         w0, h0 = self.level_dimensions[0]
         # Same definition as OpenSlide: the mean of the two axis ratios.
         self.level_downsamples = [(w0 / w + h0 / h) / 2.0 for w, h in self.level_dimensions]
+
+    @property
+    def mpp(self) -> float | None:
+        return _mean_mpp(*self.mpp_xy)
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         array = self.levels[level]
@@ -284,8 +290,7 @@ def _tiff_pixels(path: Path, slide: _OpenSlideSource) -> _ArraySource | None:
     except Exception:
         pixels.close()
         return None
-    pixels.mpp, pixels.mpp_xy = slide.mpp, slide.mpp_xy  # OpenSlide's metadata, faster pixels
-    pixels.backend = "openslide+tifffile"
+    pixels.mpp_xy, pixels.backend = slide.mpp_xy, "openslide+tifffile"  # OpenSlide's metadata, faster pixels
     slide.close()
     return pixels
 
